@@ -1,0 +1,177 @@
+"""Artifacts cached by content: a second run with the same inputs re-exports nothing.
+
+The cache key of an artifact hashes everything its bytes depend on: the exporter and
+its options, the weights sha256, the preprocessing spec sha256, the versions of the
+packages that produce it, and the keys of the artifacts it is built from. Each entry is
+a folder written under a temporary name and renamed into place, with a ``meta.json``
+recording the main file's sha256; a cached file whose bytes no longer match is an
+error naming it, never silently used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parity.errors import ArtifactError
+from parity.export import Exporter, get_exporter
+from parity.fixtures import calibration_images, file_sha256
+from parity.paths import cache_dir, fixtures_dir
+from parity.preprocess import preprocess_batch
+from parity.weights import LoadedModel
+from parity.zoo import ModelCard
+
+#: Bump when an exporter's code changes what it writes.
+CACHE_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Artifact:
+    """One exported file and what is known about it."""
+
+    exporter: str
+    path: Path
+    key: str
+    metadata: dict[str, Any]
+    #: True if it was built in this process (False: read from the cache).
+    built: bool
+
+    @property
+    def size_bytes(self) -> int:
+        return int(self.metadata["bytes"])
+
+
+def package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not-installed"
+
+
+class BuildContext:
+    """What exporters may ask for: the card, the torch model, upstream artifacts, data.
+
+    Everything is computed on first use, so a fully cached run never builds the
+    calibration batch or touches an exporter's framework.
+    """
+
+    def __init__(
+        self,
+        card: ModelCard,
+        model: Callable[[], LoadedModel],
+        cache: ArtifactCache,
+        progress: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        self.card = card
+        self._model = model
+        self.cache = cache
+        self.progress = progress
+        self._calibration: np.ndarray | None = None
+
+    def model(self) -> LoadedModel:
+        return self._model()
+
+    def artifact(self, exporter: str) -> Artifact:
+        """An upstream artifact, built or read from the cache."""
+        return self.cache.get(get_exporter(exporter), self)
+
+    def calibration_batch(self) -> np.ndarray:
+        """The calibration images through the card's preprocessing, NCHW float32."""
+        if self._calibration is None:
+            images = calibration_images(fixtures_dir())
+            self._calibration = preprocess_batch([f.path for f in images], self.card.preprocess)
+        return self._calibration
+
+
+class ArtifactCache:
+    """Folder of artifacts keyed by content hash (``<root>/<model>/<exporter>-<key>/``)."""
+
+    def __init__(self, root: Path | None = None, rebuild: bool = False) -> None:
+        self.root = Path(root) if root is not None else cache_dir() / "artifacts"
+        self.rebuild = rebuild
+        self._memo: dict[str, Artifact] = {}
+
+    def key(self, exporter: Exporter, ctx: BuildContext) -> str:
+        parts = {
+            "format": CACHE_FORMAT,
+            "exporter": exporter.name,
+            "options": dict(exporter.options),
+            "weights": ctx.model().sha256,
+            "preprocess": ctx.card.preprocess.sha256,
+            "input_shape": ctx.card.input_shape,
+            "versions": {p: package_version(p) for p in exporter.packages},
+            "upstream": {r: self.get(get_exporter(r), ctx).key for r in exporter.requires},
+        }
+        blob = json.dumps(parts, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:20]
+
+    def get(self, exporter: Exporter, ctx: BuildContext) -> Artifact:
+        """The artifact for ``exporter`` and ``ctx``: from the cache, or built now."""
+        key = self.key(exporter, ctx)
+        if key in self._memo:
+            return self._memo[key]
+        folder = self.root / ctx.card.name / f"{exporter.name}-{key}"
+        if folder.is_dir() and self.rebuild:
+            shutil.rmtree(folder)
+        artifact = self._read(folder, exporter, key) if folder.is_dir() else None
+        if artifact is None:
+            artifact = self._build(folder, exporter, key, ctx)
+        self._memo[key] = artifact
+        return artifact
+
+    def _read(self, folder: Path, exporter: Exporter, key: str) -> Artifact:
+        path = folder / exporter.filename
+        try:
+            metadata = json.loads((folder / "meta.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError) as exc:
+            raise ArtifactError(
+                f"{folder}: cached artifact has no readable meta.json ({exc}); "
+                "rerun with --rebuild or delete the folder"
+            ) from None
+        if not path.is_file() or file_sha256(path) != metadata["sha256"]:
+            raise ArtifactError(
+                f"{path}: cached artifact is missing or its bytes changed (sha256 differs from "
+                f"meta.json); rerun with --rebuild or delete {folder}"
+            )
+        return Artifact(exporter.name, path, key, metadata, built=False)
+
+    def _build(self, folder: Path, exporter: Exporter, key: str, ctx: BuildContext) -> Artifact:
+        ctx.progress(f"exporting {ctx.card.name} -> {exporter.name}")
+        tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        start = time.perf_counter()
+        try:
+            metadata = exporter.function()(ctx, tmp / exporter.filename, exporter.options)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        path = tmp / exporter.filename
+        metadata.update(
+            exporter_name=exporter.name,
+            key=key,
+            model=ctx.card.name,
+            weights_sha256=ctx.model().sha256,
+            preprocess_sha256=ctx.card.preprocess.sha256,
+            versions={p: package_version(p) for p in exporter.packages},
+            export_seconds=round(time.perf_counter() - start, 3),
+            sha256=file_sha256(path),
+            bytes=path.stat().st_size,
+        )
+        (tmp / "meta.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process won the race: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+            return self._read(folder, exporter, key)
+        return Artifact(exporter.name, folder / exporter.filename, key, metadata, built=True)

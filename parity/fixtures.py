@@ -1,0 +1,90 @@
+"""Fixture images: the committed manifest, or any folder of images.
+
+A fixture set is the ordered list of images fed to every runtime. The bundled set
+(``fixtures/manifest.json``) records each file's sha256, so a changed or corrupted
+fixture is an error rather than a silently different golden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from parity.errors import FixtureError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+MANIFEST = "manifest.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Fixture:
+    """One image: its name (the file stem, used in test ids and reports) and path."""
+
+    name: str
+    path: Path
+    role: str = "golden"
+    sha256: str | None = None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_manifest(root: Path, roles: Sequence[str] = ("golden", "awkward")) -> list[Fixture]:
+    """Fixtures of the given roles from ``root/manifest.json``, checked against their sha256."""
+    manifest = root / MANIFEST
+    try:
+        entries = json.loads(manifest.read_text())["images"]
+    except FileNotFoundError:
+        raise FixtureError(f"{manifest}: fixture manifest not found") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise FixtureError(f"{manifest}: malformed manifest ({exc})") from None
+    fixtures = []
+    for entry in entries:
+        if entry["role"] not in roles:
+            continue
+        path = root / entry["file"]
+        if not path.is_file():
+            raise FixtureError(f"{path}: listed in {manifest} but missing")
+        actual = file_sha256(path)
+        if actual != entry["sha256"]:
+            raise FixtureError(
+                f"{path}: sha256 {actual[:12]}… does not match the manifest's "
+                f"{entry['sha256'][:12]}…; the fixture changed (regenerate with "
+                "fixtures/make_fixtures.py and update goldens deliberately)"
+            )
+        fixtures.append(Fixture(entry["name"], path, entry["role"], actual))
+    if not fixtures:
+        raise FixtureError(f"{manifest}: no images with role {list(roles)}")
+    return fixtures
+
+
+def load_fixtures(root: Path, roles: Sequence[str] = ("golden", "awkward")) -> list[Fixture]:
+    """The manifest's fixtures if ``root`` has one, else every image file in ``root``."""
+    root = Path(root)
+    if not root.exists():
+        raise FixtureError(f"{root}: no such fixtures directory")
+    if root.is_file():
+        return [Fixture(root.stem, root)]
+    if (root / MANIFEST).is_file():
+        return load_manifest(root, roles)
+    files = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise FixtureError(f"{root}: no image files")
+    names = [p.stem for p in files]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise FixtureError(f"{root}: several files share the names {clashes}")
+    return [Fixture(p.stem, p) for p in files]
+
+
+def calibration_images(root: Path) -> list[Fixture]:
+    """The calibration images (BatchNorm re-estimation, int8 calibration)."""
+    return load_manifest(Path(root), roles=("calibration",))

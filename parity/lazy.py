@@ -1,0 +1,58 @@
+"""Lazy, ordered imports of the heavy frameworks.
+
+parity's core imports numpy only; each runner imports its framework when activated.
+TensorFlow must come after torch and torchvision in one process: TF first and triton
+(loaded by torchvision) later segfaults (see ../shared/STACK.md). :func:`tensorflow`
+therefore loads torch and torchvision first whenever they are installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+from parity.errors import MissingRuntimeError
+
+#: Which extra installs which module, for the error message.
+_EXTRAS = {
+    "torch": "torch",
+    "torchvision": "torch",
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
+    "tensorflow": "tf",
+    "keras": "tf",
+    "tf2onnx": "tf",
+    "ai_edge_litert": "litert",
+}
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported here, without importing it."""
+    return importlib.util.find_spec(module) is not None
+
+
+def require(module: str) -> ModuleType:
+    """Import ``module`` or raise a clear 'install parity[extra]' error."""
+    if not installed(module):
+        extra = _EXTRAS.get(module.split(".")[0], "all")
+        raise MissingRuntimeError(
+            f"{module} is not installed in this environment; install it with "
+            f"pip install 'parity[{extra}]'"
+        )
+    return importlib.import_module(module)
+
+
+def torch() -> ModuleType:
+    """torch, with torchvision loaded alongside (so TF can follow safely)."""
+    module = require("torch")
+    if installed("torchvision"):
+        importlib.import_module("torchvision")
+    return module
+
+
+def tensorflow() -> ModuleType:
+    """tensorflow, after torch/torchvision if those are installed (import-order trap)."""
+    if installed("torch"):
+        torch()
+    return require("tensorflow")

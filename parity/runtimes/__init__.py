@@ -1,0 +1,1 @@
+"""Runners: one per runtime, one interface (:class:`parity.runtimes.base.Runner`)."""

@@ -1,0 +1,167 @@
+"""ONNX Runtime runner: taps by adding intermediate values as graph outputs.
+
+Taps are located from module scopes recorded by the torch exporters: TorchScript node
+names (``/features/features.3/conv/conv.0/Conv``) or the dynamo exporter's
+``pkg.torch.onnx.name_scopes`` metadata. The output of module ``M`` is the one value
+produced inside ``M``'s scope and consumed outside it (or returned by the graph); its
+input is the one non-constant value consumed inside and produced outside. Zero or
+several candidates is an error naming the tap.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parity import lazy
+from parity.errors import ArtifactError, TapError
+from parity.runtimes.base import OUTPUT, Runner
+from parity.taps import Tap
+
+#: Graph optimisation levels by name.
+OPTIMIZATION_LEVELS = ("disabled", "basic", "extended", "all")
+
+Scope = tuple[str, ...]
+
+
+def torch_scope(node: Any) -> Scope:
+    """Module paths enclosing a node of a torch export, outermost first, root ``""`` first."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            names = ast.literal_eval(prop.value)
+            return tuple(names[:-1])  # the last entry names the op itself
+    if node.name.startswith("/"):
+        return ("", *node.name.strip("/").split("/")[:-1])
+    return ("",)
+
+
+def locate_taps(
+    model: Any, taps: Sequence[Tap], scope_of: Callable[[Any], Scope]
+) -> dict[str, str]:
+    """Tap name -> ONNX value name, by module scope."""
+    graph = model.graph
+    constants = {init.name for init in graph.initializer}
+    for node in graph.node:  # nodes are topologically sorted
+        if node.op_type == "Constant" or (node.input and all(i in constants for i in node.input)):
+            constants.update(node.output)
+    graph_outputs = {o.name for o in graph.output}
+    scopes = [scope_of(node) for node in graph.node]
+    located = {}
+    for tap in taps:
+        inside = [n for n, scope in zip(graph.node, scopes, strict=True) if tap.module in scope]
+        if not inside:
+            raise TapError(f"tap '{tap.name}': no node of module '{tap.module}' in the ONNX graph")
+        ids = {id(n) for n in inside}
+        produced = {v for n in inside for v in n.output}
+        if tap.point == "output":
+            used_outside = {v for n in graph.node if id(n) not in ids for v in n.input}
+            candidates = {v for v in produced if v in used_outside or v in graph_outputs}
+        else:
+            consumed = {v for n in inside for v in n.input if v}
+            candidates = consumed - produced - constants
+        if len(candidates) != 1:
+            raise TapError(
+                f"tap '{tap.name}': module '{tap.module}' has {len(candidates)} {tap.point} "
+                f"values in the ONNX graph ({sorted(candidates)[:4]}); expected exactly one"
+            )
+        located[tap.name] = candidates.pop()
+    return located
+
+
+class OnnxRuntimeRunner(Runner):
+    """Runs an ``.onnx`` file on ONNX Runtime's CPU provider.
+
+    Args:
+        name: variant name.
+        path: the ONNX file.
+        threads: intra-op threads, fixed so results do not depend on the machine.
+        graph_optimization: one of :data:`OPTIMIZATION_LEVELS`.
+        input_layout: layout of the model's input (``NHWC`` for a tf2onnx export).
+        tap_layout: layout of its intermediate values.
+        scope_of: how to read a node's module scope (default: torch exporters).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        threads: int = 2,
+        graph_optimization: str = "all",
+        input_layout: str = "NCHW",
+        tap_layout: str = "NCHW",
+        scope_of: Callable[[Any], Scope] = torch_scope,
+    ) -> None:
+        super().__init__(name)
+        if graph_optimization not in OPTIMIZATION_LEVELS:
+            raise ValueError(f"graph_optimization must be one of {OPTIMIZATION_LEVELS}")
+        self.path = Path(path)
+        self.threads = threads
+        self.graph_optimization = graph_optimization
+        self.input_layout = input_layout  # type: ignore[assignment]
+        self.tap_layout = tap_layout  # type: ignore[assignment]
+        self.scope_of = scope_of
+        self._sessions: dict[frozenset[str], tuple[Any, list[str]]] = {}
+
+    def _activate(self) -> None:
+        self.ort = lazy.require("onnxruntime")
+        self.onnx = lazy.require("onnx")
+        self._sessions.clear()
+        if not self.path.is_file():
+            raise ArtifactError(f"{self.path}: ONNX file not found")
+        plain = self._session(self.path.read_bytes())
+        self.input_name = plain.get_inputs()[0].name
+        self.output_name = plain.get_outputs()[0].name
+        self._sessions[frozenset()] = (plain, [self.output_name])
+
+    def _deactivate(self) -> None:
+        self._sessions.clear()
+
+    def _session(self, model_bytes: bytes) -> Any:
+        options = self.ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        level = self.ort.GraphOptimizationLevel
+        options.graph_optimization_level = {
+            "disabled": level.ORT_DISABLE_ALL,
+            "basic": level.ORT_ENABLE_BASIC,
+            "extended": level.ORT_ENABLE_EXTENDED,
+            "all": level.ORT_ENABLE_ALL,
+        }[self.graph_optimization]
+        options.log_severity_level = 3
+        try:
+            return self.ort.InferenceSession(
+                model_bytes, options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT raises its own exception types
+            first_line = (
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            )
+            raise ArtifactError(
+                f"{self.path}: ONNX Runtime cannot load it ({first_line})"
+            ) from None
+
+    def _tapped_session(self, taps: Sequence[Tap]) -> tuple[Any, list[str]]:
+        key = frozenset(t.name for t in taps)
+        if key not in self._sessions:
+            model = self.onnx.load(str(self.path))
+            located = locate_taps(model, taps, self.scope_of)
+            existing = {o.name for o in model.graph.output}
+            for tap in taps:
+                value = located[tap.name]
+                if value not in existing:
+                    model.graph.output.append(self.onnx.ValueInfoProto(name=value))
+                    existing.add(value)
+            fetch = [self.output_name, *(located[t.name] for t in taps)]
+            self._sessions[key] = (self._session(model.SerializeToString()), fetch)
+        return self._sessions[key]
+
+    def _run(self, feed: np.ndarray, taps: Sequence[Tap]) -> dict[str, np.ndarray]:
+        session, fetch = self._tapped_session(taps)
+        values = session.run(fetch, {self.input_name: feed})
+        result = {OUTPUT: values[0]}
+        result.update({tap.name: value for tap, value in zip(taps, values[1:], strict=True)})
+        return result

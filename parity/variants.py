@@ -1,0 +1,105 @@
+"""The runtime variant registry: a variant is data (a name, a runner, an artifact, options).
+
+A variant's family (``torch``, ``onnxruntime``, ``keras``, ``litert``) is the pytest
+marker and the ``--runtime`` shorthand. Adding a runtime is one runner file plus lines
+here; adding an option combination is one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from parity.errors import ParityError
+
+#: The family whose runner is the reference for live checks.
+REFERENCE = "torch"
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One way of running the model.
+
+    Attributes:
+        name: registry name, used in reports, budgets and test ids (``ort_dynamo``).
+        family: runtime family (pytest marker, installed-package check).
+        runner: ``module:Class`` of the :class:`~parity.runtimes.base.Runner`.
+        exporter: name of the artifact it runs (``None`` for the torch reference).
+        options: keyword arguments for the runner.
+        description: one line for ``parity list``.
+        module: the Python module the family needs installed.
+    """
+
+    name: str
+    family: str
+    runner: str
+    exporter: str | None
+    description: str
+    module: str
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def runner_class(self) -> type:
+        module, _, cls = self.runner.partition(":")
+        runner_cls: type = getattr(importlib.import_module(module), cls)
+        return runner_cls
+
+
+_TORCH = "parity.runtimes.torch:TorchRunner"
+_ORT = "parity.runtimes.onnxruntime:OnnxRuntimeRunner"
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in [
+        Variant("torch", "torch", _TORCH, None, "torch eager, CPU (the reference)", "torch"),
+        Variant(
+            "ort_dynamo",
+            "onnxruntime",
+            _ORT,
+            "onnx_dynamo",
+            "ONNX Runtime CPU on the torch.export-based ONNX export",
+            "onnxruntime",
+        ),
+        Variant(
+            "ort_torchscript",
+            "onnxruntime",
+            _ORT,
+            "onnx_torchscript",
+            "ONNX Runtime CPU on the TorchScript ONNX export",
+            "onnxruntime",
+        ),
+        Variant(
+            "ort_dynamo_noopt",
+            "onnxruntime",
+            _ORT,
+            "onnx_dynamo",
+            "ONNX Runtime CPU, graph optimisations disabled",
+            "onnxruntime",
+            {"graph_optimization": "disabled"},
+        ),
+    ]
+}
+
+#: What `parity run` checks when no --runtime is given.
+DEFAULT_VARIANTS = ("ort_dynamo", "ort_torchscript")
+
+
+def families() -> list[str]:
+    return sorted({v.family for v in VARIANTS.values()})
+
+
+def resolve_variants(selectors: Sequence[str] | None) -> list[Variant]:
+    """Variants named by exact name or family (``onnxruntime`` = all its variants)."""
+    if not selectors:
+        return [VARIANTS[name] for name in DEFAULT_VARIANTS]
+    chosen: list[Variant] = []
+    for selector in selectors:
+        matches = [v for v in VARIANTS.values() if selector in (v.name, v.family)]
+        if not matches:
+            raise ParityError(
+                f"unknown runtime {selector!r}; variants: {', '.join(VARIANTS)}; "
+                f"families: {', '.join(families())}"
+            )
+        chosen.extend(m for m in matches if m not in chosen)
+    return chosen

@@ -1,0 +1,212 @@
+"""Build a model card's torch module with its weights (torch imported lazily).
+
+Three weight sources:
+
+* ``calibrated`` (default): seeded init, BatchNorm affine parameters spread, then the
+  BatchNorm running statistics re-estimated on the calibration images. Plain init leaves
+  mean 0 / var 1, which collapses activations layer by layer (logits ~1e-9) and hides
+  every BatchNorm bug; calibrated weights give realistic activation scales.
+* a torchvision weights member name (``IMAGENET1K_V1``) through torchvision's loader,
+  which needs the network or a filled torch hub cache;
+* a path to a local state_dict file, loaded with ``weights_only=True``.
+
+The result is cached under the parity cache directory and identified by the sha256 of
+its tensors, recorded in every report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parity import lazy
+from parity.errors import ModelCardError, WeightsError
+from parity.fixtures import calibration_images
+from parity.paths import cache_dir, fixtures_dir
+from parity.preprocess import preprocess_batch
+from parity.zoo import ModelCard
+
+CALIBRATED = "calibrated"
+#: Calibration batch size for BatchNorm statistics (all 32 calibration images).
+_BN_BATCH = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """A torch module in eval mode plus where its weights came from."""
+
+    module: Any  # torch.nn.Module
+    source: str
+    sha256: str
+
+    def state_dict_numpy(self) -> dict[str, np.ndarray]:
+        """The state_dict as numpy arrays (for the Keras weight transfer)."""
+        return {k: v.detach().cpu().numpy() for k, v in self.module.state_dict().items()}
+
+
+def state_dict_sha256(state_dict: Mapping[str, Any]) -> str:
+    """Hash of names, dtypes, shapes and bytes, independent of the file format."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        array = np.ascontiguousarray(state_dict[key].detach().cpu().numpy())
+        digest.update(f"{key}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _builder(card: ModelCard) -> Any:
+    module_name, _, function = card.builder.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), function)
+    except (ImportError, AttributeError) as exc:
+        raise ModelCardError(f"{card.path}: builder {card.builder!r} not found ({exc})") from None
+
+
+def build_module(card: ModelCard, **kwargs: Any) -> Any:
+    """The card's architecture with fresh (uninitialised-for-parity) weights."""
+    lazy.torch()
+    builder = _builder(card)
+    return builder(weights=None, num_classes=card.num_classes, **card.builder_kwargs, **kwargs)
+
+
+def load_model(card: ModelCard, weights: str | None = None) -> LoadedModel:
+    """The card's torch module in eval mode, with weights from ``weights`` (or the card's)."""
+    source = weights or card.weights
+    if source == CALIBRATED:
+        module = _calibrated(card)
+    elif Path(source).suffix in (".pt", ".pth", ".bin") or os.sep in source:
+        module = _from_state_dict_file(card, Path(source))
+    else:
+        module = _from_torchvision(card, source)
+    module.eval()
+    return LoadedModel(module, source, state_dict_sha256(module.state_dict()))
+
+
+def _from_state_dict_file(card: ModelCard, path: Path) -> Any:
+    torch = lazy.torch()
+    if not path.is_file():
+        raise WeightsError(f"{path}: state_dict file not found")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise WeightsError(
+            f"{path}: not a loadable torch state_dict ({type(exc).__name__}: {exc})"
+        ) from None
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict):
+        raise WeightsError(f"{path}: holds a {type(loaded).__name__}, not a state_dict")
+    loaded = {k.removeprefix("module."): v for k, v in loaded.items()}
+    module = build_module(card)
+    result = module.load_state_dict(loaded, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise WeightsError(
+            f"{path}: does not fit {card.name}: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    return module
+
+
+def _from_torchvision(card: ModelCard, member: str) -> Any:
+    torch = lazy.torch()
+    import torchvision
+
+    if card.torchvision_weights is None:
+        raise WeightsError(f"{card.path}: no torchvision_weights enum, cannot load {member!r}")
+    enum = torchvision.models.get_model_weights(card.builder.partition(":")[2])
+    if member not in enum.__members__:
+        raise WeightsError(
+            f"unknown weights {member!r} for {card.name}; torchvision has "
+            f"{list(enum.__members__)}; "
+            "or use 'calibrated' or a state_dict path"
+        )
+    entry = enum[member]
+    target = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(entry.url)
+    try:
+        return _builder(card)(weights=entry, **card.builder_kwargs)
+    except Exception as exc:  # URLError, hash mismatch, ...
+        raise WeightsError(
+            f"cannot load torchvision weights {enum.__name__}.{member}: {type(exc).__name__}: "
+            f"{exc}. Without network, download {entry.url} elsewhere and place it at {target}"
+        ) from None
+
+
+def _calibrated(card: ModelCard) -> Any:
+    """Seeded init + BatchNorm re-estimation, cached by everything it depends on."""
+    torch = lazy.torch()
+    calibration = calibration_images(fixtures_dir())
+    key = hashlib.sha256(
+        "|".join(
+            [
+                card.builder,
+                repr(sorted(card.builder_kwargs.items())),
+                str(card.num_classes),
+                str(card.seed),
+                torch.__version__,
+                card.preprocess.sha256,
+                *(f.sha256 or "" for f in calibration),
+            ]
+        ).encode()
+    ).hexdigest()[:16]
+    path = cache_dir() / "weights" / f"{card.name}-calibrated-{key}.pt"
+    module = build_module(card)
+    if path.is_file():
+        module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return module
+    torch.manual_seed(card.seed)
+    module = build_module(card)
+    generator = torch.Generator().manual_seed(card.seed + 1)
+    batch = torch.from_numpy(preprocess_batch([f.path for f in calibration], card.preprocess))
+    recalibrate_batchnorm(module, batch[:_BN_BATCH], generator)
+    _atomic_save(torch, module.state_dict(), path)
+    return module
+
+
+def recalibrate_batchnorm(module: Any, batch: Any, generator: Any) -> None:
+    """Spread BN affine parameters, then set running stats from ``batch``.
+
+    Running statistics are estimated in one pass with cumulative averaging
+    (``momentum=None``) and rounded to float16 precision so that the weights hash is
+    stable across CPUs whose float sums differ in the last bits.
+    """
+    torch = lazy.torch()
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():
+        for bn in norms:
+            bn.weight.copy_(torch.empty_like(bn.weight).uniform_(0.5, 1.5, generator=generator))
+            bn.bias.copy_(torch.empty_like(bn.bias).normal_(0.0, 0.2, generator=generator))
+            bn.reset_running_stats()
+            bn.momentum = None
+        module.train()
+        module(batch)
+        module.eval()
+        for bn in norms:
+            bn.momentum = 0.1
+            bn.running_mean.copy_(bn.running_mean.half().float())
+            bn.running_var.copy_(bn.running_var.half().float())
+
+
+def _atomic_save(torch: Any, state_dict: Mapping[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(dict(state_dict), tmp)
+    os.replace(tmp, path)
+
+
+def class_names(card: ModelCard) -> list[str] | None:
+    """ImageNet class names from torchvision metadata (no download), if the card has them."""
+    if card.torchvision_weights is None or not lazy.installed("torchvision"):
+        return None
+    lazy.torch()
+    import torchvision
+
+    enum = getattr(torchvision.models, card.torchvision_weights)
+    categories: list[str] = next(iter(enum)).meta["categories"]
+    return categories if len(categories) == card.num_classes else None

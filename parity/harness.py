@@ -138,8 +138,9 @@ class Session:
     @functools.cached_property
     def reference(self) -> dict[str, np.ndarray]:
         """Torch outputs for every tap on the fixture batch."""
+        module = self.model().module
         self.progress(f"running the torch reference on {len(self.fixtures)} images")
-        with make_runner(VARIANTS[REFERENCE], self.model().module, self.config.threads) as runner:
+        with make_runner(VARIANTS[REFERENCE], module, self.config.threads) as runner:
             start = time.perf_counter()
             outputs = runner.run(self.batch, self.taps)
             self.reference_seconds = time.perf_counter() - start

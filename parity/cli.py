@@ -1,0 +1,162 @@
+"""The ``parity`` command line.
+
+Exit codes: 0 every check passed; 1 a tolerance (or runtime) failure; 2 usage error or
+bad input (unknown model, missing or corrupt file, ...), reported in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from parity import __version__
+from parity.errors import ParityError
+
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+EPILOG = """\
+exit codes: 0 pass, 1 a budget broken or a runtime failed, 2 usage error or bad input.
+
+examples:
+  parity run                                    mobilenet_v2, both ONNX exports, bundled fixtures
+  parity run --model resnet18 --runtime onnxruntime --json report.json
+  parity run --fixtures my_images/ --weights my_model.pt
+  parity list
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="parity",
+        description="Check that a PyTorch model gives the same numbers in every runtime it "
+        "ships to, layer by layer, on golden fixture images.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"parity {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="export, run every runtime on the fixtures, compare per tap (default command)",
+        description="Export the model, run the fixtures through each runtime variant and "
+        "compare every tap with the torch reference against the tolerance budgets.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--model", "-m", default="mobilenet_v2", help="model card name or .toml path")
+    run.add_argument(
+        "--runtime",
+        "-r",
+        action="append",
+        metavar="R",
+        help="variant (ort_dynamo) or family (onnxruntime); repeatable; default: both ONNX exports",
+    )
+    run.add_argument("--fixtures", type=Path, help="folder of images (default: bundled fixtures)")
+    run.add_argument(
+        "--weights", help="'calibrated' (default), a torchvision name (IMAGENET1K_V1) or a .pt file"
+    )
+    run.add_argument("--tolerances", type=Path, help="tolerance TOML (default: fixtures/...)")
+    run.add_argument("--tap", action="append", metavar="NAME", help="only these taps (repeatable)")
+    run.add_argument("--threads", type=int, default=2, help="runtime threads (default 2)")
+    run.add_argument("--rebuild", action="store_true", help="re-export even if cached")
+    run.add_argument("--json", type=Path, metavar="FILE", help="also write a JSON report")
+    run.add_argument("--summary", action="store_true", help="summary table only, no per-tap tables")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
+
+    commands.add_parser("list", help="list models, runtime variants and fixtures")
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from parity.harness import RunConfig, run_parity
+    from parity.report import print_report, report_to_dict, write_json
+
+    config = RunConfig(
+        model=args.model,
+        runtimes=args.runtime,
+        fixtures=args.fixtures,
+        weights=args.weights,
+        tolerances=args.tolerances,
+        taps=args.tap,
+        threads=args.threads,
+        rebuild=args.rebuild,
+    )
+    if args.quiet:
+        report = run_parity(config)
+    else:
+        with console.status("starting") as status:
+
+            def progress(message: str) -> None:
+                console.log(message)
+                status.update(message)
+
+            report = run_parity(config, progress)
+    print_report(report, console, per_tap=not args.summary)
+    if args.json:
+        write_json(report_to_dict(report), args.json)
+        console.print(f"JSON report: {args.json}")
+    return EXIT_PASS if report.passed else EXIT_FAIL
+
+
+def _cmd_list(console: Console) -> int:
+    from rich.table import Table
+
+    from parity.fixtures import load_fixtures
+    from parity.lazy import installed
+    from parity.paths import fixtures_dir
+    from parity.variants import VARIANTS
+    from parity.zoo import card_paths, load_card
+
+    models = Table(title="models", title_justify="left")
+    for column in ("name", "builder", "weights", "taps", "input", "heavy"):
+        models.add_column(column)
+    for path in card_paths().values():
+        card = load_card(path)
+        models.add_row(
+            card.name, card.builder, card.weights, str(len(card.taps)),
+            "x".join(map(str, card.input_shape[1:])), "yes" if card.heavy else "",
+        )  # fmt: skip
+    variants = Table(title="runtime variants", title_justify="left")
+    for column in ("name", "family", "artifact", "installed", "description"):
+        variants.add_column(column)
+    for v in VARIANTS.values():
+        ok = "[green]yes[/]" if installed(v.module) else "[red]no[/]"
+        variants.add_row(v.name, v.family, v.exporter or "-", ok, v.description)
+    images = Table(title=f"fixtures ({fixtures_dir()})", title_justify="left")
+    for column in ("name", "role", "file"):
+        images.add_column(column)
+    for fixture in load_fixtures(fixtures_dir()):
+        images.add_row(fixture.name, fixture.role, str(fixture.path.relative_to(fixtures_dir())))
+    for table in (models, variants, images):
+        console.print(table)
+    return EXIT_PASS
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``parity`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        argv.insert(0, "run")
+    args = _parser().parse_args(argv)
+    console = Console(stderr=False, highlight=False)
+    errors = Console(stderr=True, highlight=False)
+    try:
+        if args.command == "list":
+            return _cmd_list(console)
+        return _cmd_run(args, console)
+    except ParityError as exc:
+        errors.print(f"[bold red]parity: error:[/] {escape(str(exc))}", soft_wrap=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        errors.print("parity: interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Real faults injected into real artifacts, to prove that a gate can fail.
+
+A check that cannot fail is a defect: each gate in parity has a test that breaks an
+artifact the way deployments break (a perturbed weight, a wrong epsilon, a wrong
+resize) and expects the verdict to name the layer where it was broken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parity import lazy
+from parity.errors import TapError
+from parity.runtimes.onnxruntime import Scope, torch_scope
+
+
+def perturb_onnx_conv(
+    source: Path,
+    target: Path,
+    module: str,
+    relative_noise: float = 0.01,
+    seed: int = 0,
+    scope_of: Callable[[Any], Scope] = torch_scope,
+) -> str:
+    """Copy ``source`` to ``target`` with noise added to the first Conv inside ``module``.
+
+    The noise is Gaussian with ``relative_noise`` times the weight's standard deviation;
+    the perturbed weight gets its own initializer, so weights shared with other nodes
+    stay intact. Returns the name of the perturbed node.
+    """
+    onnx = lazy.require("onnx")
+    from onnx import numpy_helper
+
+    model = onnx.load(str(source))
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    aliases = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity"}
+    for node in graph.node:
+        if node.op_type == "Conv" and module in scope_of(node):
+            name = node.input[1]
+            while name not in initializers and name in aliases:
+                name = aliases[name]
+            weight = numpy_helper.to_array(initializers[name])
+            rng = np.random.default_rng(seed)
+            noise = rng.standard_normal(weight.shape) * weight.std() * relative_noise
+            new_name = f"{name}.perturbed"
+            graph.initializer.append(
+                numpy_helper.from_array((weight + noise).astype(weight.dtype), new_name)
+            )
+            node.input[1] = new_name
+            onnx.save(model, str(target))
+            return str(node.name)
+    raise TapError(f"{source}: no Conv node inside module '{module}'")

@@ -1,0 +1,201 @@
+"""Reports of a parity run: terminal tables (rich) and JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from parity import __version__
+from parity.compare import TapVerdict, metrics_to_dict
+from parity.harness import ParityReport, VariantResult
+from parity.preprocess import describe
+
+
+def _fmt(value: float | None, spec: str = ".2e") -> str:
+    if value is None:
+        return "-"
+    if math.isinf(value):
+        return "inf"
+    return format(value, spec)
+
+
+def _budget(tap: TapVerdict, key: str, spec: str = ".0e") -> str:
+    limit = tap.budget.limits.get(key)
+    return "" if limit is None else f" / {format(limit, spec)}"
+
+
+def _cosine_budget(tap: TapVerdict) -> str:
+    limit = tap.budget.limits.get("min_cosine")
+    return "" if limit is None else f" / {1.0 - limit:.0e}"
+
+
+def tap_table(result: VariantResult, image_names: list[str]) -> Table:
+    """Per-tap table of one variant: metric vs budget, status, worst image."""
+    assert result.verdict is not None
+    table = Table(title=f"{result.variant.name}: per-tap parity vs torch", title_justify="left")
+    table.add_column("tap")
+    table.add_column("scale", justify="right", style="dim")
+    table.add_column("max_abs_norm / budget", justify="right")
+    table.add_column("1-cosine / budget", justify="right")
+    table.add_column("SQNR dB", justify="right")
+    table.add_column("top-1 / top-5", justify="right")
+    table.add_column("worst image", style="dim")
+    table.add_column("status")
+    first = result.verdict.first_failure
+    for tap in result.verdict.taps:
+        m = tap.metrics
+        status = "[green]ok[/]" if tap.passed else "[bold red]FAIL[/]"
+        if tap is first:
+            status += " [bold red]<- first[/]"
+        topk = (
+            f"{m.top1_agreement:.2f} / {m.top5_overlap:.2f}" if m.top1_agreement is not None else ""
+        )
+        table.add_row(
+            tap.tap.name,
+            _fmt(m.scale, ".3g"),
+            _fmt(m.max_abs_norm) + _budget(tap, "max_abs_norm"),
+            _fmt(1.0 - m.cosine, ".1e") + _cosine_budget(tap),
+            _fmt(m.sqnr_db, ".1f"),
+            topk,
+            image_names[m.worst_image] if image_names else str(m.worst_image),
+            status,
+        )
+    return table
+
+
+def summary_table(report: ParityReport) -> Table:
+    """One row per variant: verdict, first divergent tap, time, artifact."""
+    table = Table(title=f"parity {report.card.name}: summary", title_justify="left")
+    table.add_column("variant")
+    table.add_column("verdict")
+    table.add_column("first divergent tap / error")
+    table.add_column("worst max_abs_norm", justify="right")
+    table.add_column("time", justify="right")
+    table.add_column("artifact", style="dim")
+    for result in report.results:
+        artifact = ""
+        if result.artifact is not None:
+            origin = "built" if result.artifact.built else "cached"
+            artifact = f"{result.artifact.size_bytes / 1e6:.1f} MB, {origin}"
+        if result.error is not None:
+            table.add_row(
+                result.variant.name, "[bold red]ERROR[/]", escape(result.error), "", "", artifact
+            )
+            continue
+        assert result.verdict is not None
+        first = result.verdict.first_failure
+        worst = max(t.metrics.max_abs_norm for t in result.verdict.taps)
+        table.add_row(
+            result.variant.name,
+            "[green]PASS[/]" if result.passed else "[bold red]FAIL[/]",
+            "-" if first is None else escape(f"{first.tap.name}: {'; '.join(first.failures)}"),
+            _fmt(worst),
+            f"{result.seconds:.1f} s",
+            artifact,
+        )
+    return table
+
+
+def print_report(report: ParityReport, console: Console, per_tap: bool = True) -> None:
+    """The terminal report: header, per-tap tables, summary, one-line explanations."""
+    console.print(
+        f"[bold]{report.card.name}[/] weights {report.weights_source} "
+        f"(sha256 {report.weights_sha256[:12]}), {len(report.fixtures)} images, "
+        f"{len(report.taps)} taps"
+    )
+    console.print(
+        f"preprocess {describe(report.card.preprocess)} (sha256 "
+        f"{report.card.preprocess.sha256[:12]}), input sha256 {report.input_sha256[:12]}",
+        style="dim",
+    )
+    names = report.image_names
+    for result in report.results:
+        if per_tap and result.verdict is not None:
+            console.print(tap_table(result, names))
+    console.print(summary_table(report))
+    for result in report.results:
+        if result.verdict is not None and not result.passed:
+            console.print(
+                f"[bold red]{result.variant.name}[/]: {escape(result.verdict.explain(names))}"
+            )
+    verdict = "[green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
+    console.print(f"{verdict} in {report.wall_seconds:.1f} s (tolerances: {report.tolerances})")
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def report_to_dict(report: ParityReport) -> dict[str, Any]:
+    """The JSON form of a run: provenance, then per-variant per-tap metrics and budgets."""
+    variants = []
+    for result in report.results:
+        entry: dict[str, Any] = {
+            "name": result.variant.name,
+            "family": result.variant.family,
+            "passed": result.passed,
+            "seconds": round(result.seconds, 4),
+            "error": result.error,
+            "artifact": None
+            if result.artifact is None
+            else {"path": str(result.artifact.path), **result.artifact.metadata},
+        }
+        if result.verdict is not None:
+            first = result.verdict.first_failure
+            entry["first_divergent_tap"] = None if first is None else first.tap.name
+            entry["explanation"] = result.verdict.explain(report.image_names)
+            entry["taps"] = [
+                {
+                    **t.tap.to_dict(),
+                    "passed": t.passed,
+                    "failures": list(t.failures),
+                    "metrics": metrics_to_dict(t.metrics),
+                    "worst_image_name": report.image_names[t.metrics.worst_image],
+                    "budget": dict(t.budget.limits),
+                    "budget_sources": dict(t.budget.sources),
+                }
+                for t in result.verdict.taps
+            ]
+        variants.append(entry)
+    return _json_safe(
+        {
+            "parity_version": __version__,
+            "model": report.card.name,
+            "passed": report.passed,
+            "weights": {"source": report.weights_source, "sha256": report.weights_sha256},
+            "preprocess": {
+                "spec": report.card.preprocess.to_dict(),
+                "sha256": report.card.preprocess.sha256,
+            },
+            "input_sha256": report.input_sha256,
+            "images": [
+                {"name": f.name, "path": str(f.path), "sha256": f.sha256} for f in report.fixtures
+            ],
+            "tolerances": report.tolerances,
+            "reference_seconds": round(report.reference_seconds, 4),
+            "wall_seconds": round(report.wall_seconds, 3),
+            "variants": variants,
+        }
+    )
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    """Write JSON atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)

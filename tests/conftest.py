@@ -1,0 +1,49 @@
+"""Shared fixtures for parity's own tests.
+
+Every test runs real runtimes on the real fixture images. The artifact and weights
+cache is a per-session temporary folder (so the suite proves a cold start works),
+unless PARITY_TEST_CACHE names a folder to reuse between local runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+# Import order trap (../shared/STACK.md): torch and torchvision must be loaded before
+# TensorFlow in one process, or triton segfaults when torchvision loads it later.
+if importlib.util.find_spec("torchvision") is not None:
+    import torch  # noqa: F401
+    import torchvision  # noqa: F401
+
+from parity.harness import RunConfig, Session
+
+
+@pytest.fixture(scope="session", autouse=True)
+def parity_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point PARITY_CACHE_DIR at a cache for the whole test session."""
+    root = Path(os.environ.get("PARITY_TEST_CACHE") or tmp_path_factory.mktemp("parity-cache"))
+    previous = os.environ.get("PARITY_CACHE_DIR")
+    os.environ["PARITY_CACHE_DIR"] = str(root)
+    yield root
+    if previous is None:
+        os.environ.pop("PARITY_CACHE_DIR", None)
+    else:
+        os.environ["PARITY_CACHE_DIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def session_for(parity_cache: Path) -> Callable[[str], Session]:
+    """One shared :class:`Session` per model (weights, batch and reference computed once)."""
+    sessions: dict[str, Session] = {}
+
+    def get(model: str) -> Session:
+        if model not in sessions:
+            sessions[model] = Session(RunConfig(model=model))
+        return sessions[model]
+
+    return get

@@ -47,20 +47,24 @@ def load_manifest(root: Path, roles: Sequence[str] = ("golden", "awkward")) -> l
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise FixtureError(f"{manifest}: malformed manifest ({exc})") from None
     fixtures = []
-    for entry in entries:
-        if entry["role"] not in roles:
+    for index, entry in enumerate(entries):
+        try:
+            role, file, name, expected = (entry[k] for k in ("role", "file", "name", "sha256"))
+        except (KeyError, TypeError) as exc:
+            raise FixtureError(f"{manifest}: malformed entry #{index} ({exc!r})") from None
+        if role not in roles:
             continue
-        path = root / entry["file"]
+        path = root / file
         if not path.is_file():
             raise FixtureError(f"{path}: listed in {manifest} but missing")
         actual = file_sha256(path)
-        if actual != entry["sha256"]:
+        if actual != expected:
             raise FixtureError(
                 f"{path}: sha256 {actual[:12]}… does not match the manifest's "
-                f"{entry['sha256'][:12]}…; the fixture changed (regenerate with "
+                f"{str(expected)[:12]}…; the fixture changed (regenerate with "
                 "fixtures/make_fixtures.py and update goldens deliberately)"
             )
-        fixtures.append(Fixture(entry["name"], path, entry["role"], actual))
+        fixtures.append(Fixture(name, path, role, actual))
     if not fixtures:
         raise FixtureError(f"{manifest}: no images with role {list(roles)}")
     return fixtures
@@ -75,9 +79,18 @@ def load_fixtures(root: Path, roles: Sequence[str] = ("golden", "awkward")) -> l
         return [Fixture(root.stem, root)]
     if (root / MANIFEST).is_file():
         return load_manifest(root, roles)
-    files = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = sorted(
+        (
+            p
+            for p in root.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+        ),
+        key=lambda p: (p.stem, p.name),
+    )
     if not files:
-        raise FixtureError(f"{root}: no image files")
+        raise FixtureError(
+            f"{root}: no image files (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
     names = [p.stem for p in files]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:

@@ -123,6 +123,10 @@ class PreprocessSpec:
     @property
     def input_hw(self) -> tuple[int, int]:
         """Spatial size of the produced tensor."""
+        if self.crop is not None and self.crop_first and self.resize is not None:
+            # Cropped, then resized: the resize decides the output size.
+            width, height = resized_size(self.crop[1], self.crop[0], self.resize)
+            return (height, width)
         if self.crop is not None:
             return self.crop
         if self.resize is not None and len(self.resize) == 2:

@@ -1,0 +1,130 @@
+"""Weights: calibrated default, local state_dict files, torchvision names offline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parity.errors import ParityError, WeightsError
+from parity.harness import Session
+from parity.runtimes.torch import TorchRunner
+from parity.weights import class_names, load_model, state_dict_sha256
+from parity.zoo import get_card
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
+
+
+def test_calibrated_weights_are_deterministic_and_cached(session_for: Callable[[str], Session]):
+    first = session_for("mobilenet_v2").model()
+    again = load_model(get_card("mobilenet_v2"))
+    assert again.sha256 == first.sha256
+    assert again.source == "calibrated"
+
+
+def test_calibrated_activations_have_real_scales(session_for: Callable[[str], Session]):
+    """Plain init collapses activations (logits ~1e-9); calibration must not."""
+    session = session_for("mobilenet_v2")
+    reference = session.reference
+    logits = reference["logits"]
+    assert logits.std() > 0.05
+    assert len(set(logits.argmax(axis=1))) > 3, "every image predicts the same class"
+    for tap in session.taps:
+        assert 0.1 < np.abs(reference[tap.name]).max() < 100, tap.name
+
+
+def test_plain_init_collapses_which_is_why_we_calibrate():
+    card = get_card("mobilenet_v2")
+    torch.manual_seed(0)
+    from parity.weights import build_module
+
+    plain = build_module(card).eval()
+    with torch.no_grad():
+        logits = plain(torch.rand(1, 3, 224, 224))
+    assert logits.abs().max() < 1e-6
+
+
+def test_state_dict_file_round_trip(session_for: Callable[[str], Session], tmp_path: Path):
+    loaded = session_for("resnet18").model()
+    path = tmp_path / "resnet18.pt"
+    torch.save(
+        {"state_dict": {f"module.{k}": v for k, v in loaded.module.state_dict().items()}}, path
+    )
+    reloaded = load_model(get_card("resnet18"), str(path))
+    assert reloaded.sha256 == loaded.sha256 == state_dict_sha256(loaded.module.state_dict())
+
+
+def test_state_dict_missing_key_names_it(session_for: Callable[[str], Session], tmp_path: Path):
+    state = dict(session_for("resnet18").model().module.state_dict())
+    del state["layer2.1.conv1.weight"]
+    path = tmp_path / "partial.pt"
+    torch.save(state, path)
+    with pytest.raises(WeightsError, match=r"partial\.pt.*layer2\.1\.conv1\.weight"):
+        load_model(get_card("resnet18"), str(path))
+
+
+def test_state_dict_file_that_is_not_torch(tmp_path: Path):
+    path = tmp_path / "weights.pt"
+    path.write_text("not a checkpoint")
+    with pytest.raises(WeightsError, match=r"weights\.pt: not a loadable torch state_dict"):
+        load_model(get_card("resnet18"), str(path))
+
+
+def test_missing_state_dict_file(tmp_path: Path):
+    with pytest.raises(WeightsError, match=r"missing\.pt: state_dict file not found"):
+        load_model(get_card("resnet18"), str(tmp_path / "missing.pt"))
+
+
+def test_torchvision_weights_offline_names_the_cache_file(tmp_path: Path, monkeypatch):
+    """No network here: the error says which file to put where."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
+    with pytest.raises(WeightsError) as error:
+        load_model(get_card("mobilenet_v2"), "IMAGENET1K_V1")
+    message = str(error.value)
+    assert "MobileNet_V2_Weights.IMAGENET1K_V1" in message
+    assert str(tmp_path / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth") in message
+
+
+def test_torchvision_weights_from_a_filled_hub_cache(
+    session_for: Callable[[str], Session], tmp_path: Path, monkeypatch
+):
+    """With the file in the hub cache, torchvision's own loader takes it, no download."""
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
+    entry = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    target = tmp_path / "hub" / "checkpoints" / Path(entry.url).name
+    target.parent.mkdir(parents=True)
+    expected = session_for("resnet18").model()
+    torch.save(expected.module.state_dict(), target)
+    loaded = load_model(get_card("resnet18"), "IMAGENET1K_V1")
+    assert loaded.sha256 == expected.sha256
+
+
+def test_unknown_torchvision_member():
+    with pytest.raises(WeightsError, match="unknown weights 'IMAGENET9K'"):
+        load_model(get_card("resnet18"), "IMAGENET9K")
+
+
+def test_class_names_come_from_torchvision_metadata():
+    names = class_names(get_card("mobilenet_v2"))
+    assert names is not None and len(names) == 1000 and names[281] == "tabby"
+
+
+def test_torch_runner_refuses_training_mode(session_for: Callable[[str], Session]):
+    session = session_for("resnet18")
+    module = session.model().module
+    module.train()
+    try:
+        with (
+            TorchRunner("torch", module) as runner,
+            pytest.raises(ParityError, match="training mode"),
+        ):
+            runner.run(session.batch[:2])
+    finally:
+        module.eval()

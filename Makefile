@@ -1,0 +1,34 @@
+# The two commands (README): `make demo` sets up and runs the default job; `make test`
+# runs the test suite. Both create .venv and install parity with every runtime first.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test heavy lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --progress-bar off -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/parity run
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+heavy: $(STAMP)
+	$(VENV)/bin/python -m pytest -m heavy
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check parity tests bench fixtures
+	$(VENV)/bin/ruff format --check parity tests bench fixtures
+	$(VENV)/bin/mypy parity
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/noise_floor.py
+	$(VENV)/bin/python bench/bench_onnx.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

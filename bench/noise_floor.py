@@ -22,8 +22,10 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet18"])
     parser.add_argument("--out", type=Path, default=Path("bench/noise_floor.md"))
     args = parser.parse_args()
-    rows = ["| model | artifact | threads | graph opt | worst tap | max_abs_norm | min cosine |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| model | artifact | threads | graph opt | worst tap | max_abs_norm | min cosine |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for model in args.models:
         session = Session(RunConfig(model=model), progress=print)
         reference = session.reference
@@ -32,7 +34,7 @@ def main() -> None:
             artifact = session.artifact(variant)
             for threads in (1, 2):
                 for level in ("all", "disabled"):
-                    runner = make_runner(variant, artifact.path, threads)
+                    runner = make_runner(variant, artifact, threads)
                     runner.graph_optimization = level  # type: ignore[attr-defined]
                     with runner:
                         obtained = runner.run(session.batch, session.taps)
@@ -40,15 +42,20 @@ def main() -> None:
                         session.taps,
                         key=lambda t: tap_metrics(reference[t.name], obtained[t.name]).max_abs_norm,
                     )
-                    metrics = [tap_metrics(reference[t.name], obtained[t.name]) for t in session.taps]
+                    metrics = [
+                        tap_metrics(reference[t.name], obtained[t.name]) for t in session.taps
+                    ]
                     rows.append(
                         f"| {model} | {variant.exporter} | {threads} | {level} | {worst.name} | "
                         f"{max(m.max_abs_norm for m in metrics):.2e} | "
                         f"{min(m.cosine for m in metrics):.9f} |"
                     )
                     print(rows[-1])
-    args.out.write_text("# fp32 noise floor: ONNX Runtime vs torch (all fixture images)\n\n"
-                        + "\n".join(rows) + "\n")
+    args.out.write_text(
+        "# fp32 noise floor: ONNX Runtime vs torch (all fixture images)\n\n"
+        + "\n".join(rows)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -90,11 +90,17 @@ class ParityReport:
         return [f.name for f in self.fixtures]
 
 
-def make_runner(variant: Variant, source: Any, threads: int) -> Runner:
-    """Instantiate a variant's runner on a source (artifact path or torch module)."""
-    runner: Runner = variant.runner_class()(
-        variant.name, source, threads=threads, **variant.options
-    )
+def make_runner(variant: Variant, source: Artifact | Any, threads: int) -> Runner:
+    """Instantiate a variant's runner on an artifact (or, for torch, a module).
+
+    The runner gets the variant's options plus the ``runner_options`` the exporter
+    recorded in the artifact's metadata (e.g. the Keras tap -> layer map).
+    """
+    options = dict(variant.options)
+    if isinstance(source, Artifact):
+        options.update(source.metadata.get("runner_options", {}))
+        source = source.path
+    runner: Runner = variant.runner_class()(variant.name, source, threads=threads, **options)
     return runner
 
 
@@ -157,7 +163,7 @@ class Session:
         artifact = self.artifact(variant)
         self.progress(f"running {variant.name}")
         try:
-            with make_runner(variant, artifact.path, self.config.threads) as runner:
+            with make_runner(variant, artifact, self.config.threads) as runner:
                 obtained = runner.run(self.batch, self.taps)
         except ParityError:
             raise

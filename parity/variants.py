@@ -48,38 +48,22 @@ class Variant:
 
 _TORCH = "parity.runtimes.torch:TorchRunner"
 _ORT = "parity.runtimes.onnxruntime:OnnxRuntimeRunner"
+_KERAS = "parity.runtimes.keras:KerasRunner"
 
-VARIANTS: dict[str, Variant] = {
-    v.name: v
-    for v in [
-        Variant("torch", "torch", _TORCH, None, "torch eager, CPU (the reference)", "torch"),
-        Variant(
-            "ort_dynamo",
-            "onnxruntime",
-            _ORT,
-            "onnx_dynamo",
-            "ONNX Runtime CPU on the torch.export-based ONNX export",
-            "onnxruntime",
-        ),
-        Variant(
-            "ort_torchscript",
-            "onnxruntime",
-            _ORT,
-            "onnx_torchscript",
-            "ONNX Runtime CPU on the TorchScript ONNX export",
-            "onnxruntime",
-        ),
-        Variant(
-            "ort_dynamo_noopt",
-            "onnxruntime",
-            _ORT,
-            "onnx_dynamo",
-            "ONNX Runtime CPU, graph optimisations disabled",
-            "onnxruntime",
-            {"graph_optimization": "disabled"},
-        ),
-    ]
-}
+# fmt: off
+VARIANTS: dict[str, Variant] = {v.name: v for v in [
+    Variant("torch", "torch", _TORCH, None, "torch eager, CPU (the reference)", "torch"),
+    Variant("ort_dynamo", "onnxruntime", _ORT, "onnx_dynamo",
+            "ONNX Runtime CPU on the torch.export-based ONNX export", "onnxruntime"),
+    Variant("ort_torchscript", "onnxruntime", _ORT, "onnx_torchscript",
+            "ONNX Runtime CPU on the TorchScript ONNX export", "onnxruntime"),
+    Variant("ort_dynamo_noopt", "onnxruntime", _ORT, "onnx_dynamo",
+            "ONNX Runtime CPU on the dynamo export, graph optimisations disabled",
+            "onnxruntime", {"graph_optimization": "disabled"}),
+    Variant("keras", "keras", _KERAS, "keras",
+            "Keras 3 twin (TensorFlow CPU, NHWC) with the torch weights", "tensorflow"),
+]}
+# fmt: on
 
 #: What `parity run` checks when no --runtime is given.
 DEFAULT_VARIANTS = ("ort_dynamo", "ort_torchscript")

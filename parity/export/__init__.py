@@ -49,26 +49,17 @@ class Exporter:
 
 
 _TORCH_ONNX = ("torch", "onnx", "onnxscript")
+_KERAS = ("torch", "tensorflow-cpu", "keras")
 
-EXPORTERS: dict[str, Exporter] = {
-    e.name: e
-    for e in [
-        Exporter(
-            "onnx_dynamo",
-            "parity.export.onnx:export_onnx",
-            "model.onnx",
-            _TORCH_ONNX,
-            options={"dynamo": True},
-        ),
-        Exporter(
-            "onnx_torchscript",
-            "parity.export.onnx:export_onnx",
-            "model.onnx",
-            _TORCH_ONNX,
-            options={"dynamo": False},
-        ),
-    ]
-}
+# fmt: off
+EXPORTERS: dict[str, Exporter] = {e.name: e for e in [
+    Exporter("onnx_dynamo", "parity.export.onnx:export_onnx", "model.onnx", _TORCH_ONNX,
+             options={"dynamo": True}),
+    Exporter("onnx_torchscript", "parity.export.onnx:export_onnx", "model.onnx", _TORCH_ONNX,
+             options={"dynamo": False}),
+    Exporter("keras", "parity.export.keras.artifact:export_keras", "model.keras", _KERAS),
+]}
+# fmt: on
 
 
 def get_exporter(name: str) -> Exporter:

@@ -72,7 +72,7 @@ def test_taps_resolve_from_module_scopes_in_both_exports(session_for: Callable[[
     """Both exporters' graphs locate the same taps to tensors of the reference's shapes."""
     session = session_for("mobilenet_v2")
     for variant in ORT_VARIANTS:
-        with make_runner(VARIANTS[variant], session.artifact(VARIANTS[variant]).path, 2) as runner:
+        with make_runner(VARIANTS[variant], session.artifact(VARIANTS[variant]), 2) as runner:
             obtained = runner.run(session.batch[:1], session.taps)
         for tap in session.taps:
             assert obtained[tap.name].shape == session.reference[tap.name][:1].shape, tap.name

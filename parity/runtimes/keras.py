@@ -1,0 +1,91 @@
+"""Keras 3 runner (TensorFlow backend, NHWC): taps are outputs of named layers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parity import lazy
+from parity.errors import ArtifactError, TapError
+from parity.runtimes.base import OUTPUT, Runner
+from parity.taps import Tap
+
+
+class KerasRunner(Runner):
+    """Runs a ``.keras`` file (or a live ``keras.Model``) on the CPU.
+
+    Args:
+        name: variant name.
+        source: path of a ``.keras`` file, or a ``keras.Model``.
+        tap_layers: tap name -> Keras layer name whose output is the tap.
+        threads: TensorFlow intra-op threads (set once per process, before first use).
+    """
+
+    input_layout = "NHWC"
+    tap_layout = "NHWC"
+
+    def __init__(
+        self,
+        name: str,
+        source: Path | Any,
+        tap_layers: Mapping[str, str] | None = None,
+        threads: int = 2,
+    ) -> None:
+        super().__init__(name)
+        self.source = source
+        self.tap_layers = dict(tap_layers or {})
+        self.threads = threads
+        self._models: dict[tuple[str, ...], Any] = {}
+
+    def _activate(self) -> None:
+        tf = lazy.tensorflow()
+        self.keras = lazy.require("keras")
+        if not tf.config.threading.get_intra_op_parallelism_threads():
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(self.threads)
+                tf.config.threading.set_inter_op_parallelism_threads(1)
+            except RuntimeError:  # TF already initialised its thread pools in this process
+                pass
+        if isinstance(self.source, str | Path):
+            path = Path(self.source)
+            if not path.is_file():
+                raise ArtifactError(f"{path}: Keras file not found")
+            try:
+                self.model = self.keras.models.load_model(path, compile=False)
+            except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors, ...
+                raise ArtifactError(
+                    f"{path}: Keras cannot load it ({type(exc).__name__}: {exc})"
+                ) from None
+        else:
+            self.model = self.source
+        self._models.clear()
+
+    def _deactivate(self) -> None:
+        self._models.clear()
+
+    def _tapped_model(self, taps: Sequence[Tap]) -> Any:
+        key = tuple(t.name for t in taps)
+        if key not in self._models:
+            outputs = [self.model.output]
+            for tap in taps:
+                if tap.name not in self.tap_layers:
+                    raise TapError(f"{self.name}: no Keras layer is mapped to tap '{tap.name}'")
+                try:
+                    outputs.append(self.model.get_layer(self.tap_layers[tap.name]).output)
+                except ValueError:
+                    raise TapError(
+                        f"{self.name}: tap '{tap.name}': no layer "
+                        f"'{self.tap_layers[tap.name]}' in the Keras model"
+                    ) from None
+            self._models[key] = self.keras.Model(self.model.inputs, outputs)
+        return self._models[key]
+
+    def _run(self, feed: np.ndarray, taps: Sequence[Tap]) -> dict[str, np.ndarray]:
+        values = self._tapped_model(taps)(feed, training=False)
+        arrays = [np.asarray(v) for v in values]
+        result = {OUTPUT: arrays[0]}
+        result.update({tap.name: a for tap, a in zip(taps, arrays[1:], strict=True)})
+        return result

@@ -7,8 +7,9 @@ bad input (unknown model, missing or corrupt file, ...), reported in one line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -26,6 +27,8 @@ examples:
   parity run                                    mobilenet_v2, both ONNX exports, bundled fixtures
   parity run --model resnet18 --runtime onnxruntime --json report.json
   parity run --fixtures my_images/ --weights my_model.pt
+  parity check                                  the release gate ([tool.parity] in pyproject.toml)
+  parity update-goldens --model mobilenet_v2    accept a deliberate change, showing what moved
   parity list
 """
 
@@ -69,6 +72,36 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--summary", action="store_true", help="summary table only, no per-tap tables")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
 
+    check = commands.add_parser(
+        "check",
+        help="the release gate: every configured model and runtime vs the goldens (and torch)",
+        description="Run the configured matrix against the stored goldens (regression) and, "
+        "unless --no-live, against torch now; write JSON, Markdown, JUnit XML and HTML reports.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument(
+        "--config", type=Path, help="TOML file with a [tool.parity] or [parity] table"
+    )
+    check.add_argument("--model", "-m", action="append", help="override the configured models")
+    check.add_argument("--runtime", "-r", action="append", metavar="R", help="override runtimes")
+    check.add_argument("--report", type=Path, metavar="DIR", help="report folder")
+    check.add_argument("--no-live", action="store_true", help="only compare with the goldens")
+    check.add_argument("--summary", action="store_true", help="summary tables only")
+    check.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
+
+    update = commands.add_parser(
+        "update-goldens",
+        help="regenerate goldens from torch (the explicit way to accept a change)",
+        description="Recompute the torch reference on the fixtures and rewrite the goldens "
+        "atomically, printing what moved and by how much.",
+    )
+    update.add_argument("--model", "-m", action="append", help="models (default: all non-heavy)")
+    update.add_argument(
+        "--dry-run", action="store_true", help="show what would move; write nothing"
+    )
+    update.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
+
     commands.add_parser("list", help="list models, runtime variants and fixtures")
     return parser
 
@@ -87,21 +120,76 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         threads=args.threads,
         rebuild=args.rebuild,
     )
-    if args.quiet:
-        report = run_parity(config)
-    else:
-        with console.status("starting") as status:
-
-            def progress(message: str) -> None:
-                console.log(message)
-                status.update(message)
-
-            report = run_parity(config, progress)
+    with _progress(console, args.quiet) as progress:
+        report = run_parity(config, progress)
     print_report(report, console, per_tap=not args.summary)
     if args.json:
         write_json(report_to_dict(report), args.json)
         console.print(f"JSON report: {args.json}")
     return EXIT_PASS if report.passed else EXIT_FAIL
+
+
+@contextlib.contextmanager
+def _progress(console: Console, quiet: bool) -> Iterator[Callable[[str], None]]:
+    """A progress callback: a live status line plus a timestamped log, or nothing."""
+    if quiet:
+        yield lambda message: None
+        return
+    with console.status("starting") as status:
+
+        def progress(message: str) -> None:
+            console.log(escape(message))
+            status.update(escape(message))
+
+        yield progress
+
+
+def _cmd_check(args: argparse.Namespace, console: Console) -> int:
+    from parity.config import load_gate_config
+    from parity.harness import RunConfig, run_parity
+    from parity.report import gate_to_dict, print_report, write_reports
+
+    gate = load_gate_config(args.config)
+    models = args.model or list(gate.models)
+    modes = ("golden",) if args.no_live or not gate.live else ("golden", "live")
+    reports = []
+    with _progress(console, args.quiet) as progress:
+        for model in models:
+            config = RunConfig(
+                model=model,
+                runtimes=args.runtime or gate.runtimes,
+                fixtures=gate.fixtures,
+                tolerances=gate.tolerances,
+                goldens=gate.goldens,
+                threads=gate.threads,
+            )
+            reports.append(run_parity(config, progress, modes))
+    for report in reports:
+        print_report(report, console, per_tap=not args.summary)
+    report_dir = args.report or gate.report
+    if report_dir is not None:
+        for path in write_reports(gate_to_dict(reports), report_dir):
+            console.print(f"report: {path}")
+    passed = all(r.passed for r in reports)
+    console.print(f"gate: {'[green]PASS[/]' if passed else '[bold red]FAIL[/]'} ({gate.source})")
+    return EXIT_PASS if passed else EXIT_FAIL
+
+
+def _cmd_update_goldens(args: argparse.Namespace, console: Console) -> int:
+    from parity.harness import RunConfig, Session
+    from parity.report import print_golden_moves
+    from parity.zoo import list_models
+
+    models = args.model or list_models(include_heavy=False)
+    with _progress(console, args.quiet) as progress:
+        sessions = [Session(RunConfig(model=m), progress) for m in models]
+        moves = [session.golden_moves() for session in sessions]
+    for session, move in zip(sessions, moves, strict=True):
+        print_golden_moves(session.card.name, move, console)
+        if not args.dry_run:
+            session.write_goldens()
+            console.print(f"wrote {session.goldens_folder}")
+    return EXIT_PASS
 
 
 def _cmd_list(console: Console) -> int:
@@ -149,6 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             return _cmd_list(console)
+        if args.command == "check":
+            return _cmd_check(args, console)
+        if args.command == "update-goldens":
+            return _cmd_update_goldens(args, console)
         return _cmd_run(args, console)
     except ParityError as exc:
         errors.print(f"[bold red]parity: error:[/] {escape(str(exc))}", soft_wrap=True)

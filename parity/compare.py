@@ -283,3 +283,36 @@ def metrics_to_dict(metrics: TapMetrics) -> dict[str, Any]:
     for key, value in dataclasses.asdict(metrics).items():
         out[key] = "inf" if isinstance(value, float) and math.isinf(value) else value
     return out
+
+
+def worst_of(metrics: Sequence[TapMetrics]) -> TapMetrics:
+    """Worst case over per-image metrics (top-k agreement is averaged)."""
+    worst = max(range(len(metrics)), key=lambda i: metrics[i].max_abs_norm)
+    top1 = [m.top1_agreement for m in metrics if m.top1_agreement is not None]
+    top5 = [m.top5_overlap for m in metrics if m.top5_overlap is not None]
+    return TapMetrics(
+        max_abs=max(m.max_abs for m in metrics),
+        max_abs_norm=metrics[worst].max_abs_norm,
+        max_rel=max(m.max_rel for m in metrics),
+        mean_abs=float(np.mean([m.mean_abs for m in metrics])),
+        rmse=float(np.sqrt(np.mean([m.rmse**2 for m in metrics]))),
+        cosine=min(m.cosine for m in metrics),
+        sqnr_db=min(m.sqnr_db for m in metrics),
+        scale=metrics[worst].scale,
+        worst_image=worst,
+        top1_agreement=float(np.mean(top1)) if top1 else None,
+        top5_overlap=float(np.mean(top5)) if top5 else None,
+    )
+
+
+def merge_verdicts(
+    per_image: Sequence[VariantVerdict], policy: TolerancePolicy, model: str
+) -> VariantVerdict:
+    """One verdict over many images: worst metrics per tap, judged again."""
+    first = per_image[0]
+    taps = []
+    for index, tap_verdict in enumerate(first.taps):
+        metrics = worst_of([v.taps[index].metrics for v in per_image])
+        budget = policy.budget(model, first.variant, tap_verdict.tap.name)
+        taps.append(TapVerdict(tap_verdict.tap, metrics, budget, judge(metrics, budget)))
+    return VariantVerdict(first.variant, tuple(taps))

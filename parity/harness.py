@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from parity.artifacts import Artifact, ArtifactCache, BuildContext
-from parity.compare import TolerancePolicy, VariantVerdict, compare_taps
+from parity.artifacts import Artifact, ArtifactCache, BuildContext, package_version
+from parity.compare import TolerancePolicy, VariantVerdict, compare_taps, merge_verdicts
 from parity.errors import ParityError
 from parity.export import get_exporter
 from parity.fixtures import Fixture, load_fixtures
+from parity.golden import GoldenMoves, GoldenStore, golden_moves, golden_verdict
+from parity.lazy import installed
 from parity.paths import fixtures_dir
 from parity.preprocess import preprocess_batch, tensor_sha256
 from parity.runtimes.base import Runner
@@ -36,6 +38,15 @@ def default_tolerances() -> Path:
     return fixtures_dir() / "tolerances.toml"
 
 
+def default_goldens() -> Path:
+    return fixtures_dir() / "goldens"
+
+
+def golden_versions() -> dict[str, str]:
+    """Package versions recorded in golden provenance."""
+    return {p: package_version(p) for p in ("torch", "torchvision", "numpy", "pillow")}
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """What to check. ``None`` means the default for every field."""
@@ -49,6 +60,7 @@ class RunConfig:
     threads: int = 2
     rebuild: bool = False
     cache_root: Path | None = None
+    goldens: Path | None = None
 
 
 @dataclasses.dataclass
@@ -60,6 +72,8 @@ class VariantResult:
     artifact: Artifact | None
     seconds: float
     error: str | None = None
+    #: "live" (vs torch now) or "golden" (vs the stored goldens).
+    mode: str = "live"
 
     @property
     def passed(self) -> bool:
@@ -121,6 +135,7 @@ class Session:
         self.context = BuildContext(self.card, self.model, self.cache, progress)
         self.reference_seconds = 0.0
         self._model: LoadedModel | None = None
+        self._outputs: dict[str, tuple[dict[str, np.ndarray], Artifact | None]] = {}
 
     @functools.cached_property
     def fixtures(self) -> list[Fixture]:
@@ -156,38 +171,149 @@ class Session:
         assert variant.exporter is not None
         return self.cache.get(get_exporter(variant.exporter), self.context)
 
-    def check(self, variant: Variant) -> VariantResult:
-        """Run one variant on the fixtures and judge every tap against the reference."""
-        reference = self.reference
-        start = time.perf_counter()
-        artifact = self.artifact(variant)
-        self.progress(f"running {variant.name}")
-        try:
+    def outputs(self, variant: Variant) -> tuple[dict[str, np.ndarray], Artifact | None]:
+        """A variant's outputs and taps on the fixture batch, run once per session.
+
+        The torch variant returns the reference itself. Exceptions from the runtime
+        propagate; :meth:`check` and :meth:`check_golden` turn them into failed results.
+        """
+        if variant.family == REFERENCE:
+            return self.reference, None
+        if variant.name not in self._outputs:
+            artifact = self.artifact(variant)
+            self.progress(f"running {variant.name}")
             with make_runner(variant, artifact, self.config.threads) as runner:
-                obtained = runner.run(self.batch, self.taps)
+                self._outputs[variant.name] = (runner.run(self.batch, self.taps), artifact)
+        return self._outputs[variant.name]
+
+    def _judged(
+        self, variant: Variant, judge: Callable[[dict[str, np.ndarray]], VariantVerdict], mode: str
+    ) -> VariantResult:
+        start = time.perf_counter()
+        artifact = None
+        try:
+            obtained, artifact = self.outputs(variant)
         except ParityError:
             raise
         except Exception as exc:  # a runtime failing on its artifact is a failed check
             return VariantResult(
-                variant, None, artifact, time.perf_counter() - start, f"{type(exc).__name__}: {exc}"
+                variant,
+                None,
+                artifact,
+                time.perf_counter() - start,
+                f"{type(exc).__name__}: {exc}",
+                mode,
             )
-        verdict = compare_taps(
-            self.card.name, variant.name, self.taps, reference, obtained, self.policy
+        return VariantResult(
+            variant, judge(obtained), artifact, time.perf_counter() - start, mode=mode
         )
-        return VariantResult(variant, verdict, artifact, time.perf_counter() - start)
+
+    def check(self, variant: Variant) -> VariantResult:
+        """Live check: one variant vs the torch reference now, every tap, every image."""
+        reference = self.reference
+        return self._judged(
+            variant,
+            lambda obtained: compare_taps(
+                self.card.name, variant.name, self.taps, reference, obtained, self.policy
+            ),
+            "live",
+        )
+
+    @functools.cached_property
+    def goldens(self) -> GoldenStore:
+        """This model's golden store, checked fresh against the current spec and inputs."""
+        store = self._store()
+        weights = self.model().sha256 if installed("torch") else None
+        store.check_fresh(self.fixtures, self.batch, self.card.preprocess, weights)
+        return store
+
+    def image_verdict(self, variant: Variant, index: int, mode: str = "golden") -> VariantVerdict:
+        """One image's verdict: vs the golden (``mode="golden"``) or vs torch now."""
+        obtained, _ = self.outputs(variant)
+        if mode == "live":
+            reference = {k: v[index : index + 1] for k, v in self.reference.items()}
+            single = {k: v[index : index + 1] for k, v in obtained.items()}
+            return compare_taps(
+                self.card.name, variant.name, self.taps, reference, single, self.policy
+            )
+        fixture = self.fixtures[index].name
+        return golden_verdict(
+            self.card.name,
+            variant.name,
+            self.taps,
+            self.goldens,
+            fixture,
+            {k: v[index] for k, v in obtained.items()},
+            self.policy,
+        )
+
+    def check_golden(self, variant: Variant) -> VariantResult:
+        """Regression check: one variant (torch included) vs the stored goldens."""
+        store = self.goldens
+
+        def judge(obtained: dict[str, np.ndarray]) -> VariantVerdict:
+            verdicts = [self.image_verdict(variant, i) for i in range(len(self.fixtures))]
+            for index, verdict in enumerate(verdicts):
+                if not verdict.passed:
+                    store.write_obtained(self.fixtures[index].name, variant.name, obtained, index)
+            return merge_verdicts(verdicts, self.policy, self.card.name)
+
+        return self._judged(variant, judge, "golden")
+
+    @property
+    def goldens_folder(self) -> Path:
+        return self._store().folder
+
+    def _store(self) -> GoldenStore:
+        return GoldenStore(self.config.goldens or default_goldens(), self.card.name)
+
+    def golden_moves(self) -> GoldenMoves:
+        """What rewriting the goldens from torch now would change, and by how much."""
+        return golden_moves(
+            self._store(), self.fixtures, self.batch, self.reference, self.taps,
+            weights_sha256=self.model().sha256, spec=self.card.preprocess,
+            versions=golden_versions(),
+        )  # fmt: skip
+
+    def write_goldens(self) -> None:
+        """(Re)write this model's goldens from the torch reference."""
+        loaded = self.model()
+        store = self._store()
+        store.write(
+            self.fixtures, self.batch, self.reference, self.taps,
+            weights_source=loaded.source, weights_sha256=loaded.sha256,
+            spec=self.card.preprocess, versions=golden_versions(),
+        )  # fmt: skip
+        self.__dict__.pop("goldens", None)
 
 
-def run_parity(config: RunConfig, progress: Progress = lambda message: None) -> ParityReport:
-    """Check every requested variant of one model against the torch reference."""
+def run_parity(
+    config: RunConfig,
+    progress: Progress = lambda message: None,
+    modes: Sequence[str] = ("live",),
+) -> ParityReport:
+    """Check the requested variants of one model.
+
+    ``modes``: ``"live"`` compares each variant with torch now; ``"golden"`` compares each
+    variant, and torch itself, with the stored goldens (the regression gate).
+    """
     start = time.perf_counter()
     variants = [v for v in resolve_variants(config.runtimes) if v.family != REFERENCE]
-    if not variants:
+    if not variants and "golden" not in modes:
         raise ParityError(
             "no runtime to compare against the torch reference; pick one with --runtime"
         )
     session = Session(config, progress)
     _ = session.batch  # bad fixtures fail before any export
-    results = [session.check(variant) for variant in variants]
+    results = []
+    if "golden" in modes:
+        _ = session.goldens  # a stale or missing golden fails before any export
+        results.append(session.check_golden(VARIANTS[REFERENCE]))
+    for variant in variants:
+        if "live" in modes:
+            results.append(session.check(variant))
+        if "golden" in modes:
+            results.append(session.check_golden(variant))
     loaded = session.model()
     return ParityReport(
         card=session.card,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from rich.table import Table
 
 from parity import __version__
 from parity.compare import TapVerdict, metrics_to_dict
+from parity.golden import GoldenMoves
 from parity.harness import ParityReport, VariantResult
 from parity.preprocess import describe
 
@@ -31,6 +34,11 @@ def _budget(tap: TapVerdict, key: str, spec: str = ".0e") -> str:
     return "" if limit is None else f" / {format(limit, spec)}"
 
 
+def result_label(result: VariantResult) -> str:
+    """``ort_dynamo vs torch`` (live) or ``ort_dynamo vs golden`` (regression)."""
+    return f"{result.variant.name} vs {'torch' if result.mode == 'live' else 'golden'}"
+
+
 def _cosine_budget(tap: TapVerdict) -> str:
     limit = tap.budget.limits.get("min_cosine")
     return "" if limit is None else f" / {1.0 - limit:.0e}"
@@ -39,7 +47,7 @@ def _cosine_budget(tap: TapVerdict) -> str:
 def tap_table(result: VariantResult, image_names: list[str]) -> Table:
     """Per-tap table of one variant: metric vs budget, status, worst image."""
     assert result.verdict is not None
-    table = Table(title=f"{result.variant.name}: per-tap parity vs torch", title_justify="left")
+    table = Table(title=f"{result_label(result)}: per-tap", title_justify="left")
     table.add_column("tap")
     table.add_column("scale", justify="right", style="dim")
     table.add_column("max_abs_norm / budget", justify="right")
@@ -74,6 +82,7 @@ def summary_table(report: ParityReport) -> Table:
     """One row per variant: verdict, first divergent tap, time, artifact."""
     table = Table(title=f"parity {report.card.name}: summary", title_justify="left")
     table.add_column("variant")
+    table.add_column("vs")
     table.add_column("verdict")
     table.add_column("first divergent tap / error")
     table.add_column("worst max_abs_norm", justify="right")
@@ -84,6 +93,7 @@ def summary_table(report: ParityReport) -> Table:
         if result.artifact is not None:
             origin = "built" if result.artifact.built else "cached"
             artifact = f"{result.artifact.size_bytes / 1e6:.1f} MB, {origin}"
+        vs = "torch" if result.mode == "live" else "golden"
         if result.error is not None:
             table.add_row(
                 result.variant.name, "[bold red]ERROR[/]", escape(result.error), "", "", artifact
@@ -94,6 +104,7 @@ def summary_table(report: ParityReport) -> Table:
         worst = max(t.metrics.max_abs_norm for t in result.verdict.taps)
         table.add_row(
             result.variant.name,
+            vs,
             "[green]PASS[/]" if result.passed else "[bold red]FAIL[/]",
             "-" if first is None else escape(f"{first.tap.name}: {'; '.join(first.failures)}"),
             _fmt(worst),
@@ -123,7 +134,7 @@ def print_report(report: ParityReport, console: Console, per_tap: bool = True) -
     for result in report.results:
         if result.verdict is not None and not result.passed:
             console.print(
-                f"[bold red]{result.variant.name}[/]: {escape(result.verdict.explain(names))}"
+                f"[bold red]{result_label(result)}[/]: {escape(result.verdict.explain(names))}"
             )
     verdict = "[green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
     console.print(f"{verdict} in {report.wall_seconds:.1f} s (tolerances: {report.tolerances})")
@@ -146,6 +157,7 @@ def report_to_dict(report: ParityReport) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "name": result.variant.name,
             "family": result.variant.family,
+            "mode": result.mode,
             "passed": result.passed,
             "seconds": round(result.seconds, 4),
             "error": result.error,
@@ -194,8 +206,56 @@ def report_to_dict(report: ParityReport) -> dict[str, Any]:
 
 def write_json(data: dict[str, Any], path: Path) -> None:
     """Write JSON atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
+    _atomic_text(Path(path), json.dumps(data, indent=2) + "\n")
+
+
+def print_golden_moves(model: str, moves: GoldenMoves, console: Console) -> None:
+    """What an update of the goldens changes: provenance lines and per-tap movement."""
+    if not moves.exists:
+        console.print(f"[bold]{model}[/]: no goldens yet; writing new ones")
+        return
+    console.print(f"[bold]{model}[/]: " + ("; ".join(moves.changes) or "provenance unchanged"))
+    table = Table(title=f"{model}: new torch reference vs stored golden", title_justify="left")
+    for column in ("tap", "max_abs_norm", "1-cosine", "SQNR dB", "moved"):
+        table.add_column(column, justify="left" if column == "tap" else "right")
+    for tap, m in moves.taps.items():
+        moved = m.max_abs_norm > 0 or m.cosine < 1.0 - 1e-12
+        table.add_row(
+            tap, _fmt(m.max_abs_norm), _fmt(1.0 - m.cosine, ".1e"), _fmt(m.sqnr_db, ".1f"),
+            "[yellow]yes[/]" if moved else "no",
+        )  # fmt: skip
+    console.print(table)
+
+
+def gate_to_dict(reports: Sequence[ParityReport]) -> dict[str, Any]:
+    """The JSON form of a gate run over several models (input to every renderer)."""
+    return {
+        "parity_version": __version__,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "passed": all(r.passed for r in reports),
+        "models": [report_to_dict(r) for r in reports],
+    }
+
+
+def write_reports(gate: dict[str, Any], folder: Path) -> list[Path]:
+    """Write ``report.json``, ``summary.md``, ``junit.xml`` and ``report.html`` into ``folder``."""
+    from parity.render import render_html, render_junit, render_markdown
+
+    folder = Path(folder)
+    write_json(gate, folder / "report.json")
+    paths = [folder / "report.json"]
+    for name, render in (
+        ("summary.md", render_markdown),
+        ("junit.xml", render_junit),
+        ("report.html", render_html),
+    ):
+        _atomic_text(folder / name, render(gate))
+        paths.append(folder / name)
+    return paths
+
+
+def _atomic_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)

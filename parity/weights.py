@@ -172,9 +172,10 @@ def _calibrated(card: ModelCard) -> Any:
 def recalibrate_batchnorm(module: Any, batch: Any, generator: Any) -> None:
     """Spread BN affine parameters, then set running stats from ``batch``.
 
-    Running statistics are estimated in one pass with cumulative averaging
-    (``momentum=None``) and rounded to float16 precision so that the weights hash is
-    stable across CPUs whose float sums differ in the last bits.
+    Running statistics are estimated in one float64 pass with cumulative averaging
+    (``momentum=None``), then rounded to float16 precision: float64 sums that differ in
+    the last bits between CPUs (summation order, SIMD width) land on the same float16
+    value, so the weights hash — recorded in every golden — is the same on every machine.
     """
     torch = lazy.torch()
     norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -184,9 +185,9 @@ def recalibrate_batchnorm(module: Any, batch: Any, generator: Any) -> None:
             bn.bias.copy_(torch.empty_like(bn.bias).normal_(0.0, 0.2, generator=generator))
             bn.reset_running_stats()
             bn.momentum = None
-        module.train()
-        module(batch)
-        module.eval()
+        module.double().train()
+        module(batch.double())
+        module.float().eval()
         for bn in norms:
             bn.momentum = 0.1
             bn.running_mean.copy_(bn.running_mean.half().float())

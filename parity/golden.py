@@ -1,0 +1,411 @@
+"""The golden store: torch reference outputs with provenance, as committed files.
+
+Layout, per model::
+
+    fixtures/goldens/<model>/provenance.json   versions, weights/spec/input hashes, taps
+    fixtures/goldens/<model>/<fixture>.npz     one file per fixture image
+
+What is stored per tap (chosen to keep every default model's goldens a few MB):
+
+* small taps (logits, pooled features: <= FULL_LIMIT values) are stored in full;
+* larger activations are stored as a *sketch*: the tensor's max |value| (its scale), a
+  strided subsample of SAMPLE values, and a CountSketch of COUNT_SKETCH buckets. The
+  subsample measures element-wise error (max_abs_norm) against the stored scale; the
+  CountSketch is a random projection that preserves L2 norms, so cosine and SQNR
+  estimated from it see an error *anywhere* in the tensor, even one the subsample
+  misses. Hashes are integer arithmetic, fixed forever (not a numpy RNG stream).
+
+Writes are atomic (temporary file + rename), provenance last, and record each npz's
+sha256; a golden whose weights, preprocessing or input differ from the current run is
+a :class:`StaleGoldenError` that says what changed, never a silent regeneration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parity import __version__
+from parity.compare import (
+    REL_FLOOR,
+    TapMetrics,
+    TapVerdict,
+    TolerancePolicy,
+    VariantVerdict,
+    judge,
+    tap_metrics,
+    worst_of,
+)
+from parity.errors import ParityError
+from parity.fixtures import Fixture, file_sha256
+from parity.preprocess import PreprocessSpec, tensor_sha256
+from parity.taps import Tap
+
+FULL_LIMIT = 4096
+SAMPLE = 512
+COUNT_SKETCH = 1024
+FORMAT = 1
+OUTPUT_KEY = "output"
+
+
+class StaleGoldenError(ParityError):
+    """The golden was made from different weights, preprocessing or inputs."""
+
+
+class MissingGoldenError(ParityError):
+    """No golden exists yet for a model or fixture."""
+
+
+def _hashes(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """CountSketch bucket and sign of every index (multiplicative hashing, uint64)."""
+    index = np.arange(size, dtype=np.uint64)
+    mixed = (index * np.uint64(0x9E3779B97F4A7C15) + np.uint64(0x632BE59BD9B4E019)) >> np.uint64(17)
+    bucket = (mixed % np.uint64(COUNT_SKETCH)).astype(np.int64)
+    sign = 1.0 - 2.0 * ((mixed >> np.uint64(29)) & np.uint64(1)).astype(np.float64)
+    return bucket, sign
+
+
+def _sample_indices(size: int) -> np.ndarray:
+    return np.linspace(0, size - 1, SAMPLE).round().astype(np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class TapRecord:
+    """What the golden holds for one tap of one image."""
+
+    shape: tuple[int, ...]
+    full: np.ndarray | None = None
+    scale: float = 0.0
+    sample: np.ndarray | None = None
+    sketch: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, value: np.ndarray) -> TapRecord:
+        """Record one image's tap (no batch axis)."""
+        value = np.asarray(value, dtype=np.float32)
+        if value.size <= FULL_LIMIT:
+            return cls(value.shape, full=value)
+        flat = value.reshape(-1).astype(np.float64)
+        bucket, sign = _hashes(flat.size)
+        sketch = np.bincount(bucket, weights=flat * sign, minlength=COUNT_SKETCH)
+        return cls(
+            value.shape,
+            scale=float(np.abs(flat).max()),
+            sample=flat[_sample_indices(flat.size)].astype(np.float32),
+            sketch=sketch.astype(np.float32),
+        )
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        if self.full is not None:
+            return {f"{prefix}/full": self.full}
+        assert self.sample is not None and self.sketch is not None
+        return {
+            f"{prefix}/scale": np.array(self.scale, dtype=np.float64),
+            f"{prefix}/sample": self.sample,
+            f"{prefix}/sketch": self.sketch,
+            f"{prefix}/shape": np.array(self.shape, dtype=np.int64),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], prefix: str) -> TapRecord:
+        if f"{prefix}/full" in arrays:
+            full = arrays[f"{prefix}/full"]
+            return cls(tuple(full.shape), full=full)
+        return cls(
+            tuple(int(d) for d in arrays[f"{prefix}/shape"]),
+            scale=float(arrays[f"{prefix}/scale"]),
+            sample=arrays[f"{prefix}/sample"],
+            sketch=arrays[f"{prefix}/sketch"],
+        )
+
+    def compare(self, obtained: np.ndarray, logits: bool = False) -> TapMetrics:
+        """Metrics of ``obtained`` (one image, no batch axis) against this record."""
+        if tuple(obtained.shape) != self.shape:
+            raise ValueError(
+                f"shape {tuple(obtained.shape)} does not match the golden's {self.shape}"
+            )
+        if self.full is not None:
+            return tap_metrics(self.full[None], obtained[None], logits=logits)
+        got = TapRecord.of(obtained)
+        assert self.sample is not None and self.sketch is not None
+        assert got.sample is not None and got.sketch is not None
+        ref_s, got_s = self.sample.astype(np.float64), got.sample.astype(np.float64)
+        scale = max(self.scale, np.finfo(np.float64).tiny)
+        diff = np.abs(got_s - ref_s)
+        ref_k, got_k = self.sketch.astype(np.float64), got.sketch.astype(np.float64)
+        noise = float(((got_k - ref_k) ** 2).sum())
+        signal = float((ref_k**2).sum())
+        denom = float(np.linalg.norm(ref_k) * np.linalg.norm(got_k))
+        return TapMetrics(
+            max_abs=float(diff.max()),
+            max_abs_norm=float(diff.max() / scale),
+            max_rel=float((diff / np.maximum(np.abs(ref_s), REL_FLOOR * scale)).max()),
+            mean_abs=float(diff.mean()),
+            rmse=float(np.sqrt((diff**2).mean())),
+            cosine=float(ref_k @ got_k / denom) if denom > 0 else 1.0,
+            sqnr_db=10 * math.log10(signal / noise) if noise > 0 else math.inf,
+            scale=scale,
+            worst_image=0,
+        )
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+@dataclasses.dataclass
+class Provenance:
+    """Where a model's goldens came from (``provenance.json``)."""
+
+    data: dict[str, Any]
+
+    @property
+    def images(self) -> dict[str, dict[str, str]]:
+        images: dict[str, dict[str, str]] = self.data["images"]
+        return images
+
+    @property
+    def weights_sha256(self) -> str:
+        return str(self.data["weights"]["sha256"])
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = self.data["preprocess"]["spec"]
+        return spec
+
+
+class GoldenStore:
+    """The goldens of one model, in ``root/<model>/``."""
+
+    def __init__(self, root: Path, model: str) -> None:
+        self.folder = Path(root) / model
+        self.model = model
+
+    @property
+    def provenance_path(self) -> Path:
+        return self.folder / "provenance.json"
+
+    def npz_path(self, fixture: str) -> Path:
+        return self.folder / f"{fixture}.npz"
+
+    def obtained_path(self, fixture: str, variant: str) -> Path:
+        return self.folder / f"{fixture}.obtained.{variant}.npz"
+
+    def exists(self) -> bool:
+        return self.provenance_path.is_file()
+
+    def provenance(self) -> Provenance:
+        if not self.exists():
+            raise MissingGoldenError(
+                f"{self.provenance_path}: no goldens for {self.model}; create them with "
+                f"`parity update-goldens --model {self.model}`"
+            )
+        try:
+            return Provenance(json.loads(self.provenance_path.read_text()))
+        except json.JSONDecodeError as exc:
+            raise ParityError(f"{self.provenance_path}: not valid JSON ({exc})") from None
+
+    def write(
+        self,
+        fixtures: Sequence[Fixture],
+        batch: np.ndarray,
+        outputs: Mapping[str, np.ndarray],
+        taps: Sequence[Tap],
+        *,
+        weights_source: str,
+        weights_sha256: str,
+        spec: PreprocessSpec,
+        versions: Mapping[str, str],
+    ) -> None:
+        """Write every fixture's npz, then the provenance (each atomically)."""
+        images = {}
+        for index, fixture in enumerate(fixtures):
+            arrays = {OUTPUT_KEY + "/full": np.asarray(outputs[OUTPUT_KEY][index], np.float32)}
+            for tap in taps:
+                arrays.update(TapRecord.of(outputs[tap.name][index]).to_arrays(tap.name))
+            data = _npz_bytes(arrays)
+            _atomic_write_bytes(self.npz_path(fixture.name), data)
+            images[fixture.name] = {
+                "file": fixture.path.name,
+                "file_sha256": fixture.sha256 or file_sha256(fixture.path),
+                "input_sha256": tensor_sha256(batch[index]),
+                "npz_sha256": hashlib.sha256(data).hexdigest(),
+            }
+        provenance = {
+            "format": FORMAT,
+            "model": self.model,
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "parity_version": __version__,
+            "versions": dict(versions),
+            "weights": {"source": weights_source, "sha256": weights_sha256},
+            "preprocess": {"spec": spec.to_dict(), "sha256": spec.sha256},
+            "sketch": {"full_limit": FULL_LIMIT, "sample": SAMPLE, "count_sketch": COUNT_SKETCH},
+            "taps": [
+                {
+                    **tap.to_dict(),
+                    "shape": list(outputs[tap.name].shape[1:]),
+                    "dtype": str(outputs[tap.name].dtype),
+                    "stored": "full" if outputs[tap.name][0].size <= FULL_LIMIT else "sketch",
+                }
+                for tap in taps
+            ],
+            "images": images,
+        }
+        text = json.dumps(provenance, indent=2, sort_keys=True) + "\n"
+        _atomic_write_bytes(self.provenance_path, text.encode())
+
+    def check_fresh(
+        self,
+        fixtures: Sequence[Fixture],
+        batch: np.ndarray,
+        spec: PreprocessSpec,
+        weights_sha256: str | None,
+    ) -> Provenance:
+        """Raise :class:`StaleGoldenError` saying what changed; return the provenance."""
+        provenance = self.provenance()
+        where = str(self.provenance_path)
+        fix = f"if the change is intended: parity update-goldens --model {self.model}"
+        if provenance.data["preprocess"]["sha256"] != spec.sha256:
+            old, new = provenance.spec, spec.to_dict()
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+            raise StaleGoldenError(f"{where}: preprocessing changed ({details}); {fix}")
+        if weights_sha256 is not None and provenance.weights_sha256 != weights_sha256:
+            raise StaleGoldenError(
+                f"{where}: weights changed (sha256 {provenance.weights_sha256[:12]} in the golden, "
+                f"{weights_sha256[:12]} now); {fix}"
+            )
+        for index, fixture in enumerate(fixtures):
+            entry = provenance.images.get(fixture.name)
+            if entry is None:
+                raise MissingGoldenError(f"{where}: no golden for fixture '{fixture.name}'; {fix}")
+            if entry["input_sha256"] != tensor_sha256(batch[index]):
+                what = (
+                    "the image file changed"
+                    if entry["file_sha256"] != (fixture.sha256 or file_sha256(fixture.path))
+                    else "the decoded input changed with the same file and spec (image decoder / "
+                    "Pillow version?)"
+                )
+                raise StaleGoldenError(
+                    f"{where}: input tensor of '{fixture.name}' differs from the golden's: "
+                    f"{what}; {fix}"
+                )
+            npz = self.npz_path(fixture.name)
+            if not npz.is_file() or file_sha256(npz) != entry["npz_sha256"]:
+                raise StaleGoldenError(
+                    f"{npz}: golden file missing or modified (sha256 differs from "
+                    "provenance.json); restore it from version control or regenerate deliberately"
+                )
+        return provenance
+
+    def load(self, fixture: str) -> dict[str, np.ndarray]:
+        with np.load(self.npz_path(fixture), allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+
+    def record(self, fixture: str, tap: str) -> TapRecord:
+        return TapRecord.from_arrays(self.load(fixture), tap)
+
+    def write_obtained(
+        self, fixture: str, variant: str, outputs: Mapping[str, np.ndarray], index: int
+    ) -> Path:
+        """Save what a failing variant produced for one image, in full, beside the golden."""
+        path = self.obtained_path(fixture, variant)
+        arrays = {key: np.asarray(value[index]) for key, value in outputs.items()}
+        _atomic_write_bytes(path, _npz_bytes(arrays))
+        return path
+
+
+def golden_verdict(
+    model: str,
+    variant: str,
+    taps: Sequence[Tap],
+    store: GoldenStore,
+    fixture: str,
+    obtained: Mapping[str, np.ndarray],
+    policy: TolerancePolicy,
+) -> VariantVerdict:
+    """One image's taps (no batch axis) judged against its golden records."""
+    arrays = store.load(fixture)
+    verdicts = []
+    for tap in taps:
+        record = TapRecord.from_arrays(arrays, tap.name)
+        metrics = record.compare(obtained[tap.name], logits=tap.is_logits)
+        budget = policy.budget(model, variant, tap.name)
+        verdicts.append(TapVerdict(tap, metrics, budget, judge(metrics, budget)))
+    return VariantVerdict(variant, tuple(verdicts))
+
+
+@dataclasses.dataclass(frozen=True)
+class GoldenMoves:
+    """What an update would change: provenance lines and per-tap movement."""
+
+    exists: bool
+    changes: tuple[str, ...]
+    #: tap name -> worst metrics of the new reference against the old golden.
+    taps: Mapping[str, TapMetrics]
+
+
+def golden_moves(
+    store: GoldenStore,
+    fixtures: Sequence[Fixture],
+    batch: np.ndarray,
+    reference: Mapping[str, np.ndarray],
+    taps: Sequence[Tap],
+    *,
+    weights_sha256: str,
+    spec: PreprocessSpec,
+    versions: Mapping[str, str],
+) -> GoldenMoves:
+    """Compare a new torch reference with the stored goldens, before overwriting them."""
+    if not store.exists():
+        return GoldenMoves(False, ("new goldens",), {})
+    old = store.provenance()
+    changes = [
+        f"{name} {old.data['versions'].get(name)} -> {version}"
+        for name, version in versions.items()
+        if old.data["versions"].get(name) != version
+    ]
+    if old.weights_sha256 != weights_sha256:
+        changes.append(f"weights sha256 {old.weights_sha256[:12]} -> {weights_sha256[:12]}")
+    new_spec = spec.to_dict()
+    changes += [
+        f"preprocess {key}: {old.spec.get(key)!r} -> {new_spec.get(key)!r}"
+        for key in sorted(set(old.spec) | set(new_spec))
+        if old.spec.get(key) != new_spec.get(key)
+    ]
+    names = [f.name for f in fixtures]
+    changes += [f"fixture removed: {n}" for n in sorted(set(old.images) - set(names))]
+    changes += [f"fixture added: {n}" for n in names if n not in old.images]
+    old_taps = {t["name"] for t in old.data["taps"]}
+    changes += [f"tap added: {t.name}" for t in taps if t.name not in old_taps]
+    moved: dict[str, TapMetrics] = {}
+    for tap in (t for t in taps if t.name in old_taps):
+        per_image = []
+        for index, fixture in enumerate(fixtures):
+            if fixture.name in old.images and store.npz_path(fixture.name).is_file():
+                record = store.record(fixture.name, tap.name)
+                if record.shape == tuple(reference[tap.name].shape[1:]):
+                    per_image.append(record.compare(reference[tap.name][index], tap.is_logits))
+        if per_image:
+            moved[tap.name] = worst_of(per_image)
+    return GoldenMoves(True, tuple(changes), moved)

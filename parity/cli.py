@@ -87,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--runtime", "-r", action="append", metavar="R", help="override runtimes")
     check.add_argument("--report", type=Path, metavar="DIR", help="report folder")
     check.add_argument("--no-live", action="store_true", help="only compare with the goldens")
+    check.add_argument(
+        "--bundle", type=Path, metavar="DIR", help="use a prebuilt bundle (no torch/TF needed)"
+    )
     check.add_argument("--summary", action="store_true", help="summary tables only")
     check.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
 
@@ -101,6 +104,17 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="show what would move; write nothing"
     )
     update.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
+
+    bundle = commands.add_parser(
+        "bundle",
+        help="export every artifact and copy the goldens into a bundle for runtime-only envs",
+        description="Build (or reuse from the cache) the artifacts of the given runtimes, and "
+        "write them with the goldens and a manifest of hashes into one folder.",
+    )
+    bundle.add_argument("--out", type=Path, required=True, metavar="DIR", help="bundle folder")
+    bundle.add_argument("--model", "-m", action="append", help="models (default: all non-heavy)")
+    bundle.add_argument("--runtime", "-r", action="append", metavar="R", help="default: all")
+    bundle.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
 
     commands.add_parser("list", help="list models, runtime variants and fixtures")
     return parser
@@ -162,6 +176,7 @@ def _cmd_check(args: argparse.Namespace, console: Console) -> int:
                 tolerances=gate.tolerances,
                 goldens=gate.goldens,
                 threads=gate.threads,
+                bundle=args.bundle,
             )
             reports.append(run_parity(config, progress, modes))
     for report in reports:
@@ -189,6 +204,37 @@ def _cmd_update_goldens(args: argparse.Namespace, console: Console) -> int:
         if not args.dry_run:
             session.write_goldens()
             console.print(f"wrote {session.goldens_folder}")
+    return EXIT_PASS
+
+
+def _cmd_bundle(args: argparse.Namespace, console: Console) -> int:
+    from parity.bundle import write_bundle
+    from parity.export import get_exporter
+    from parity.harness import RunConfig, Session
+    from parity.variants import REFERENCE, VARIANTS, resolve_variants
+    from parity.zoo import list_models
+
+    selectors = args.runtime or [v.name for v in VARIANTS.values() if v.family != REFERENCE]
+    variants = [v for v in resolve_variants(selectors) if v.exporter is not None]
+    entries = []
+    with _progress(console, args.quiet) as progress:
+        for model in args.model or list_models(include_heavy=False):
+            session = Session(RunConfig(model=model), progress)
+            exporters = sorted({v.exporter for v in variants if v.exporter})
+            artifacts = [session.cache.get(get_exporter(e), session.context) for e in exporters]
+            source, sha = session.weights()
+            entries.append(
+                (
+                    model,
+                    source,
+                    sha,
+                    session.card.preprocess.sha256,
+                    artifacts,
+                    session.goldens_folder,
+                )
+            )
+        manifest = write_bundle(args.out, entries, progress)
+    console.print(f"bundle: {manifest} ({len(entries)} models, {len(exporters)} artifacts each)")
     return EXIT_PASS
 
 
@@ -241,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_check(args, console)
         if args.command == "update-goldens":
             return _cmd_update_goldens(args, console)
+        if args.command == "bundle":
+            return _cmd_bundle(args, console)
         return _cmd_run(args, console)
     except ParityError as exc:
         errors.print(f"[bold red]parity: error:[/] {escape(str(exc))}", soft_wrap=True)

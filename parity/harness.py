@@ -15,11 +15,18 @@ from typing import Any
 import numpy as np
 
 from parity.artifacts import Artifact, ArtifactCache, BuildContext, package_version
+from parity.bundle import Bundle
 from parity.compare import TolerancePolicy, VariantVerdict, compare_taps, merge_verdicts
 from parity.errors import ParityError
 from parity.export import get_exporter
 from parity.fixtures import Fixture, load_fixtures
-from parity.golden import GoldenMoves, GoldenStore, golden_moves, golden_verdict
+from parity.golden import (
+    GoldenMoves,
+    GoldenStore,
+    StaleGoldenError,
+    golden_moves,
+    golden_verdict,
+)
 from parity.lazy import installed
 from parity.paths import fixtures_dir
 from parity.preprocess import preprocess_batch, tensor_sha256
@@ -61,6 +68,8 @@ class RunConfig:
     rebuild: bool = False
     cache_root: Path | None = None
     goldens: Path | None = None
+    #: Read artifacts and goldens from this bundle instead of exporting (no torch/TF needed).
+    bundle: Path | None = None
 
 
 @dataclasses.dataclass
@@ -133,6 +142,10 @@ class Session:
         self.policy = TolerancePolicy.load(config.tolerances or default_tolerances())
         self.cache = ArtifactCache(config.cache_root, rebuild=config.rebuild)
         self.context = BuildContext(self.card, self.model, self.cache, progress)
+        self.bundle = Bundle(config.bundle) if config.bundle is not None else None
+        self.bundle_model = (
+            self.bundle.model(self.card.name, self.card.preprocess.sha256) if self.bundle else None
+        )
         self.reference_seconds = 0.0
         self._model: LoadedModel | None = None
         self._outputs: dict[str, tuple[dict[str, np.ndarray], Artifact | None]] = {}
@@ -168,8 +181,18 @@ class Session:
         return outputs
 
     def artifact(self, variant: Variant) -> Artifact:
+        """The variant's artifact: from the bundle, or exported (cached) now."""
         assert variant.exporter is not None
+        if self.bundle is not None and self.bundle_model is not None:
+            return self.bundle.artifact(self.bundle_model, variant.exporter)
         return self.cache.get(get_exporter(variant.exporter), self.context)
+
+    def weights(self) -> tuple[str, str]:
+        """(source, sha256) of the weights under test, without torch in bundle mode."""
+        if self.bundle_model is not None:
+            return self.bundle_model.weights_source, self.bundle_model.weights_sha256
+        loaded = self.model()
+        return loaded.source, loaded.sha256
 
     def outputs(self, variant: Variant) -> tuple[dict[str, np.ndarray], Artifact | None]:
         """A variant's outputs and taps on the fixture batch, run once per session.
@@ -178,6 +201,12 @@ class Session:
         propagate; :meth:`check` and :meth:`check_golden` turn them into failed results.
         """
         if variant.family == REFERENCE:
+            if self.bundle_model is not None and self.model().sha256 != self.weights()[1]:
+                raise StaleGoldenError(
+                    f"{self.config.bundle}: the bundle was built from weights "
+                    f"{self.weights()[1][:12]}, torch here has {self.model().sha256[:12]}; "
+                    "rebuild the bundle (tox -e build)"
+                )
             return self.reference, None
         if variant.name not in self._outputs:
             artifact = self.artifact(variant)
@@ -223,7 +252,7 @@ class Session:
     def goldens(self) -> GoldenStore:
         """This model's golden store, checked fresh against the current spec and inputs."""
         store = self._store()
-        weights = self.model().sha256 if installed("torch") else None
+        weights = self.weights()[1] if self.bundle or installed("torch") else None
         store.check_fresh(self.fixtures, self.batch, self.card.preprocess, weights)
         return store
 
@@ -265,7 +294,8 @@ class Session:
         return self._store().folder
 
     def _store(self) -> GoldenStore:
-        return GoldenStore(self.config.goldens or default_goldens(), self.card.name)
+        root = self.config.goldens or (self.bundle.goldens if self.bundle else default_goldens())
+        return GoldenStore(root, self.card.name)
 
     def golden_moves(self) -> GoldenMoves:
         """What rewriting the goldens from torch now would change, and by how much."""
@@ -303,22 +333,28 @@ def run_parity(
         raise ParityError(
             "no runtime to compare against the torch reference; pick one with --runtime"
         )
+    if "live" in modes and not installed("torch"):
+        raise ParityError(
+            "live checks compare with torch, which is not installed here; check against the "
+            "goldens only (parity check --no-live) or install parity[torch]"
+        )
     session = Session(config, progress)
     _ = session.batch  # bad fixtures fail before any export
     results = []
     if "golden" in modes:
         _ = session.goldens  # a stale or missing golden fails before any export
-        results.append(session.check_golden(VARIANTS[REFERENCE]))
+        if installed("torch"):
+            results.append(session.check_golden(VARIANTS[REFERENCE]))
     for variant in variants:
         if "live" in modes:
             results.append(session.check(variant))
         if "golden" in modes:
             results.append(session.check_golden(variant))
-    loaded = session.model()
+    weights_source, weights_sha256 = session.weights()
     return ParityReport(
         card=session.card,
-        weights_source=loaded.source,
-        weights_sha256=loaded.sha256,
+        weights_source=weights_source,
+        weights_sha256=weights_sha256,
         input_sha256=tensor_sha256(session.batch),
         fixtures=session.fixtures,
         taps=session.taps,

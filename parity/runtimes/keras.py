@@ -84,7 +84,7 @@ class KerasRunner(Runner):
         return self._models[key]
 
     def _run(self, feed: np.ndarray, taps: Sequence[Tap]) -> dict[str, np.ndarray]:
-        values = self._tapped_model(taps)(feed, training=False)
+        values = self._tapped_model(taps)([feed], training=False)
         arrays = [np.asarray(v) for v in values]
         result = {OUTPUT: arrays[0]}
         result.update({tap.name: a for tap, a in zip(taps, arrays[1:], strict=True)})

@@ -5,13 +5,14 @@ names (``/features/features.3/conv/conv.0/Conv``) or the dynamo exporter's
 ``pkg.torch.onnx.name_scopes`` metadata. The output of module ``M`` is the one value
 produced inside ``M``'s scope and consumed outside it (or returned by the graph); its
 input is the one non-constant value consumed inside and produced outside. Zero or
-several candidates is an error naming the tap.
+several candidates is an error naming the tap. Graphs without torch scopes (tf2onnx)
+come with an explicit tap -> value map from their exporter (``tap_values``) instead.
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,8 @@ class OnnxRuntimeRunner(Runner):
         input_layout: layout of the model's input (``NHWC`` for a tf2onnx export).
         tap_layout: layout of its intermediate values.
         scope_of: how to read a node's module scope (default: torch exporters).
+        tap_values: tap name -> ONNX value name, recorded by exporters whose graphs carry
+            no torch module scopes (tf2onnx); when given, used instead of ``scope_of``.
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class OnnxRuntimeRunner(Runner):
         input_layout: str = "NCHW",
         tap_layout: str = "NCHW",
         scope_of: Callable[[Any], Scope] = torch_scope,
+        tap_values: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(name)
         if graph_optimization not in OPTIMIZATION_LEVELS:
@@ -104,6 +108,7 @@ class OnnxRuntimeRunner(Runner):
         self.input_layout = input_layout  # type: ignore[assignment]
         self.tap_layout = tap_layout  # type: ignore[assignment]
         self.scope_of = scope_of
+        self.tap_values = None if tap_values is None else dict(tap_values)
         self._sessions: dict[frozenset[str], tuple[Any, list[str]]] = {}
 
     def _activate(self) -> None:
@@ -148,7 +153,11 @@ class OnnxRuntimeRunner(Runner):
         key = frozenset(t.name for t in taps)
         if key not in self._sessions:
             model = self.onnx.load(str(self.path))
-            located = locate_taps(model, taps, self.scope_of)
+            located = (
+                locate_taps(model, taps, self.scope_of)
+                if self.tap_values is None
+                else self._mapped_taps(model, taps)
+            )
             existing = {o.name for o in model.graph.output}
             for tap in taps:
                 value = located[tap.name]
@@ -158,6 +167,22 @@ class OnnxRuntimeRunner(Runner):
             fetch = [self.output_name, *(located[t.name] for t in taps)]
             self._sessions[key] = (self._session(model.SerializeToString()), fetch)
         return self._sessions[key]
+
+    def _mapped_taps(self, model: Any, taps: Sequence[Tap]) -> dict[str, str]:
+        """Tap name -> value name from :attr:`tap_values`, each checked to exist."""
+        assert self.tap_values is not None
+        values = {v for n in model.graph.node for v in n.output}
+        located = {}
+        for tap in taps:
+            value = self.tap_values.get(tap.name)
+            if value is None:
+                raise TapError(f"{self.name}: no ONNX value is mapped to tap '{tap.name}'")
+            if value not in values:
+                raise TapError(
+                    f"{self.name}: tap '{tap.name}': no value '{value}' in the ONNX graph"
+                )
+            located[tap.name] = value
+        return located
 
     def _run(self, feed: np.ndarray, taps: Sequence[Tap]) -> dict[str, np.ndarray]:
         session, fetch = self._tapped_session(taps)

@@ -1,0 +1,217 @@
+"""mobilenet_v2 and resnet18 as Keras twins (the ``keras`` variant), per tap, real runtimes.
+
+Real torch reference, real Keras twins built from the torch weights, all fixture images.
+The fault tests prove the gate localises porting bugs at the card-tap level: a twin with
+Keras's BatchNorm epsilon (1e-3) or Keras 'same' padding on stride-2 convs must fail, and
+the first divergent tap must be the block holding the first faulty layer; the same fault
+put on one layer deep inside the network must be caught at that layer's block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from parity.compare import VariantVerdict, compare_taps
+from parity.errors import ArtifactError, TapError
+from parity.harness import Session
+from parity.runtimes.keras import KerasRunner
+from parity.taps import Tap
+from parity.variants import VARIANTS
+
+pytestmark = [pytest.mark.torch, pytest.mark.keras]
+
+MODELS = ["mobilenet_v2", "resnet18"]
+
+
+@pytest.mark.parametrize("model", [*MODELS, pytest.param("resnet50", marks=pytest.mark.heavy)])
+def test_every_tap_within_budget(session_for: Callable[[str], Session], model: str):
+    session = session_for(model)
+    result = session.check(VARIANTS["keras"])
+    assert result.error is None
+    assert result.verdict is not None
+    assert [t.tap.name for t in result.verdict.taps] == [t.name for t in session.card.taps]
+    assert result.passed, result.verdict.explain([f.name for f in session.fixtures])
+    logits = result.verdict.taps[-1].metrics
+    assert logits.top1_agreement == 1.0 and logits.top5_overlap == 1.0
+    assert all(t.metrics.scale > 0.1 for t in result.verdict.taps)
+
+
+# -- fault injection ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def twins(session_for: Callable[[str], Session]) -> Callable[..., Any]:
+    """Keras twins of a model's torch weights, built once per (model, fault options)."""
+    from parity.export.keras import build_keras_twin
+
+    cache: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
+
+    def get(model: str, **options: Any) -> Any:
+        key = (model, tuple(sorted(options.items())))
+        if key not in cache:
+            session = session_for(model)
+            cache[key] = build_keras_twin(
+                session.card.keras_twin,
+                session.model().state_dict_numpy(),
+                session.card.preprocess.input_hw,
+                **options,
+            )
+        return cache[key]
+
+    return get
+
+
+def with_layer_changed(model: Any, layer_name: str, **config: Any) -> Any:
+    """A copy of functional ``model`` with one layer's config changed, same weights.
+
+    Every layer is rebuilt from its config (``layer_name``'s with ``config`` applied) and
+    wired anew, so a changed padding reshapes the graph as it would in a real port; then
+    every layer gets the original's weights back.
+    """
+    import keras
+
+    unknown = set(config) - set(model.get_layer(layer_name).get_config())
+    assert not unknown, f"{layer_name} has no config keys {unknown}"
+
+    def clone(layer: Any) -> Any:
+        changes = config if layer.name == layer_name else {}
+        return layer.__class__.from_config({**layer.get_config(), **changes})
+
+    changed = keras.models.clone_model(model, clone_function=clone)
+    for layer in model.layers:
+        changed.get_layer(layer.name).set_weights(layer.get_weights())
+    return changed
+
+
+def judge_twin(session: Session, twin: Any, model: Any | None = None) -> VariantVerdict:
+    """Run ``model`` (default: the twin's) with the twin's tap map; judge every tap.
+
+    The map comes from :func:`tap_layers`, the one the ``keras`` artifact records; a
+    changed copy of the twin keeps every layer name, so the twin's map applies to it.
+    """
+    from parity.export.keras.artifact import tap_layers
+
+    layers = tap_layers(twin, session.taps)
+    with KerasRunner("keras_fault", model or twin.model, tap_layers=layers) as runner:
+        obtained = runner.run(session.batch, session.taps)
+    return compare_taps(
+        session.card.name, "keras", session.taps, session.reference, obtained, session.policy
+    )
+
+
+def assert_first_divergent(verdict: VariantVerdict, tap: str) -> None:
+    assert not verdict.passed
+    assert verdict.first_failure is not None
+    assert verdict.first_failure.tap.name == tap, verdict.explain()
+    index = [t.tap.name for t in verdict.taps].index(tap)
+    assert all(t.passed for t in verdict.taps[:index]), verdict.explain()
+    assert f"tap '{tap}'" in verdict.explain()
+    # Far outside the budget, not a marginal call, and it reaches the logits.
+    first = verdict.first_failure
+    assert first.metrics.max_abs_norm > 10 * first.budget.limits["max_abs_norm"]
+    assert not verdict.taps[-1].passed
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_exact_twin_passes(session_for: Callable[[str], Session], twins: Any, model: str):
+    """The fault tests' baseline: the twin built here passes like the artifact does."""
+    verdict = judge_twin(session_for(model), twins(model))
+    assert verdict.passed, verdict.explain()
+
+
+@pytest.mark.parametrize(
+    ("model", "fault"),
+    [
+        # mobilenet_v2: features.0 = Conv (3x3, stride 2) + the first BatchNorm + ReLU6.
+        ("mobilenet_v2", {"bn_epsilon": 1e-3}),
+        ("mobilenet_v2", {"stride2_padding": "same"}),
+        # resnet18: the stem tap (maxpool) follows conv1 (7x7, stride 2) and bn1.
+        ("resnet18", {"bn_epsilon": 1e-3}),
+        ("resnet18", {"stride2_padding": "same"}),
+    ],
+    ids=["mobilenet_v2-bn_eps", "mobilenet_v2-same_pad", "resnet18-bn_eps", "resnet18-same_pad"],
+)
+def test_twin_wide_fault_fails_at_the_stem(
+    session_for: Callable[[str], Session], twins: Any, model: str, fault: dict[str, Any]
+):
+    verdict = judge_twin(session_for(model), twins(model, **fault))
+    assert_first_divergent(verdict, "stem")
+
+
+@pytest.mark.parametrize(
+    ("model", "layer", "config", "tap"),
+    [
+        # One depthwise BatchNorm in the middle of the network with Keras's epsilon.
+        ("mobilenet_v2", "features.10.conv.1.1", {"epsilon": 1e-3}, "features.10"),
+        ("resnet18", "layer3.0.bn1", {"epsilon": 1e-3}, "layer3.0"),
+        # One stride-2 conv padded like Keras 'same' (bottom/right only) instead of torch's
+        # symmetric 1: features.7's 3x3 stride-2 depthwise conv, layer3.0's 3x3 stride-2
+        # conv1. ((0, 1), (0, 1)) + 'valid' is exactly 'same' here (28x28 input, k=3, s=2).
+        ("mobilenet_v2", "features.7.conv.1.0-pad", {"padding": ((0, 1), (0, 1))}, "features.7"),
+        ("resnet18", "layer3.0.conv1-pad", {"padding": ((0, 1), (0, 1))}, "layer3.0"),
+    ],
+    ids=["mobilenet_v2-bn_eps", "resnet18-bn_eps", "mobilenet_v2-same_pad", "resnet18-same_pad"],
+)
+def test_one_faulty_layer_fails_at_its_block(
+    session_for: Callable[[str], Session],
+    twins: Any,
+    model: str,
+    layer: str,
+    config: dict[str, Any],
+    tap: str,
+):
+    session = session_for(model)
+    twin = twins(model)
+    faulty = with_layer_changed(twin.model, layer, **config)
+    for key, value in config.items():  # the fault is really in the copy
+        got = faulty.get_layer(layer).get_config()[key]
+        assert np.array_equal(np.asarray(got), np.asarray(value)), (key, got)
+    assert_first_divergent(judge_twin(session, twin, faulty), tap)
+
+
+# -- broken artifacts and tap maps ----------------------------------------------------------
+
+
+def test_missing_keras_file_is_a_clear_error(tmp_path: Path):
+    path = tmp_path / "missing.keras"
+    with pytest.raises(ArtifactError, match=r"missing\.keras: Keras file not found"):
+        KerasRunner("keras", path).activate()
+
+
+def test_truncated_keras_file_is_a_clear_error(
+    session_for: Callable[[str], Session], tmp_path: Path
+):
+    source = session_for("mobilenet_v2").artifact(VARIANTS["keras"]).path
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    with pytest.raises(ArtifactError, match=r"truncated\.keras: Keras cannot load it"):
+        KerasRunner("keras", truncated).activate()
+
+
+def test_tap_mapped_to_a_missing_layer_is_an_error_naming_the_tap(
+    session_for: Callable[[str], Session],
+):
+    session = session_for("mobilenet_v2")
+    artifact = session.artifact(VARIANTS["keras"])
+    layers = dict(artifact.metadata["runner_options"]["tap_layers"])
+    layers["features.5"] = "features.5.conv.9"  # no such layer
+    with (
+        KerasRunner("keras", artifact.path, tap_layers=layers) as runner,
+        pytest.raises(TapError, match=r"tap 'features\.5'.*'features\.5\.conv\.9'"),
+    ):
+        runner.run(session.batch[:1], session.taps)
+
+
+def test_unmapped_tap_is_an_error_naming_it(session_for: Callable[[str], Session]):
+    session = session_for("resnet18")
+    artifact = session.artifact(VARIANTS["keras"])
+    with (
+        KerasRunner("keras", artifact.path, tap_layers={}) as runner,
+        pytest.raises(TapError, match="tap 'nowhere'"),
+    ):
+        runner.run(session.batch[:1], [Tap("nowhere", "layer9.0")])

@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --progress-bar off -e '.[dev]'
+	@# Headless Chromium renders the HTML report in tests; without it that one test skips.
+	@command -v chromium >/dev/null || (apt-get install -y -q chromium >/dev/null 2>&1 \
+	  || echo "note: chromium not installed (apt-get install -y chromium); the HTML render test will skip")
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -317,6 +317,14 @@ class Session:
         self.__dict__.pop("goldens", None)
 
 
+def _relative(path: str) -> str:
+    """``path`` relative to the working directory when it is inside it (for reports)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
 def run_parity(
     config: RunConfig,
     progress: Progress = lambda message: None,
@@ -358,7 +366,7 @@ def run_parity(
         input_sha256=tensor_sha256(session.batch),
         fixtures=session.fixtures,
         taps=session.taps,
-        tolerances=session.policy.source,
+        tolerances=_relative(session.policy.source),
         results=results,
         reference_seconds=session.reference_seconds,
         wall_seconds=time.perf_counter() - start,

@@ -1,0 +1,253 @@
+"""The pytest plugin, end to end: each test runs pytest in a subprocess (pytester).
+
+The subprocesses share this session's artifact cache (PARITY_CACHE_DIR, set by
+conftest.py), so the ONNX export is built at most once. Goldens are always a temporary
+copy (``--parity-goldens``): the committed ones are never written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parity.golden import GoldenStore
+from parity.harness import RunConfig, Session
+from parity.variants import VARIANTS
+
+# A test module may load plugins (only non-root conftest files may not), so pytester
+# needs no line in conftest.py and no -p option.
+pytest_plugins = ["pytester"]
+
+pytestmark = [pytest.mark.torch, pytest.mark.onnxruntime]
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDENS = ROOT / "fixtures" / "goldens"
+MODEL = ["--parity-models", "mobilenet_v2"]
+ORT = ["--parity-runtimes", "ort_torchscript"]
+N_IMAGES = 16
+
+Run = Callable[..., pytest.RunResult]
+
+
+@pytest.fixture
+def run(pytester: pytest.Pytester, parity_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
+    """pytest in a subprocess, in an empty folder, with this session's artifact cache."""
+    monkeypatch.setenv("PARITY_CACHE_DIR", str(parity_cache))
+    monkeypatch.setenv("COLUMNS", "200")
+
+    def run(*args: str) -> pytest.RunResult:
+        return pytester.runpytest_subprocess("--strict-markers", *args, timeout=600)
+
+    return run
+
+
+def tree_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and ".obtained." not in path.name:
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def committed_goldens_untouched() -> object:
+    before = tree_digest(GOLDENS / "mobilenet_v2")
+    yield
+    assert tree_digest(GOLDENS / "mobilenet_v2") == before, "a test wrote the committed goldens"
+
+
+def golden_copy(tmp_path: Path) -> Path:
+    root = tmp_path / "goldens"
+    shutil.copytree(
+        GOLDENS / "mobilenet_v2",
+        root / "mobilenet_v2",
+        ignore=shutil.ignore_patterns("*.obtained.*"),
+    )
+    return root
+
+
+def move_logits(root: Path, fixture: str = "chelsea", *, record: bool = True) -> None:
+    """Shift one image's stored logits; with ``record``, update provenance's npz sha256.
+
+    Without ``record`` the golden is corrupt (its hash no longer matches); with it, the
+    golden is consistent but different: what goldens written by an older torch would be.
+    """
+    npz = root / "mobilenet_v2" / f"{fixture}.npz"
+    with np.load(npz) as data:
+        arrays = {key: data[key] for key in data.files}
+    logits = arrays["logits/full"].copy()
+    logits[::10] += 0.05 * np.abs(logits).max()
+    arrays["logits/full"] = arrays["output/full"] = logits
+    np.savez_compressed(npz, **arrays)
+    if record:
+        provenance_path = root / "mobilenet_v2" / "provenance.json"
+        provenance = json.loads(provenance_path.read_text())
+        provenance["images"][fixture]["npz_sha256"] = hashlib.sha256(npz.read_bytes()).hexdigest()
+        provenance_path.write_text(json.dumps(provenance, indent=2))
+
+
+def test_generated_tests_pass_and_write_reports(run: Run, tmp_path: Path):
+    """No test file: 16 images x (torch + ort_torchscript), model-variant-image ids."""
+    report = tmp_path / "report"
+    goldens = golden_copy(tmp_path)
+    result = run(
+        *MODEL, *ORT, "--parity-goldens", str(goldens), "-v", "--parity-report", str(report)
+    )
+    result.assert_outcomes(passed=2 * N_IMAGES)
+    result.stdout.fnmatch_lines(
+        [
+            "parity: models mobilenet_v2; torch, ort_torchscript; vs goldens",
+            "*test_parity[[]mobilenet_v2-torch-chelsea[]] PASSED*",
+            "*test_parity[[]mobilenet_v2-ort_torchscript-chelsea[]] PASSED*",
+            f"parity report: {report / 'report.json'}",
+        ]
+    )
+    gate = json.loads((report / "report.json").read_text())
+    assert gate["passed"] is True
+    [model] = gate["models"]
+    assert model["model"] == "mobilenet_v2"
+    assert [(v["name"], v["mode"], v["passed"]) for v in model["variants"]] == [
+        ("torch", "golden", True),
+        ("ort_torchscript", "golden", True),
+    ]
+    for name in ("summary.md", "junit.xml", "report.html"):
+        assert (report / name).is_file(), name
+
+
+def test_family_markers_select_and_deselect(run: Run):
+    """Each test carries its family marker (registered by the plugin) and `parity`."""
+    ort = sum(v.family == "onnxruntime" for v in VARIANTS.values())
+    result = run(*MODEL, "--parity-runtimes", "onnxruntime", "-m", "parity and not onnxruntime",
+                 "--collect-only", "-q")  # fmt: skip
+    assert result.ret == 0
+    lines = [line for line in result.stdout.lines if "test_parity[" in line]
+    assert len(lines) == N_IMAGES
+    assert all("-torch-" in line for line in lines)
+    result.stdout.fnmatch_lines(
+        [f"{N_IMAGES}/{(1 + ort) * N_IMAGES} tests collected (* deselected)*"]
+    )
+
+
+def test_user_tests_use_the_fixtures(run: Run, pytester: pytest.Pytester, tmp_path: Path):
+    """parity_session / parity_check / parity_preprocess in a user's own test module."""
+    pytester.makepyfile(
+        test_mine="""
+        import numpy as np
+
+        def test_live_check(parity_session, parity_check, parity_preprocess):
+            session = parity_session("mobilenet_v2")
+            assert parity_session("mobilenet_v2") is session
+            result = parity_check("mobilenet_v2", "ort_torchscript")
+            assert result.passed, result.error or result.verdict.explain()
+            assert result.mode == "live" and len(result.verdict.taps) == len(session.taps)
+            chelsea = [f.name for f in session.fixtures].index("chelsea")
+            tensor = parity_preprocess(session.fixtures[chelsea].path)
+            assert tensor.shape == (1, 3, 224, 224) and tensor.dtype == np.float32
+            np.testing.assert_array_equal(tensor[0], session.batch[chelsea])
+        """
+    )
+    # With generated tests in the same run: they share the user's session.
+    goldens = golden_copy(tmp_path)
+    result = run(*MODEL, *ORT, "--parity-goldens", str(goldens), "-k", "test_live_check or chelsea")
+    result.assert_outcomes(passed=3)
+
+
+def test_corrupt_golden_fails_with_its_message(run: Run, tmp_path: Path):
+    """A golden whose bytes no longer match provenance.json: the store's message, no trace."""
+    goldens = golden_copy(tmp_path)
+    move_logits(goldens, record=False)
+    result = run(*MODEL, "--parity-runtimes", "torch", "--parity-goldens", str(goldens),
+                 "-k", "chelsea")  # fmt: skip
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*chelsea.npz: golden file missing or modified (sha256 differs from provenance.json)*",
+            "to accept the change if intended:",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+    assert "INTERNALERROR" not in result.stdout.str()
+
+
+def test_moved_golden_fails_naming_logits_and_the_accept_command(run: Run, tmp_path: Path):
+    """A consistent golden with different logits: the per-tap table, first tap, the fix.
+
+    A top-5 budget below 1 is a rate over the images: per-image tests leave it to the
+    variant's whole-set test (``-all_images``), which names the images that moved.
+    """
+    goldens = golden_copy(tmp_path)
+    move_logits(goldens)
+    tolerances = tmp_path / "tolerances.toml"
+    tolerances.write_text(
+        (ROOT / "fixtures" / "tolerances.toml").read_text()
+        + '\n[budget."mobilenet_v2/ort_torchscript/logits"]\nmin_top5_overlap = 0.99\n'
+    )
+    options = ["--parity-goldens", str(goldens), "--parity-tolerances", str(tolerances)]
+    result = run(*MODEL, *ORT, *options, "-k", "chelsea or small or all_images")
+    result.assert_outcomes(failed=3, passed=2)
+    out = result.stdout.str()
+    accept = (
+        f"pytest --parity-models mobilenet_v2 --parity-runtimes ort_torchscript "
+        f"--parity-goldens {goldens} --parity-tolerances {tolerances} --parity-update-goldens"
+    )
+    obtained = goldens / "mobilenet_v2" / "chelsea.obtained.ort_torchscript.npz"
+    result.stdout.fnmatch_lines(
+        [
+            "*test_parity[[]mobilenet_v2-ort_torchscript-chelsea[]]*",
+            "ort_torchscript vs golden on 'chelsea': first divergent tap 'logits' (max_abs_norm*",
+            "mobilenet_v2 / ort_torchscript vs its golden, image 'chelsea':",
+            "*tap*max_abs_norm / budget*1-cosine / budget*SQNR dB*status",
+            "*stem * ok",
+            "*logits *FAIL <- first: max_abs_norm*",
+            "first divergent tap 'logits' (output of module 'classifier')*",
+            f"obtained arrays: {obtained}",
+            "torch moved away from this golden too*",
+            "to accept the change if intended:",
+            f"  {accept}",
+            "*test_parity[[]mobilenet_v2-ort_torchscript-all_images[]]*",
+            "mobilenet_v2 / ort_torchscript vs its golden, over 16 images: tap 'logits': "
+            "top5_overlap 0.988 < 0.99",
+            "  images where top-5 differs: chelsea (0.8)",
+        ]
+    )
+    assert out.count("<- first") == 2  # torch and ort_torchscript on chelsea
+    assert "Traceback" not in out
+    with np.load(obtained) as data:
+        assert data["logits"].shape == (1000,)
+    # The ids are real: --lf re-selects exactly the three failures.
+    again = run(*MODEL, *ORT, *options, "--lf", "--collect-only", "-q")
+    failed = [line for line in again.stdout.lines if "test_parity[" in line]
+    assert sorted(line.split("[")[1] for line in failed) == [
+        "mobilenet_v2-ort_torchscript-all_images]",
+        "mobilenet_v2-ort_torchscript-chelsea]",
+        "mobilenet_v2-torch-chelsea]",
+    ]
+
+
+def test_update_goldens_prints_what_moved_then_passes(run: Run, tmp_path: Path):
+    goldens = golden_copy(tmp_path)
+    move_logits(goldens)
+    result = run(*MODEL, "--parity-runtimes", "torch", "--parity-goldens", str(goldens),
+                 "--parity-update-goldens", "-k", "chelsea")  # fmt: skip
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*parity: updated goldens of mobilenet_v2*",
+            "mobilenet_v2: provenance unchanged",
+            "*logits*yes*",
+            f"wrote {goldens / 'mobilenet_v2'}",
+        ]
+    )
+    assert "features.17" in result.stdout.str()  # every tap is listed, moved or not
+    # The rewritten goldens are fresh (this raises if not) and hold torch's logits again.
+    store = Session(RunConfig(model="mobilenet_v2", goldens=goldens)).goldens
+    logits = store.record("chelsea", "logits").full
+    committed = GoldenStore(GOLDENS, "mobilenet_v2").record("chelsea", "logits").full
+    assert logits is not None and committed is not None
+    np.testing.assert_allclose(logits, committed, rtol=0, atol=1e-5 * np.abs(committed).max())

@@ -44,7 +44,7 @@ def test_console_script_default_run_passes_and_writes_json(tmp_path: Path):
         capture_output=True, text=True, env=env, cwd=tmp_path, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    for text in ("ort_dynamo: per-tap parity vs torch", "ort_torchscript", "features.17", "PASS"):
+    for text in ("ort_dynamo vs torch: per-tap", "ort_torchscript", "features.17", "PASS"):
         assert text in done.stdout
     data = json.loads(report.read_text())
     assert data["passed"] is True and data["model"] == "mobilenet_v2"

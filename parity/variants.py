@@ -49,6 +49,7 @@ class Variant:
 _TORCH = "parity.runtimes.torch:TorchRunner"
 _ORT = "parity.runtimes.onnxruntime:OnnxRuntimeRunner"
 _KERAS = "parity.runtimes.keras:KerasRunner"
+_LITERT = "parity.runtimes.litert:LiteRTRunner"
 
 # fmt: off
 VARIANTS: dict[str, Variant] = {v.name: v for v in [
@@ -62,6 +63,33 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
             "onnxruntime", {"graph_optimization": "disabled"}),
     Variant("keras", "keras", _KERAS, "keras",
             "Keras 3 twin (TensorFlow CPU, NHWC) with the torch weights", "tensorflow"),
+    Variant("ort_tf2onnx", "onnxruntime", _ORT, "tf2onnx",
+            "ONNX Runtime CPU on the Keras twin converted by tf2onnx (NHWC input)", "onnxruntime"),
+    Variant("litert_fp32", "litert", _LITERT, "tflite_fp32",
+            "LiteRT + XNNPACK on TFLite fp32", "ai_edge_litert"),
+    Variant("litert_fp32_noxnn", "litert", _LITERT, "tflite_fp32",
+            "LiteRT builtin kernels, XNNPACK off, on TFLite fp32", "ai_edge_litert",
+            {"xnnpack": False}),
+    Variant("litert_fp16", "litert", _LITERT, "tflite_fp16",
+            "LiteRT + XNNPACK on TFLite fp16 weights", "ai_edge_litert"),
+    Variant("litert_fp16_noxnn", "litert", _LITERT, "tflite_fp16",
+            "LiteRT builtin kernels, XNNPACK off, on TFLite fp16 weights", "ai_edge_litert",
+            {"xnnpack": False}),
+    Variant("litert_dynamic", "litert", _LITERT, "tflite_dynamic",
+            "LiteRT + XNNPACK on TFLite dynamic-range int8 weights", "ai_edge_litert"),
+    Variant("litert_dynamic_noxnn", "litert", _LITERT, "tflite_dynamic",
+            "LiteRT builtin kernels, XNNPACK off, on TFLite dynamic-range int8 weights",
+            "ai_edge_litert", {"xnnpack": False}),
+    Variant("litert_int8", "litert", _LITERT, "tflite_int8",
+            "LiteRT + XNNPACK on TFLite full int8, float I/O", "ai_edge_litert"),
+    Variant("litert_int8_noxnn", "litert", _LITERT, "tflite_int8",
+            "LiteRT builtin kernels, XNNPACK off, on TFLite full int8, float I/O", "ai_edge_litert",
+            {"xnnpack": False}),
+    Variant("litert_int8_io", "litert", _LITERT, "tflite_int8_io",
+            "LiteRT + XNNPACK on TFLite full int8, int8 I/O", "ai_edge_litert"),
+    Variant("litert_int8_io_noxnn", "litert", _LITERT, "tflite_int8_io",
+            "LiteRT builtin kernels, XNNPACK off, on TFLite full int8, int8 I/O", "ai_edge_litert",
+            {"xnnpack": False}),
 ]}
 # fmt: on
 

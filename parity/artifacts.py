@@ -25,8 +25,8 @@ import numpy as np
 
 from parity.errors import ArtifactError
 from parity.export import Exporter, get_exporter
-from parity.fixtures import calibration_images, file_sha256
-from parity.paths import cache_dir, fixtures_dir
+from parity.fixtures import calibration_images, file_sha256, load_fixtures
+from parity.paths import cache_dir, fixtures_dir, project_root
 from parity.preprocess import preprocess_batch
 from parity.weights import LoadedModel
 from parity.zoo import ModelCard
@@ -58,6 +58,13 @@ def package_version(name: str) -> str:
         return "not-installed"
 
 
+def card_calibration_dir(card: ModelCard) -> Path:
+    """The card's ``calibration`` folder: ``{cache}`` expanded, relative to the project root."""
+    assert card.calibration is not None
+    folder = Path(card.calibration.replace("{cache}", str(cache_dir())))
+    return folder if folder.is_absolute() else project_root() / folder
+
+
 class BuildContext:
     """What exporters may ask for: the card, the torch model, upstream artifacts, data.
 
@@ -86,9 +93,15 @@ class BuildContext:
         return self.cache.get(get_exporter(exporter), self)
 
     def calibration_batch(self) -> np.ndarray:
-        """The calibration images through the card's preprocessing, NCHW float32."""
+        """The calibration images through the card's preprocessing, NCHW float32.
+
+        From the card's ``calibration`` folder if it names one, else fixtures/calibration.
+        """
         if self._calibration is None:
-            images = calibration_images(fixtures_dir())
+            if self.card.calibration:
+                images = load_fixtures(card_calibration_dir(self.card))
+            else:
+                images = calibration_images(fixtures_dir())
             self._calibration = preprocess_batch([f.path for f in images], self.card.preprocess)
         return self._calibration
 
@@ -112,6 +125,8 @@ class ArtifactCache:
             "versions": {p: package_version(p) for p in exporter.packages},
             "upstream": {r: self.get(get_exporter(r), ctx).key for r in exporter.requires},
         }
+        if ctx.card.calibration:  # cards with their own int8 calibration set
+            parts["calibration"] = ctx.card.calibration
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:20]
 

@@ -52,6 +52,9 @@ class ModelCard:
         taps: logical taps in forward order.
         heavy: slow to run; kept out of the default test suite.
         path: the card file.
+        calibration: folder of int8 calibration images (``{cache}`` expands to the parity
+            cache dir; relative paths are from the project root); ``None``: the bundled
+            ``fixtures/calibration`` photos.
     """
 
     name: str
@@ -66,6 +69,7 @@ class ModelCard:
     taps: tuple[Tap, ...]
     heavy: bool
     path: Path
+    calibration: str | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -110,6 +114,7 @@ def load_card(path: Path) -> ModelCard:
             taps=taps_from_card(data["taps"], str(path)),
             heavy=bool(data.get("heavy", False)),
             path=path,
+            calibration=data.get("calibration"),
         )
     except KeyError as exc:
         raise ModelCardError(f"{path}: missing required key {exc}") from None

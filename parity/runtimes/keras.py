@@ -85,6 +85,8 @@ class KerasRunner(Runner):
 
     def _run(self, feed: np.ndarray, taps: Sequence[Tap]) -> dict[str, np.ndarray]:
         values = self._tapped_model(taps)([feed], training=False)
+        if not isinstance(values, list | tuple):  # no taps: Keras returns the one output bare
+            values = [values]
         arrays = [np.asarray(v) for v in values]
         result = {OUTPUT: arrays[0]}
         result.update({tap.name: a for tap, a in zip(taps, arrays[1:], strict=True)})

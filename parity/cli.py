@@ -30,6 +30,8 @@ examples:
   parity check                                  the release gate ([tool.parity] in pyproject.toml)
   parity update-goldens --model mobilenet_v2    accept a deliberate change, showing what moved
   parity list
+  parity eval --data DIR --model resnet18_digits -r litert   accuracy and flips on a dataset
+  parity run --artifact their_model.tflite      a file made elsewhere, per tap where locatable
 """
 
 
@@ -71,6 +73,28 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", type=Path, metavar="FILE", help="also write a JSON report")
     run.add_argument("--summary", action="store_true", help="summary table only, no per-tap tables")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
+    run.add_argument(
+        "--artifact",
+        type=Path,
+        metavar="PATH",
+        help="check an .onnx/.tflite/.keras file made elsewhere (alone unless --runtime is given)",
+    )
+    run.add_argument(
+        "--artifact-runtime",
+        choices=["onnxruntime", "litert", "keras"],
+        help="runtime for --artifact (default: detected from the file)",
+    )
+    run.add_argument(
+        "--tap-map",
+        type=Path,
+        metavar="FILE",
+        help="TOML/JSON tap -> tensor name map for --artifact (default: by shape and order)",
+    )
+    run.add_argument(
+        "--input-layout",
+        choices=["NCHW", "NHWC"],
+        help="input layout of --artifact when it cannot be detected",
+    )
 
     check = commands.add_parser(
         "check",
@@ -116,6 +140,56 @@ def _parser() -> argparse.ArgumentParser:
     bundle.add_argument("--runtime", "-r", action="append", metavar="R", help="default: all")
     bundle.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
 
+    evals = commands.add_parser(
+        "eval",
+        help="dataset-level parity: accuracy, top-1 agreement and flipped images vs torch",
+        description="Run torch and each runtime variant over a labelled ImageFolder "
+        "(DIR/<class>/<image>) and report accuracy, top-1 agreement with torch and every "
+        "image whose prediction flips. Class folders map to class indices by a classes.txt "
+        "or synsets.txt at DIR, else the model's class names, else integer folder names, "
+        "else sorted order (one folder per class). See parity/evaluate.py.",
+    )
+    evals.add_argument("--data", type=Path, required=True, metavar="DIR", help="ImageFolder root")
+    evals.add_argument("--model", "-m", default="mobilenet_v2", help="model card name or .toml")
+    evals.add_argument(
+        "--runtime",
+        "-r",
+        action="append",
+        metavar="R",
+        help="variant or family; repeatable; default: both ONNX exports",
+    )
+    evals.add_argument("--weights", help="weights source (default: the card's)")
+    evals.add_argument(
+        "--shard",
+        metavar="k/N",
+        help="only every N-th image starting at k (0-based); writes a shard JSON",
+    )
+    evals.add_argument(
+        "--limit", type=int, metavar="N", help="only N images, spread evenly over the dataset"
+    )
+    evals.add_argument("--json", type=Path, metavar="FILE", help="write the result as JSON")
+    evals.add_argument("--batch-size", type=int, default=64, help="images per batch (64)")
+    evals.add_argument("--threads", type=int, default=2, help="runtime threads (default 2)")
+    evals.add_argument("--rebuild", action="store_true", help="re-export even if cached")
+    evals.add_argument(
+        "--flips",
+        type=int,
+        default=10,
+        metavar="N",
+        help="flips listed per variant (default 10; all are in --json)",
+    )
+    evals.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    merge = commands.add_parser(
+        "eval-merge",
+        help="merge 'parity eval --shard' JSON files into one table",
+        description="Merge shard results of one evaluation: counts add up, flips concatenate; "
+        "shards that disagree on model, weights, preprocessing, dataset or variants, or that "
+        "overlap or leave images out, are an error.",
+    )
+    merge.add_argument("shards", nargs="+", type=Path, metavar="SHARD.json")
+    merge.add_argument("--json", type=Path, metavar="FILE", help="write the merged JSON")
+    merge.add_argument("--flips", type=int, default=10, metavar="N", help="flips listed (10)")
+
     commands.add_parser("list", help="list models, runtime variants and fixtures")
     return parser
 
@@ -133,6 +207,10 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         taps=args.tap,
         threads=args.threads,
         rebuild=args.rebuild,
+        artifact=args.artifact,
+        artifact_runtime=args.artifact_runtime,
+        tap_map=args.tap_map,
+        input_layout=args.input_layout,
     )
     with _progress(console, args.quiet) as progress:
         report = run_parity(config, progress)
@@ -161,11 +239,17 @@ def _progress(console: Console, quiet: bool) -> Iterator[Callable[[str], None]]:
 def _cmd_check(args: argparse.Namespace, console: Console) -> int:
     from parity.config import load_gate_config
     from parity.harness import RunConfig, run_parity
+    from parity.lazy import require
     from parity.report import gate_to_dict, print_report, write_reports
+    from parity.variants import REFERENCE, resolve_variants
 
     gate = load_gate_config(args.config)
     models = args.model or list(gate.models)
     modes = ("golden",) if args.no_live or not gate.live else ("golden", "live")
+    if any(v.family == REFERENCE for v in resolve_variants(args.runtime or gate.runtimes)):
+        # run_parity checks torch only where it is installed: asked for explicitly (-r torch)
+        # where it is not, the gate would otherwise pass with nothing checked.
+        require("torch")
     reports = []
     with _progress(console, args.quiet) as progress:
         for model in models:
@@ -220,6 +304,9 @@ def _cmd_bundle(args: argparse.Namespace, console: Console) -> int:
     with _progress(console, args.quiet) as progress:
         for model in args.model or list_models(include_heavy=False):
             session = Session(RunConfig(model=model), progress)
+            # Goldens made from other weights (or inputs) than the artifacts would fail every
+            # runtime env that reads the bundle: refuse them here, before any export.
+            _ = session.goldens
             exporters = sorted({v.exporter for v in variants if v.exporter})
             artifacts = [session.cache.get(get_exporter(e), session.context) for e in exporters]
             source, sha = session.weights()
@@ -236,6 +323,52 @@ def _cmd_bundle(args: argparse.Namespace, console: Console) -> int:
         manifest = write_bundle(args.out, entries, progress)
     console.print(f"bundle: {manifest} ({len(entries)} models, {len(exporters)} artifacts each)")
     return EXIT_PASS
+
+
+def _cmd_eval(args: argparse.Namespace, console: Console) -> int:
+    """``parity eval`` and ``parity eval-merge``."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from parity import evaluate as ev
+
+    shard = None
+    if args.command == "eval-merge":
+        results = [ev.read_result(path) for path in args.shards]
+        result = ev.merge_results(results, [str(path) for path in args.shards])
+    else:
+        shard = ev.parse_shard(args.shard) if args.shard else None
+        config = ev.EvalConfig(
+            data=args.data, model=args.model, runtimes=args.runtime, weights=args.weights,
+            shard=shard, limit=args.limit, batch_size=args.batch_size, threads=args.threads,
+            rebuild=args.rebuild,
+        )  # fmt: skip
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
+        with Progress(*columns, console=console, transient=True, disable=args.quiet) as bar:
+            task = bar.add_task("preparing", total=None)
+
+            def progress(message: str) -> None:
+                if not args.quiet:
+                    bar.console.log(escape(message))
+                bar.update(task, description=escape(message))
+
+            def on_batch(done: int, total: int) -> None:
+                bar.update(task, description="images", completed=done, total=total)
+
+            result = ev.evaluate(config, progress, on_batch)
+    ev.print_eval(result, console, args.flips)
+    out = args.json or (Path(f"eval-{result.model}-{shard[0]}of{shard[1]}.json") if shard else None)
+    if out is not None:
+        ev.write_result(result, out)
+        console.print(f"JSON: {out}")
+    return EXIT_FAIL if result.failed else EXIT_PASS
 
 
 def _cmd_list(console: Console) -> int:
@@ -289,6 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_update_goldens(args, console)
         if args.command == "bundle":
             return _cmd_bundle(args, console)
+        if args.command in ("eval", "eval-merge"):
+            return _cmd_eval(args, console)
         return _cmd_run(args, console)
     except ParityError as exc:
         errors.print(f"[bold red]parity: error:[/] {escape(str(exc))}", soft_wrap=True)

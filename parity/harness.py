@@ -70,6 +70,11 @@ class RunConfig:
     goldens: Path | None = None
     #: Read artifacts and goldens from this bundle instead of exporting (no torch/TF needed).
     bundle: Path | None = None
+    #: Also check a file made elsewhere (parity.external): path, runtime, tap map, layout.
+    artifact: Path | None = None
+    artifact_runtime: str | None = None
+    tap_map: Path | None = None
+    input_layout: str | None = None
 
 
 @dataclasses.dataclass
@@ -337,7 +342,12 @@ def run_parity(
     """
     start = time.perf_counter()
     variants = [v for v in resolve_variants(config.runtimes) if v.family != REFERENCE]
-    if not variants and "golden" not in modes:
+    if config.artifact is not None and not config.runtimes:  # only the file made elsewhere
+        variants = []
+    artifact_options = config.tap_map or config.input_layout or config.artifact_runtime
+    if config.artifact is None and artifact_options:
+        raise ParityError("--tap-map, --input-layout and --artifact-runtime need --artifact")
+    if not variants and "golden" not in modes and config.artifact is None:
         raise ParityError(
             "no runtime to compare against the torch reference; pick one with --runtime"
         )
@@ -358,6 +368,13 @@ def run_parity(
             results.append(session.check(variant))
         if "golden" in modes:
             results.append(session.check_golden(variant))
+    if config.artifact is not None:
+        from parity.external import check_external
+
+        external = check_external(
+            session, config.artifact, config.artifact_runtime, config.tap_map, config.input_layout
+        )
+        results.append(external)
     weights_source, weights_sha256 = session.weights()
     return ParityReport(
         card=session.card,

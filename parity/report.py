@@ -92,6 +92,7 @@ def summary_table(report: ParityReport) -> Table:
         artifact = ""
         if result.artifact is not None:
             origin = "built" if result.artifact.built else "cached"
+            origin = "made elsewhere" if result.artifact.exporter == "external" else origin
             artifact = f"{result.artifact.size_bytes / 1e6:.1f} MB, {origin}"
         vs = "torch" if result.mode == "live" else "golden"
         if result.error is not None:
@@ -128,6 +129,8 @@ def print_report(report: ParityReport, console: Console, per_tap: bool = True) -
     )
     names = report.image_names
     for result in report.results:
+        for line in result.artifact.metadata.get("notes", []) if result.artifact else []:
+            console.print(escape(line), style="dim", soft_wrap=True)  # a file made elsewhere
         if per_tap and result.verdict is not None:
             console.print(tap_table(result, names))
     console.print(summary_table(report))

@@ -28,7 +28,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -287,9 +287,13 @@ class GoldenStore:
         fixtures: Sequence[Fixture],
         batch: np.ndarray,
         spec: PreprocessSpec,
-        weights_sha256: str | None,
+        weights_sha256: Callable[[], str | None],
     ) -> Provenance:
-        """Raise :class:`StaleGoldenError` saying what changed; return the provenance."""
+        """Raise :class:`StaleGoldenError` saying what changed; return the provenance.
+
+        ``weights_sha256`` is called only once the cheaper checks pass (computing it may
+        mean calibrating weights); it returns ``None`` where the weights cannot be known.
+        """
         provenance = self.provenance()
         where = str(self.provenance_path)
         fix = f"if the change is intended: parity update-goldens --model {self.model}"
@@ -303,10 +307,11 @@ class GoldenStore:
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
             raise StaleGoldenError(f"{where}: preprocessing changed ({details}); {fix}")
-        if weights_sha256 is not None and provenance.weights_sha256 != weights_sha256:
+        weights = weights_sha256()
+        if weights is not None and provenance.weights_sha256 != weights:
             raise StaleGoldenError(
                 f"{where}: weights changed (sha256 {provenance.weights_sha256[:12]} in the golden, "
-                f"{weights_sha256[:12]} now); {fix}"
+                f"{weights[:12]} now); {fix}"
             )
         for index, fixture in enumerate(fixtures):
             entry = provenance.images.get(fixture.name)

@@ -257,8 +257,12 @@ class Session:
     def goldens(self) -> GoldenStore:
         """This model's golden store, checked fresh against the current spec and inputs."""
         store = self._store()
-        weights = self.weights()[1] if self.bundle or installed("torch") else None
-        store.check_fresh(self.fixtures, self.batch, self.card.preprocess, weights)
+        store.check_fresh(
+            self.fixtures,
+            self.batch,
+            self.card.preprocess,
+            lambda: self.weights()[1] if self.bundle or installed("torch") else None,
+        )
         return store
 
     def image_verdict(self, variant: Variant, index: int, mode: str = "golden") -> VariantVerdict:

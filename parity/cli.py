@@ -191,6 +191,33 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("--flips", type=int, default=10, metavar="N", help="flips listed (10)")
 
     commands.add_parser("list", help="list models, runtime variants and fixtures")
+    doctor = commands.add_parser(
+        "doctor",
+        help="diagnose common causes of drift (preprocessing, batchnorm, Keras port, int8 data)",
+        description="Run diagnostic checks and print each cause with its evidence; exit 0 "
+        "if every check is ok (or skipped), 1 if any finds a problem.",
+    )
+    doctor.add_argument("--model", "-m", default="mobilenet_v2", help="model card name")
+    doctor.add_argument(
+        "--check",
+        action="append",
+        metavar="NAME",
+        help="preprocessing, batchnorm, port_lint, calibration, delegates (repeatable; all)",
+    )
+    doctor.add_argument(
+        "--preprocess",
+        metavar="MODULE:FUNCTION",
+        help="your preprocessing function, path -> CHW/HWC float32 array",
+    )
+    doctor.add_argument("--images", type=int, default=4, help="fixture images used (4)")
+    doctor.add_argument(
+        "--calibration",
+        choices=("images", "noise"),
+        default="images",
+        help="int8 calibration data to judge against the card's images (images)",
+    )
+    doctor.add_argument("--weights", help="weights source (default: the card's)")
+    doctor.add_argument("--json", type=Path, metavar="FILE", help="write the findings as JSON")
     return parser
 
 
@@ -405,6 +432,36 @@ def _cmd_list(console: Console) -> int:
     return EXIT_PASS
 
 
+def _cmd_doctor(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from rich.table import Table
+
+    from parity.doctor import PROBLEM, evidence_lines, load_user_preprocess, run_doctor
+    from parity.harness import RunConfig, Session
+
+    user_fn = load_user_preprocess(args.preprocess) if args.preprocess else None
+    session = Session(RunConfig(model=args.model, weights=args.weights))
+    findings = run_doctor(session, args.check, user_fn, args.images, args.calibration)
+    table = Table(title=f"parity doctor: {session.card.name}", show_lines=True)
+    for column in ("check", "status", "cause", "evidence"):
+        table.add_column(column)
+    colours = {"ok": "green", "problem": "bold red", "skipped": "yellow"}
+    for finding in findings:
+        table.add_row(
+            finding.name,
+            f"[{colours[finding.status]}]{finding.status}[/]",
+            escape(finding.cause),
+            escape("\n".join(evidence_lines(finding))),
+        )
+    console.print(table)
+    if args.json:
+        payload = {"model": session.card.name, "findings": [f.to_dict() for f in findings]}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        console.print(f"JSON: {args.json}")
+    return EXIT_FAIL if any(f.status == PROBLEM for f in findings) else EXIT_PASS
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``parity`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -422,6 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_update_goldens(args, console)
         if args.command == "bundle":
             return _cmd_bundle(args, console)
+        if args.command == "doctor":
+            return _cmd_doctor(args, console)
         if args.command in ("eval", "eval-merge"):
             return _cmd_eval(args, console)
         return _cmd_run(args, console)

@@ -314,6 +314,22 @@ class Session:
             versions=golden_versions(),
         )  # fmt: skip
 
+    def report(self, results: list[VariantResult], started: float) -> ParityReport:
+        """The report of this session's results (``started``: ``time.perf_counter()``)."""
+        weights_source, weights_sha256 = self.weights()
+        return ParityReport(
+            card=self.card,
+            weights_source=weights_source,
+            weights_sha256=weights_sha256,
+            input_sha256=tensor_sha256(self.batch),
+            fixtures=self.fixtures,
+            taps=self.taps,
+            tolerances=_relative(self.policy.source),
+            results=results,
+            reference_seconds=self.reference_seconds,
+            wall_seconds=time.perf_counter() - started,
+        )
+
     def write_goldens(self) -> None:
         """(Re)write this model's goldens from the torch reference."""
         loaded = self.model()
@@ -379,16 +395,4 @@ def run_parity(
             session, config.artifact, config.artifact_runtime, config.tap_map, config.input_layout
         )
         results.append(external)
-    weights_source, weights_sha256 = session.weights()
-    return ParityReport(
-        card=session.card,
-        weights_source=weights_source,
-        weights_sha256=weights_sha256,
-        input_sha256=tensor_sha256(session.batch),
-        fixtures=session.fixtures,
-        taps=session.taps,
-        tolerances=_relative(session.policy.source),
-        results=results,
-        reference_seconds=session.reference_seconds,
-        wall_seconds=time.perf_counter() - start,
-    )
+    return session.report(results, started=start)

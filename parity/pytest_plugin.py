@@ -569,8 +569,7 @@ class ParityPlugin:
 
     def report(self, model: str) -> ParityReport:
         """One model's :class:`ParityReport` over the whole batch (outputs are cached)."""
-        from parity.harness import ParityReport, VariantResult
-        from parity.preprocess import tensor_sha256
+        from parity.harness import VariantResult
         from parity.variants import REFERENCE
 
         session = self.sessions[model]
@@ -588,19 +587,7 @@ class ParityPlugin:
                 results.append(VariantResult(variant, None, None, 0.0, str(exc), "golden"))
             if self.options.live and variant.family != REFERENCE:
                 results.append(session.check(variant))
-        weights_source, weights_sha256 = session.weights()
-        return ParityReport(
-            card=session.card,
-            weights_source=weights_source,
-            weights_sha256=weights_sha256,
-            input_sha256=tensor_sha256(session.batch),
-            fixtures=session.fixtures,
-            taps=session.taps,
-            tolerances=session.policy.source,
-            results=results,
-            reference_seconds=session.reference_seconds,
-            wall_seconds=time.perf_counter() - self.started[model],
-        )
+        return session.report(results, started=self.started[model])
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.written or self.report_errors:

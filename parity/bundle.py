@@ -75,9 +75,40 @@ class Bundle:
             raise BundleError(
                 f"{self.root / MANIFEST}: bundle is stale for '{name}': built with preprocessing "
                 f"{model.preprocess_sha256[:12]}, the model card now has {preprocess_sha256[:12]}; "
-                f"re{BUILD_HINT[1:]}"
+                f"re{BUILD_HINT}"
             )
+        self._check_goldens(name)
         return model
+
+    def _check_goldens(self, name: str) -> None:
+        """The bundle's goldens of ``name``: present, in this parity's format, hashes intact.
+
+        Without this, a bundle from an older parity or with a damaged golden fails with the
+        golden store's message, which says to regenerate or restore the goldens in the
+        repository rather than to rebuild the bundle.
+        """
+        from parity.golden import FORMAT, GoldenStore
+
+        store = GoldenStore(self.goldens, name)
+        provenance = store.provenance_path
+        try:
+            data = json.loads(provenance.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise BundleError(
+                f"{provenance}: bundle goldens of '{name}' missing or unreadable; {BUILD_HINT}"
+            ) from None
+        if data.get("format") != FORMAT:
+            raise BundleError(
+                f"{provenance}: bundle goldens are format {data.get('format')}, this parity "
+                f"reads format {FORMAT}: the bundle is stale; re{BUILD_HINT}"
+            )
+        for fixture, entry in data.get("images", {}).items():
+            npz = store.npz_path(fixture)
+            if not npz.is_file() or file_sha256(npz) != entry.get("npz_sha256"):
+                raise BundleError(
+                    f"{npz}: bundle golden missing or modified (sha256 differs from "
+                    f"provenance.json); {BUILD_HINT}"
+                )
 
     def artifact(self, model: BundleModel, exporter: str) -> Artifact:
         """An artifact of the bundle, its bytes checked against the manifest."""

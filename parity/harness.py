@@ -395,4 +395,9 @@ def run_parity(
             session, config.artifact, config.artifact_runtime, config.tap_map, config.input_layout
         )
         results.append(external)
+    if not results:
+        raise ParityError(
+            "nothing was checked: the runtimes given have no live or golden check here "
+            "(is the runtime installed? did you mean --no-live with torch installed?)"
+        )
     return session.report(results, started=start)

@@ -1,0 +1,158 @@
+"""The runtime-only environments, exercised by the main suite (so CI runs them every time).
+
+The main suite has every framework installed. Here it builds a small bundle
+(mobilenet_v2: ONNX dynamo + TFLite fp32), then makes two throwaway venvs that hold
+parity's core plus ONE runtime each (ONNX Runtime; LiteRT), and checks the bundle in each
+with the installed ``parity`` (``python -P``: the wheel, not the source tree), from the
+repository root. Then it breaks the bundle one file at a time and asserts that exactly the
+envs that read that file fail, naming it:
+
+* a golden npz: read by every runtime of the model, so both envs fail (exit 2, stale golden);
+* the ONNX file: only the ONNX Runtime env fails; the LiteRT env still passes;
+* the TFLite file: only the LiteRT env fails; the ONNX Runtime env still passes.
+
+Versions are the [dev]/[ort]/[litert] pins, so these envs check the same numbers as the
+main suite. The tox matrix (tox.ini, ``tox -m parity``) does the same for every runtime
+and version; this test is its always-on slice.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+from envsupport import MAIN_SUITE_VARIANTS, MODEL, ROOT, can_build, tox_runtime
+
+pytestmark = [
+    pytest.mark.onnxruntime,
+    pytest.mark.litert,
+    pytest.mark.skipif(
+        tox_runtime() is not None or not can_build(),
+        reason="needs the full dev env (builds a bundle, then makes runtime-only venvs)",
+    ),
+]
+
+CORE = ("numpy==2.4.6", "pillow==13.0.0", "rich")
+#: env name -> (runtime packages, the variant it checks, the bundle file only it reads).
+ENVS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "ort": (("onnxruntime==1.31.1", "onnx==1.23.2"), "ort_dynamo", "onnx_dynamo"),
+    "litert": (("ai-edge-litert==2.3.0",), "litert_fp32", "tflite_fp32"),
+}
+assert tuple(variant for _, variant, _ in ENVS.values()) == MAIN_SUITE_VARIANTS  # conftest builds
+#: Distributions that must not be in any runtime-only env.
+HEAVY = ("torch", "torchvision", "tensorflow", "tensorflow-cpu", "keras", "tf2onnx")
+PIP_TIMEOUT = 900
+
+
+def run(
+    command: list[str], cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        command, cwd=cwd, timeout=timeout, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, f"{' '.join(command)}\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def make_env(folder: Path, packages: tuple[str, ...], wheel: Path) -> Path:
+    """A venv with parity's core, ``packages`` and parity itself (no deps); its python."""
+    venv.EnvBuilder(with_pip=True, clear=True).create(folder)
+    python = folder / "bin" / "python"
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--progress-bar", "off"]
+    run([*pip, *CORE, *packages], timeout=PIP_TIMEOUT)
+    run([*pip, "--no-deps", str(wheel)], timeout=PIP_TIMEOUT)
+    return python
+
+
+@pytest.fixture(scope="module")
+def envs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """name -> python of each runtime-only venv, made concurrently."""
+    root = tmp_path_factory.mktemp("venvs")
+    wheels = root / "wheel"
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels)]
+    run([*pip_wheel, str(ROOT)], timeout=PIP_TIMEOUT)
+    (wheel,) = wheels.glob("parity-*.whl")
+    with concurrent.futures.ThreadPoolExecutor(len(ENVS)) as pool:
+        futures = {
+            name: pool.submit(make_env, root / name, packages, wheel)
+            for name, (packages, _, _) in ENVS.items()
+        }
+        return {name: future.result() for name, future in futures.items()}
+
+
+def check(python: Path, bundle: Path, variant: str, report: Path) -> subprocess.CompletedProcess:
+    """``parity check --bundle --no-live`` in a runtime-only env, from the repository root."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PARITY_HOME")}
+    env["COLUMNS"] = "200"  # rich's tables: full variant names
+    command = [str(python), "-P", "-m", "parity.cli", "check", "--bundle", str(bundle)]
+    command += ["--no-live", "-m", MODEL, "-r", variant, "--summary", "-q", "--report", str(report)]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False, env=env)
+
+
+def test_envs_hold_only_their_runtime(envs: dict[str, Path]):
+    for name, python in envs.items():
+        listed = run([str(python), "-m", "pip", "list", "--format=freeze"]).stdout
+        names = {line.split("==")[0].lower() for line in listed.splitlines()}
+        assert not names & set(HEAVY), (name, sorted(names & set(HEAVY)))
+        assert "parity" in names
+        others = {"onnxruntime", "ai-edge-litert"} - {ENVS[name][0][0].split("==")[0]}
+        assert not names & others, (name, sorted(names & others))
+        done = run([str(python), "-P", "-c", "import parity; print(parity.__file__)"], cwd=ROOT)
+        assert str(python.parent.parent) in done.stdout, "parity must come from the venv"
+
+
+def test_each_env_checks_the_bundle(envs: dict[str, Path], bundle: Path, tmp_path: Path):
+    for name, python in envs.items():
+        variant = ENVS[name][1]
+        done = check(python, bundle, variant, tmp_path / name)
+        assert done.returncode == 0, f"{name}: {done.stdout}\n{done.stderr}"
+        assert "gate: PASS" in done.stdout and variant in done.stdout
+
+
+def tampered(bundle: Path, target: Path, relative: str) -> Path:
+    """A copy of ``bundle`` with one byte of ``relative`` flipped; the file's path."""
+    shutil.copytree(bundle, target)
+    path = target / relative
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+def artifact_path(bundle: Path, exporter: str) -> str:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    return str(manifest["models"][MODEL]["artifacts"][exporter]["path"])
+
+
+def test_a_broken_golden_fails_every_env_that_reads_it(
+    envs: dict[str, Path], bundle: Path, tmp_path: Path
+):
+    tampered(bundle, tmp_path / "bundle", f"goldens/{MODEL}/chelsea.npz")
+    for name, python in envs.items():
+        done = check(python, tmp_path / "bundle", ENVS[name][1], tmp_path / name)
+        assert done.returncode == 2, f"{name}: {done.stdout}\n{done.stderr}"
+        assert "chelsea.npz" in done.stderr and "modified" in done.stderr, done.stderr
+        assert "tox -e build" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("broken_env", sorted(ENVS))
+def test_a_broken_artifact_fails_exactly_the_env_that_reads_it(
+    envs: dict[str, Path], bundle: Path, tmp_path: Path, broken_env: str
+):
+    exporter = ENVS[broken_env][2]
+    relative = artifact_path(bundle, exporter)
+    tampered(bundle, tmp_path / "bundle", relative)
+    for name, python in envs.items():
+        done = check(python, tmp_path / "bundle", ENVS[name][1], tmp_path / name)
+        if name == broken_env:
+            assert done.returncode == 2, f"{name}: {done.stdout}\n{done.stderr}"
+            assert Path(relative).name in done.stderr and "modified" in done.stderr
+        else:
+            assert done.returncode == 0, f"{name} reads no {exporter}: {done.stdout}{done.stderr}"

@@ -806,12 +806,31 @@ def parity_preprocess(pytestconfig: pytest.Config) -> Callable[..., np.ndarray]:
     return preprocess
 
 
+@pytest.fixture(scope="session")
+def parity_doctor(
+    parity_session: Callable[[str], Session],
+) -> Callable[..., list[Any]]:
+    """``parity_doctor(model, checks=None, user_preprocess=None)``: the doctor's findings.
+
+    The same named checks as ``parity doctor`` (see :mod:`parity.doctor`), on the shared
+    session of ``model``; assert on ``finding.status`` and read ``finding.cause``.
+    """
+
+    def doctor(model: str, checks: Sequence[str] | None = None, **options: Any) -> list[Any]:
+        from parity.doctor import run_doctor
+
+        return run_doctor(parity_session(model), checks, **options)
+
+    return doctor
+
+
 __all__ = [
     "ParityCase",
     "ParityOptions",
     "ParityPlugin",
     "check_case",
     "parity_check",
+    "parity_doctor",
     "parity_preprocess",
     "parity_session",
     "tap_table_lines",

@@ -248,3 +248,10 @@ def test_preprocessing_hand_written_pipeline_two_factors(
     assert finding.status == PROBLEM
     assert finding.evidence["best_candidate"] == "normalisation 'tf' + resize filter bicubic"
     assert finding.evidence["best_candidate_mean_abs_diff"] < 0.05
+
+
+@pytest.mark.torch
+def test_doctor_as_a_pytest_fixture(parity_doctor):
+    """The plugin's ``parity_doctor`` fixture runs the same checks in a user's tests."""
+    (finding,) = parity_doctor("resnet18", ["batchnorm"])
+    assert finding.name == "batchnorm" and finding.status == "ok", finding.cause

@@ -468,7 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "run")
     args = _parser().parse_args(argv)
-    console = Console(stderr=False, highlight=False)
+    # Piped or in CI, rich would assume 80 columns and squeeze the per-tap tables.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     errors = Console(stderr=True, highlight=False)
     try:
         if args.command == "list":

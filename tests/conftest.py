@@ -20,7 +20,8 @@ if importlib.util.find_spec("torchvision") is not None:
     import torch  # noqa: F401
     import torchvision  # noqa: F401
 
-from parity.harness import RunConfig, Session
+from parity.harness import RunConfig, Session, VariantResult
+from parity.variants import VARIANTS
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,3 +48,23 @@ def session_for(parity_cache: Path) -> Callable[[str], Session]:
         return sessions[model]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def fp32_parity(session_for: Callable[[str], Session]) -> Callable[[str, str], VariantResult]:
+    """``fp32_parity(model, variant)``: live check asserted to pass every tap, exactly in top-k."""
+
+    def check(model: str, variant: str) -> VariantResult:
+        session = session_for(model)
+        result = session.check(VARIANTS[variant])
+        assert result.error is None
+        assert result.verdict is not None
+        assert [t.tap.name for t in result.verdict.taps] == [t.name for t in session.card.taps]
+        assert result.passed, result.verdict.explain([f.name for f in session.fixtures])
+        logits = result.verdict.taps[-1].metrics
+        assert logits.top1_agreement == 1.0 and logits.top5_overlap == 1.0
+        # The reference is not degenerate: every tap has a real scale (calibrated weights).
+        assert all(t.metrics.scale > 0.1 for t in result.verdict.taps)
+        return result
+
+    return check

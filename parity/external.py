@@ -75,7 +75,8 @@ from parity.taps import Tap
 from parity.variants import Variant
 
 if TYPE_CHECKING:
-    from parity.harness import Session, VariantResult
+    from parity.harness import Session
+    from parity.result import VariantResult
 
 #: Runtime families that can run a file made elsewhere, and the module each needs.
 RUNTIMES: dict[str, str] = {
@@ -1463,7 +1464,7 @@ def check_external(
     map) raises a one-line :class:`ParityError` before anything runs; the runtime failing
     on the file is a failed result, as for built-in artifacts.
     """
-    from parity.harness import VariantResult
+    from parity.result import VariantResult
 
     inspection = inspect_artifact(session, path, runtime, tap_map, input_layout)
     _ = session.reference  # the torch reference is not part of the artifact's time

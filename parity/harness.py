@@ -30,11 +30,12 @@ from parity.golden import (
 from parity.lazy import installed
 from parity.paths import fixtures_dir
 from parity.preprocess import preprocess_batch, tensor_sha256
+from parity.result import ParityReport, VariantResult
 from parity.runtimes.base import Runner
-from parity.taps import Tap, select_taps
+from parity.taps import select_taps
 from parity.variants import REFERENCE, VARIANTS, Variant, resolve_variants
 from parity.weights import LoadedModel, load_model
-from parity.zoo import ModelCard, get_card
+from parity.zoo import get_card
 
 Progress = Callable[[str], None]
 
@@ -75,47 +76,6 @@ class RunConfig:
     artifact_runtime: str | None = None
     tap_map: Path | None = None
     input_layout: str | None = None
-
-
-@dataclasses.dataclass
-class VariantResult:
-    """One variant's outcome: its verdict, or the error that stopped it."""
-
-    variant: Variant
-    verdict: VariantVerdict | None
-    artifact: Artifact | None
-    seconds: float
-    error: str | None = None
-    #: "live" (vs torch now) or "golden" (vs the stored goldens).
-    mode: str = "live"
-
-    @property
-    def passed(self) -> bool:
-        return self.error is None and self.verdict is not None and self.verdict.passed
-
-
-@dataclasses.dataclass
-class ParityReport:
-    """Everything a report shows about one model's run."""
-
-    card: ModelCard
-    weights_source: str
-    weights_sha256: str
-    input_sha256: str
-    fixtures: list[Fixture]
-    taps: tuple[Tap, ...]
-    tolerances: str
-    results: list[VariantResult]
-    reference_seconds: float
-    wall_seconds: float = 0.0
-
-    @property
-    def passed(self) -> bool:
-        return all(r.passed for r in self.results)
-
-    @property
-    def image_names(self) -> list[str]:
-        return [f.name for f in self.fixtures]
 
 
 def make_runner(variant: Variant, source: Artifact | Any, threads: int) -> Runner:

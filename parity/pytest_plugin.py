@@ -113,7 +113,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from parity.compare import VariantVerdict
-    from parity.harness import ParityReport, Session, VariantResult
+    from parity.harness import Session
+    from parity.result import ParityReport, VariantResult
     from parity.variants import Variant
 
 #: The file holding the generated test function.
@@ -569,7 +570,7 @@ class ParityPlugin:
 
     def report(self, model: str) -> ParityReport:
         """One model's :class:`ParityReport` over the whole batch (outputs are cached)."""
-        from parity.harness import VariantResult
+        from parity.result import VariantResult
         from parity.variants import REFERENCE
 
         session = self.sessions[model]

@@ -17,8 +17,8 @@ from rich.table import Table
 from parity import __version__
 from parity.compare import TapVerdict, metrics_to_dict
 from parity.golden import GoldenMoves
-from parity.harness import ParityReport, VariantResult
 from parity.preprocess import describe
+from parity.result import ParityReport, VariantResult
 
 
 def _fmt(value: float | None, spec: str = ".2e") -> str:

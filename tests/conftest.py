@@ -20,7 +20,8 @@ if importlib.util.find_spec("torchvision") is not None:
     import torch  # noqa: F401
     import torchvision  # noqa: F401
 
-from parity.harness import RunConfig, Session, VariantResult
+from parity.harness import RunConfig, Session
+from parity.result import VariantResult
 from parity.variants import VARIANTS
 
 

@@ -23,8 +23,9 @@ from parity.cli import main
 from parity.errors import ParityError
 from parity.external import check_artifact, check_external
 from parity.faults import perturb_onnx_conv
-from parity.harness import RunConfig, Session, VariantResult
+from parity.harness import RunConfig, Session
 from parity.paths import fixtures_dir
+from parity.result import VariantResult
 from parity.variants import VARIANTS
 
 pytestmark = [pytest.mark.torch, pytest.mark.onnxruntime]

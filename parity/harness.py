@@ -222,6 +222,7 @@ class Session:
             self.batch,
             self.card.preprocess,
             lambda: self.weights()[1] if self.bundle or installed("torch") else None,
+            self.taps,
         )
         return store
 

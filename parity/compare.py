@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from parity.errors import ToleranceError
+from parity.schema import ConfigError, Field, check, number, read_config, string, table
 from parity.taps import Tap
 
 # Budget keys and how each is judged: "max" means the metric must be <= the budget,
@@ -32,6 +32,22 @@ BUDGET_KEYS: dict[str, tuple[str, str]] = {
     "min_top1_agreement": ("top1_agreement", "min"),
     "min_top5_overlap": ("top5_overlap", "min"),
 }
+
+_FRACTION = {"gt": 0.0, "le": 1.0, "why": "a budget of 0 or less cannot fail, above 1 cannot pass"}
+_MAX = {"ge": 0.0, "why": "a negative maximum cannot pass"}
+
+#: What a ``[budget."model/variant/tap"]`` table may hold: every budget finite and able
+#: to fail (a cosine <= 0 or a top-1 agreement of 0 passes anything).
+BUDGET_SCHEMA: dict[str, Field] = {
+    "notes": string(),
+    "max_abs_norm": number(**_MAX),
+    "max_rel": number(**_MAX),
+    "min_cosine": number(**_FRACTION),
+    "min_sqnr_db": number(),  # may be negative: int8 on these weights measures -0.5 dB
+    "min_top1_agreement": number(**_FRACTION),
+    "min_top5_overlap": number(**_FRACTION),
+}
+TOLERANCE_SCHEMA = table({"budget": table(values=table(BUDGET_SCHEMA))})
 
 #: Guard for relative error: |a-b| / max(|ref|, REL_FLOOR * scale).
 REL_FLOOR = 1e-3
@@ -237,25 +253,18 @@ class TolerancePolicy:
 
     @classmethod
     def load(cls, path: Path) -> TolerancePolicy:
-        """Read a tolerance TOML file (``[budget."model/variant/tap"]`` tables)."""
+        """Read and validate a tolerance TOML file (``[budget."model/variant/tap"]`` tables)."""
+        data = read_config(path, "tolerance file", ToleranceError)
         try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ToleranceError(f"{path}: tolerance file not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ToleranceError(f"{path}: not valid TOML ({exc})") from None
+            check(data, TOLERANCE_SCHEMA, path)
+        except ConfigError as exc:
+            raise ToleranceError(str(exc)) from None
         rules = []
-        for pattern, table in data.get("budget", {}).items():
+        for pattern, rule in data.get("budget", {}).items():
             if pattern.count("/") != 2:
                 raise ToleranceError(f"{path}: budget key {pattern!r} must be 'model/variant/tap'")
-            notes = str(table.pop("notes", ""))
-            unknown = sorted(set(table) - set(BUDGET_KEYS))
-            if unknown:
-                raise ToleranceError(
-                    f"{path}: budget {pattern!r} has unknown keys {unknown}; "
-                    f"known: {sorted(BUDGET_KEYS)}"
-                )
-            rules.append(BudgetRule(pattern, {k: float(v) for k, v in table.items()}, notes))
+            budgets = {k: float(v) for k, v in rule.items() if k != "notes"}
+            rules.append(BudgetRule(pattern, budgets, str(rule.get("notes", ""))))
         if not rules:
             raise ToleranceError(f'{path}: no [budget."model/variant/tap"] tables')
         return cls(rules, source=str(path))

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from parity.artifacts import Artifact, ArtifactCache, BuildContext, package_version
+from parity.artifacts import Artifact, ArtifactCache, BuildContext
 from parity.bundle import Bundle
 from parity.compare import (
     ReferenceTap,
@@ -34,7 +34,7 @@ from parity.golden import (
     golden_moves,
     golden_verdict,
 )
-from parity.lazy import installed
+from parity.lazy import installed, package_version
 from parity.paths import fixtures_dir
 from parity.preprocess import preprocess_batch, tensor_sha256
 from parity.result import ParityReport, VariantResult

@@ -7,20 +7,25 @@ Example::
     runtimes = ["onnxruntime", "keras", "litert"]
     report = "parity-report"      # folder for JSON, Markdown, JUnit XML and HTML
     live = true                   # also compare with torch now, not only with goldens
-    # fixtures, tolerances, goldens: paths, default to the bundled ones
+    strict = false                # true: a variant that does not apply (n/a) fails the gate
+    # cards (default "parity/models"), fixtures, tolerances, goldens (default
+    # "parity/goldens"): paths relative to this file; unset ones come from the bundle
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from pathlib import Path
-from typing import Any
 
 from parity.errors import ParityError
-from parity.paths import project_root
+from parity.paths import find_project, parity_table
 
-_KEYS = {"models", "runtimes", "report", "live", "fixtures", "tolerances", "goldens", "threads"}
+#: Keys of the gate's ``[tool.parity]`` table (``cards``, ``fixtures``, ``tolerances`` and
+#: ``goldens`` are also read by :func:`parity.paths.find_project` for every command).
+_KEYS = {
+    "models", "runtimes", "report", "live", "fixtures", "tolerances", "goldens", "threads",
+    "cards", "strict",
+}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,30 +40,19 @@ class GateConfig:
     tolerances: Path | None = None
     goldens: Path | None = None
     threads: int = 2
+    strict: bool = False
     source: str = "<defaults>"
 
 
-def _table(path: Path) -> dict[str, Any]:
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ParityError(f"{path}: config file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ParityError(f"{path}: not valid TOML ({exc})") from None
-    table = data.get("tool", {}).get("parity", data.get("parity"))
-    if table is None and path.name != "pyproject.toml":
-        table = data  # a dedicated file may hold the keys at top level
-    return dict(table or {})
-
-
 def load_gate_config(path: Path | None = None) -> GateConfig:
-    """Read the gate config from ``path`` or the project's pyproject.toml (if it has one)."""
+    """Read the gate config from ``path`` or the project's config file (if it has one)."""
     if path is None:
-        candidate = project_root() / "pyproject.toml"
-        if not candidate.is_file():
+        path = find_project().config
+        if path is None:
             return GateConfig()
-        path = candidate
-    table = _table(path)
+    if not path.is_file():
+        raise ParityError(f"{path}: config file not found")
+    table = parity_table(path) or {}
     unknown = sorted(set(table) - _KEYS)
     if unknown:
         raise ParityError(f"{path}: unknown parity config keys {unknown}; known: {sorted(_KEYS)}")
@@ -80,5 +74,6 @@ def load_gate_config(path: Path | None = None) -> GateConfig:
         tolerances=as_path("tolerances"),
         goldens=as_path("goldens"),
         threads=int(table.get("threads", 2)),
+        strict=bool(table.get("strict", False)),
         source=str(path),
     )

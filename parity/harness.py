@@ -28,7 +28,7 @@ from parity.golden import (
     golden_verdict,
 )
 from parity.lazy import installed
-from parity.paths import fixtures_dir
+from parity.paths import find_project
 from parity.preprocess import preprocess_batch, tensor_sha256
 from parity.result import ParityReport, VariantResult
 from parity.runtimes.base import Runner
@@ -43,11 +43,8 @@ DEFAULT_MODEL = "mobilenet_v2"
 
 
 def default_tolerances() -> Path:
-    return fixtures_dir() / "tolerances.toml"
-
-
-def default_goldens() -> Path:
-    return fixtures_dir() / "goldens"
+    """The project's tolerance file (default: the bundled one)."""
+    return find_project().tolerances
 
 
 def golden_versions() -> dict[str, str]:
@@ -117,7 +114,7 @@ class Session:
 
     @functools.cached_property
     def fixtures(self) -> list[Fixture]:
-        return load_fixtures(self.config.fixtures or fixtures_dir())
+        return load_fixtures(self.config.fixtures or find_project().fixtures)
 
     @functools.cached_property
     def batch(self) -> np.ndarray:
@@ -263,7 +260,9 @@ class Session:
         return self._store().folder
 
     def _store(self) -> GoldenStore:
-        root = self.config.goldens or (self.bundle.goldens if self.bundle else default_goldens())
+        root = self.config.goldens or (
+            self.bundle.goldens if self.bundle else find_project().goldens_root(self.card.name)
+        )
         return GoldenStore(root, self.card.name)
 
     def golden_moves(self) -> GoldenMoves:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from parity.errors import ModelCardError
-from parity.paths import models_dir
+from parity.paths import models_dirs
 from parity.preprocess import IMAGENET_MEAN, PreprocessSpec
 from parity.taps import Tap, taps_from_card
 
@@ -121,9 +121,12 @@ def load_card(path: Path) -> ModelCard:
 
 
 def card_paths(root: Path | None = None) -> dict[str, Path]:
-    """Card name -> file, for every ``*.toml`` under ``models/``."""
-    root = root or models_dir()
-    return {p.stem: p for p in sorted(root.glob("*.toml"))}
+    """Card name -> file, for every ``*.toml`` in ``root`` or the project's card folders.
+
+    A project's own card shadows a bundled card of the same name.
+    """
+    folders = (root,) if root else models_dirs()
+    return {p.stem: p for folder in reversed(folders) for p in sorted(folder.glob("*.toml"))}
 
 
 def list_models(root: Path | None = None, include_heavy: bool = True) -> list[str]:

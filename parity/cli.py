@@ -441,12 +441,19 @@ def _cmd_doctor(args: argparse.Namespace, console: Console) -> int:
 
     from rich.table import Table
 
-    from parity.doctor import PROBLEM, evidence_lines, load_user_preprocess, run_doctor
+    from parity.doctor import (
+        PROBLEM,
+        DoctorInputs,
+        evidence_lines,
+        load_user_preprocess,
+        run_doctor,
+    )
     from parity.harness import RunConfig, Session
 
     user_fn = load_user_preprocess(args.preprocess) if args.preprocess else None
     session = Session(RunConfig(model=args.model, weights=args.weights))
-    findings = run_doctor(session, args.check, user_fn, args.images, args.calibration)
+    inputs = DoctorInputs(preprocess=user_fn, count=args.images, calibration=args.calibration)
+    findings = run_doctor(session, args.check, inputs)
     table = Table(title=f"parity doctor: {session.card.name}", show_lines=True)
     for column in ("check", "status", "cause", "evidence"):
         table.add_column(column)

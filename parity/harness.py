@@ -16,7 +16,14 @@ import numpy as np
 
 from parity.artifacts import Artifact, ArtifactCache, BuildContext, package_version
 from parity.bundle import Bundle
-from parity.compare import TolerancePolicy, VariantVerdict, compare_taps, merge_verdicts
+from parity.compare import (
+    ReferenceTap,
+    TolerancePolicy,
+    VariantVerdict,
+    compare_taps,
+    merge_verdicts,
+    prepare_reference,
+)
 from parity.errors import ParityError
 from parity.export import get_exporter
 from parity.fixtures import Fixture, load_fixtures
@@ -142,6 +149,11 @@ class Session:
             self.reference_seconds = time.perf_counter() - start
         return outputs
 
+    @functools.cached_property
+    def prepared_reference(self) -> dict[str, ReferenceTap]:
+        """The reference's per-tap statistics, computed once for every live comparison."""
+        return prepare_reference(self.reference, self.taps)
+
     def artifact(self, variant: Variant) -> Artifact:
         """The variant's artifact: from the bundle, or exported (cached) now."""
         assert variant.exporter is not None
@@ -201,7 +213,7 @@ class Session:
 
     def check(self, variant: Variant) -> VariantResult:
         """Live check: one variant vs the torch reference now, every tap, every image."""
-        reference = self.reference
+        reference = self.prepared_reference
         return self._judged(
             variant,
             lambda obtained: compare_taps(
@@ -226,7 +238,8 @@ class Session:
         """One image's verdict: vs the golden (``mode="golden"``) or vs torch now."""
         obtained, _ = self.outputs(variant)
         if mode == "live":
-            reference = {k: v[index : index + 1] for k, v in self.reference.items()}
+            rows = slice(index, index + 1)
+            reference = {k: v.rows(rows) for k, v in self.prepared_reference.items()}
             single = {k: v[index : index + 1] for k, v in obtained.items()}
             return compare_taps(
                 self.card.name, variant.name, self.taps, reference, single, self.policy

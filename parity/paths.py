@@ -17,11 +17,11 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from parity.errors import ParityError
+from parity.schema import read_config
 
 #: The config file a project may use instead of ``[tool.parity]`` in pyproject.toml.
 PARITY_TOML = "parity.toml"
@@ -40,16 +40,9 @@ def bundled_dir(name: str) -> Path:
     raise ParityError(f"{packaged}: bundled {name} missing from the parity installation")
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ParityError(f"{path}: not valid TOML ({exc})") from None
-
-
 def parity_table(path: Path) -> dict[str, Any] | None:
     """The parity settings in a config file (``None``: a pyproject without ``[tool.parity]``)."""
-    data = _read_toml(path)
+    data = read_config(path, "config file")
     table = data.get("tool", {}).get("parity")
     if table is None and path.name != "pyproject.toml":
         table = data.get("parity", data)  # a dedicated file may hold the keys at top level

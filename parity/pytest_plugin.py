@@ -811,10 +811,11 @@ def parity_preprocess(pytestconfig: pytest.Config) -> Callable[..., np.ndarray]:
 def parity_doctor(
     parity_session: Callable[[str], Session],
 ) -> Callable[..., list[Any]]:
-    """``parity_doctor(model, checks=None, user_preprocess=None)``: the doctor's findings.
+    """``parity_doctor(model, checks=None, **inputs)``: the doctor's findings.
 
     The same named checks as ``parity doctor`` (see :mod:`parity.doctor`), on the shared
-    session of ``model``; assert on ``finding.status`` and read ``finding.cause``.
+    session of ``model`` (``inputs``: :class:`parity.doctor.DoctorInputs` fields, e.g.
+    ``preprocess=``); assert on ``finding.status`` and read ``finding.cause``.
     """
 
     def doctor(model: str, checks: Sequence[str] | None = None, **options: Any) -> list[Any]:

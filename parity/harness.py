@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from parity.applicability import not_applicable_reason
 from parity.artifacts import Artifact, ArtifactCache, BuildContext, package_version
 from parity.bundle import Bundle
 from parity.compare import (
@@ -80,6 +81,8 @@ class RunConfig:
     artifact_runtime: str | None = None
     tap_map: Path | None = None
     input_layout: str | None = None
+    #: A variant that does not apply (``n/a``) fails the run.
+    strict: bool = False
 
 
 def make_runner(variant: Variant, source: Artifact | Any, threads: int) -> Runner:
@@ -192,6 +195,9 @@ class Session:
     def _judged(
         self, variant: Variant, judge: Callable[[dict[str, np.ndarray]], VariantVerdict], mode: str
     ) -> VariantResult:
+        reason = not_applicable_reason(variant, self.card, exporting=self.bundle is None)
+        if reason is not None:
+            return VariantResult.not_applicable(variant, reason, mode)
         start = time.perf_counter()
         artifact = None
         try:
@@ -300,6 +306,9 @@ class Session:
             results=results,
             reference_seconds=self.reference_seconds,
             wall_seconds=time.perf_counter() - started,
+            strict=self.config.strict,
+            config=find_project().config_label,
+            measured_budgets=self.policy.measured_for(self.card.name),
         )
 
     def write_goldens(self) -> None:

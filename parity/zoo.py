@@ -178,10 +178,16 @@ def load_card(path: Path) -> ModelCard:
 def card_paths(root: Path | None = None) -> dict[str, Path]:
     """Card name -> file, for every ``*.toml`` in ``root`` or the project's card folders.
 
-    A project's own card shadows a bundled card of the same name.
+    A project's own card shadows a bundled card of the same name; files whose name starts
+    with ``_`` are not cards.
     """
     folders = (root,) if root else models_dirs()
-    return {p.stem: p for folder in reversed(folders) for p in sorted(folder.glob("*.toml"))}
+    return {
+        p.stem: p
+        for folder in reversed(folders)
+        for p in sorted(folder.glob("*.toml"))
+        if not p.name.startswith("_")  # templates such as parity init's _example.toml
+    }
 
 
 def list_models(root: Path | None = None, include_heavy: bool = True) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from parity.errors import ToleranceError
+from parity.paths import bundled_dir
 from parity.schema import ConfigError, Field, check, number, read_config, string, table
 from parity.taps import Tap
 
@@ -47,7 +48,8 @@ BUDGET_SCHEMA: dict[str, Field] = {
     "min_top1_agreement": number(**_FRACTION),
     "min_top5_overlap": number(**_FRACTION),
 }
-TOLERANCE_SCHEMA = table({"budget": table(values=table(BUDGET_SCHEMA))})
+#: ``extends``: ``"bundled"`` or a path (relative to the file) whose rules come first.
+TOLERANCE_SCHEMA = table({"extends": string(), "budget": table(values=table(BUDGET_SCHEMA))})
 
 #: Guard for relative error: |a-b| / max(|ref|, REL_FLOOR * scale).
 REL_FLOOR = 1e-3
@@ -244,6 +246,16 @@ class Budget:
     sources: Mapping[str, str]
 
 
+def _base_file(path: Path, extends: str) -> Path:
+    """The file a tolerance file extends: the bundled one, or a path relative to it."""
+    if extends == "bundled":
+        return bundled_dir("fixtures") / "tolerances.toml"
+    base = Path(path).parent / extends
+    if base.resolve() == Path(path).resolve():
+        raise ToleranceError(f"{path}: 'extends' names the file itself")
+    return base
+
+
 class TolerancePolicy:
     """Budgets by ``model/variant/tap`` key; the most specific key wins per metric."""
 
@@ -260,6 +272,8 @@ class TolerancePolicy:
         except ConfigError as exc:
             raise ToleranceError(str(exc)) from None
         rules = []
+        if "extends" in data:
+            rules.extend(TolerancePolicy.load(_base_file(path, data["extends"])).rules)
         for pattern, rule in data.get("budget", {}).items():
             if pattern.count("/") != 2:
                 raise ToleranceError(f"{path}: budget key {pattern!r} must be 'model/variant/tap'")
@@ -268,6 +282,10 @@ class TolerancePolicy:
         if not rules:
             raise ToleranceError(f'{path}: no [budget."model/variant/tap"] tables')
         return cls(rules, source=str(path))
+
+    def measured_for(self, model: str) -> bool:
+        """Whether a rule names ``model`` (not only the ``*`` default) in this file."""
+        return any(r.parts[0] != "*" and fnmatch.fnmatchcase(model, r.parts[0]) for r in self.rules)
 
     def budget(self, model: str, variant: str, tap: str) -> Budget:
         """Resolve every budget key for one tap."""

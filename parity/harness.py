@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from parity.applicability import not_applicable_reason
 from parity.artifacts import Artifact, ArtifactCache, BuildContext
 from parity.bundle import Bundle
 from parity.compare import (
@@ -35,7 +36,7 @@ from parity.golden import (
     golden_verdict,
 )
 from parity.lazy import installed, package_version
-from parity.paths import fixtures_dir
+from parity.paths import find_project
 from parity.preprocess import preprocess_batch, tensor_sha256
 from parity.result import ParityReport, VariantResult
 from parity.runtimes.base import Runner
@@ -50,11 +51,8 @@ DEFAULT_MODEL = "mobilenet_v2"
 
 
 def default_tolerances() -> Path:
-    return fixtures_dir() / "tolerances.toml"
-
-
-def default_goldens() -> Path:
-    return fixtures_dir() / "goldens"
+    """The project's tolerance file (default: the bundled one)."""
+    return find_project().tolerances
 
 
 def golden_versions() -> dict[str, str]:
@@ -83,6 +81,8 @@ class RunConfig:
     artifact_runtime: str | None = None
     tap_map: Path | None = None
     input_layout: str | None = None
+    #: A variant that does not apply (``n/a``) fails the run.
+    strict: bool = False
 
 
 def make_runner(variant: Variant, source: Artifact | Any, threads: int) -> Runner:
@@ -124,7 +124,7 @@ class Session:
 
     @functools.cached_property
     def fixtures(self) -> list[Fixture]:
-        return load_fixtures(self.config.fixtures or fixtures_dir())
+        return load_fixtures(self.config.fixtures or find_project().fixtures)
 
     @functools.cached_property
     def batch(self) -> np.ndarray:
@@ -195,6 +195,9 @@ class Session:
     def _judged(
         self, variant: Variant, judge: Callable[[dict[str, np.ndarray]], VariantVerdict], mode: str
     ) -> VariantResult:
+        reason = not_applicable_reason(variant, self.card, exporting=self.bundle is None)
+        if reason is not None:
+            return VariantResult.not_applicable(variant, reason, mode)
         start = time.perf_counter()
         artifact = None
         try:
@@ -276,7 +279,9 @@ class Session:
         return self._store().folder
 
     def _store(self) -> GoldenStore:
-        root = self.config.goldens or (self.bundle.goldens if self.bundle else default_goldens())
+        root = self.config.goldens or (
+            self.bundle.goldens if self.bundle else find_project().goldens_root(self.card.name)
+        )
         return GoldenStore(root, self.card.name)
 
     def golden_moves(self) -> GoldenMoves:
@@ -301,6 +306,9 @@ class Session:
             results=results,
             reference_seconds=self.reference_seconds,
             wall_seconds=time.perf_counter() - started,
+            strict=self.config.strict,
+            config=find_project().config_label,
+            measured_budgets=self.policy.measured_for(self.card.name),
         )
 
     def write_goldens(self) -> None:

@@ -21,6 +21,7 @@ _EXTRAS = {
     "torchvision": "torch",
     "onnx": "onnx",
     "onnxruntime": "onnx",
+    "onnxscript": "onnx",
     "tensorflow": "tf",
     "keras": "tf",
     "tf2onnx": "tf",
@@ -41,10 +42,15 @@ def package_version(name: str) -> str:
         return "not-installed"
 
 
+def extra_for(module: str) -> str:
+    """The parity extra that installs ``module`` (``all`` when none is specific)."""
+    return _EXTRAS.get(module.split(".")[0], "all")
+
+
 def require(module: str) -> ModuleType:
     """Import ``module`` or raise a clear 'install parity[extra]' error."""
     if not installed(module):
-        extra = _EXTRAS.get(module.split(".")[0], "all")
+        extra = extra_for(module)
         raise MissingRuntimeError(
             f"{module} is not installed in this environment; install it with "
             f"pip install 'parity[{extra}]'"

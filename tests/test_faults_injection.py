@@ -29,7 +29,7 @@ from parity.errors import ParityError
 from parity.external import load_tap_map
 from parity.fixtures import Fixture
 from parity.golden import GoldenStore
-from parity.paths import models_dir
+from parity.paths import bundled_dir
 from parity.preprocess import PreprocessSpec
 from parity.taps import Tap
 from parity.zoo import load_card
@@ -121,7 +121,7 @@ def test_bad_budget_is_exit_2_on_the_command_line(
     one_line_error(capsys, ["run", "--tolerances", str(path)], "tol.toml", "max_abs_norm")
 
 
-CARD = (models_dir() / "mobilenet_v2.toml").read_text()
+CARD = (bundled_dir("models") / "mobilenet_v2.toml").read_text()
 
 CARD_FAULTS = {
     "num_classes string": (("num_classes = 1000", 'num_classes = "lots"'), "num_classes"),
@@ -490,12 +490,12 @@ def test_truncated_cached_weights_are_computed_again(
     parity_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ):
     """The cache is parity's own: a damaged entry is rebuilt, never a traceback."""
-    from parity.weights import load_model
+    from parity.weights import calibration_key, load_model
     from parity.zoo import get_card
 
     card = get_card("mobilenet_v2")
     expected = load_model(card).sha256  # fills the session cache
-    (cached,) = (parity_cache / "weights").glob("mobilenet_v2-calibrated-*.pt")
+    cached = parity_cache / "weights" / f"mobilenet_v2-calibrated-{calibration_key(card)}.pt"
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / cached.name).write_bytes(cached.read_bytes()[:4096])
     monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path))

@@ -7,7 +7,9 @@ Example::
     runtimes = ["onnxruntime", "keras", "litert"]
     report = "parity-report"      # folder for JSON, Markdown, JUnit XML and HTML
     live = true                   # also compare with torch now, not only with goldens
-    # fixtures, tolerances, goldens: paths, default to the bundled ones
+    strict = false                # true: a variant that does not apply (n/a) fails the gate
+    # cards (default "parity/models"), fixtures, tolerances, goldens (default
+    # "parity/goldens"): paths relative to this file; unset ones come from the bundle
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from parity.paths import project_root
+from parity.paths import find_project
 from parity.schema import Field, boolean, check, integer, list_of, read_config, string, table
 
 _NAMES = list_of(string(), nonempty=True)
@@ -31,6 +33,8 @@ GATE_SCHEMA: dict[str, Field] = {
     "tolerances": string(),
     "goldens": string(),
     "threads": integer(ge=1, le=1024),
+    "cards": string(),
+    "strict": boolean(),
 }
 
 
@@ -46,6 +50,7 @@ class GateConfig:
     tolerances: Path | None = None
     goldens: Path | None = None
     threads: int = 2
+    strict: bool = False
     source: str = "<defaults>"
 
 
@@ -65,12 +70,11 @@ def _table(path: Path) -> dict[str, Any]:
 
 
 def load_gate_config(path: Path | None = None) -> GateConfig:
-    """Read the gate config from ``path`` or the project's pyproject.toml (if it has one)."""
+    """Read the gate config from ``path`` or the project's config file (if it has one)."""
     if path is None:
-        candidate = project_root() / "pyproject.toml"
-        if not candidate.is_file():
+        path = find_project().config
+        if path is None:
             return GateConfig()
-        path = candidate
     table_ = _table(path)
     base = path.parent
 
@@ -87,5 +91,6 @@ def load_gate_config(path: Path | None = None) -> GateConfig:
         tolerances=as_path("tolerances"),
         goldens=as_path("goldens"),
         threads=table_.get("threads", 2),
+        strict=table_.get("strict", False),
         source=str(path),
     )

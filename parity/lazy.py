@@ -20,6 +20,7 @@ _EXTRAS = {
     "torchvision": "torch",
     "onnx": "onnx",
     "onnxruntime": "onnx",
+    "onnxscript": "onnx",
     "tensorflow": "tf",
     "keras": "tf",
     "tf2onnx": "tf",
@@ -32,10 +33,15 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def extra_for(module: str) -> str:
+    """The parity extra that installs ``module`` (``all`` when none is specific)."""
+    return _EXTRAS.get(module.split(".")[0], "all")
+
+
 def require(module: str) -> ModuleType:
     """Import ``module`` or raise a clear 'install parity[extra]' error."""
     if not installed(module):
-        extra = _EXTRAS.get(module.split(".")[0], "all")
+        extra = extra_for(module)
         raise MissingRuntimeError(
             f"{module} is not installed in this environment; install it with "
             f"pip install 'parity[{extra}]'"

@@ -432,6 +432,7 @@ class ParityPlugin:
         self, case: ParityCase, variant: Variant
     ) -> tuple[Session | None, dict[str, np.ndarray] | None, str | None]:
         """Session (goldens checked fresh) and outputs, or the failure message."""
+        from parity.applicability import not_applicable_reason
         from parity.golden import MissingGoldenError, StaleGoldenError
 
         ran = self.ran.setdefault(case.model, [])  # what --parity-report covers
@@ -440,6 +441,9 @@ class ParityPlugin:
         try:
             _torch_first()
             session = self.session(case.model)
+            reason = not_applicable_reason(variant, session.card)
+            if reason is not None:  # a row in the report, a skip here (pytest.skip raises)
+                pytest.skip(f"n/a: {reason}")
             _ = session.goldens  # stale or missing goldens fail here, with their message
             return session, self.outputs(case.model, variant, case.id), None
         except MissingGoldenError as exc:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from parity.errors import ModelCardError
-from parity.paths import models_dir
+from parity.paths import models_dirs
 from parity.preprocess import IMAGENET_MEAN, PreprocessSpec
 from parity.schema import (
     ConfigError,
@@ -112,7 +112,7 @@ class ModelCard:
         heavy: slow to run; kept out of the default test suite.
         path: the card file.
         calibration: folder of int8 calibration images (``{cache}`` expands to the parity
-            cache dir; relative paths are from the project root); ``None``: the bundled
+            cache dir; relative paths are from the card's file); ``None``: the bundled
             ``fixtures/calibration`` photos.
     """
 
@@ -176,9 +176,18 @@ def load_card(path: Path) -> ModelCard:
 
 
 def card_paths(root: Path | None = None) -> dict[str, Path]:
-    """Card name -> file, for every ``*.toml`` under ``models/``."""
-    root = root or models_dir()
-    return {p.stem: p for p in sorted(root.glob("*.toml"))}
+    """Card name -> file, for every ``*.toml`` in ``root`` or the project's card folders.
+
+    A project's own card shadows a bundled card of the same name; files whose name starts
+    with ``_`` are not cards.
+    """
+    folders = (root,) if root else models_dirs()
+    return {
+        p.stem: p
+        for folder in reversed(folders)
+        for p in sorted(folder.glob("*.toml"))
+        if not p.name.startswith("_")  # templates such as parity init's _example.toml
+    }
 
 
 def list_models(root: Path | None = None, include_heavy: bool = True) -> list[str]:

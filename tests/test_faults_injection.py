@@ -19,7 +19,7 @@ from parity.compare import TolerancePolicy
 from parity.config import load_gate_config
 from parity.errors import ParityError
 from parity.external import load_tap_map
-from parity.paths import models_dir
+from parity.paths import bundled_dir
 from parity.taps import Tap
 from parity.zoo import load_card
 
@@ -108,7 +108,7 @@ def test_bad_budget_is_exit_2_on_the_command_line(
     one_line_error(capsys, ["run", "--tolerances", str(path)], "tol.toml", "max_abs_norm")
 
 
-CARD = (models_dir() / "mobilenet_v2.toml").read_text()
+CARD = (bundled_dir("models") / "mobilenet_v2.toml").read_text()
 
 CARD_FAULTS = {
     "num_classes string": (("num_classes = 1000", 'num_classes = "lots"'), "num_classes"),

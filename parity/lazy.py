@@ -14,18 +14,6 @@ from types import ModuleType
 
 from parity.errors import MissingRuntimeError
 
-#: Which extra installs which module, for the error message.
-_EXTRAS = {
-    "torch": "torch",
-    "torchvision": "torch",
-    "onnx": "onnx",
-    "onnxruntime": "onnx",
-    "tensorflow": "tf",
-    "keras": "tf",
-    "tf2onnx": "tf",
-    "ai_edge_litert": "litert",
-}
-
 
 def installed(module: str) -> bool:
     """Whether ``module`` can be imported here, without importing it."""
@@ -35,7 +23,9 @@ def installed(module: str) -> bool:
 def require(module: str) -> ModuleType:
     """Import ``module`` or raise a clear 'install parity[extra]' error."""
     if not installed(module):
-        extra = _EXTRAS.get(module.split(".")[0], "all")
+        from parity.backends import extras
+
+        extra = extras().get(module.split(".")[0], "all")
         raise MissingRuntimeError(
             f"{module} is not installed in this environment; install it with "
             f"pip install 'parity[{extra}]'"

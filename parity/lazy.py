@@ -20,12 +20,17 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def extra_for(module: str) -> str:
+    """The parity extra that installs ``module`` (``all`` when none is specific)."""
+    from parity.backends import extras
+
+    return extras().get(module.split(".")[0], "all")
+
+
 def require(module: str) -> ModuleType:
     """Import ``module`` or raise a clear 'install parity[extra]' error."""
     if not installed(module):
-        from parity.backends import extras
-
-        extra = extras().get(module.split(".")[0], "all")
+        extra = extra_for(module)
         raise MissingRuntimeError(
             f"{module} is not installed in this environment; install it with "
             f"pip install 'parity[{extra}]'"

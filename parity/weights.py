@@ -9,7 +9,7 @@ Four weight sources:
 * a torchvision weights member name (``IMAGENET1K_V1``) through torchvision's loader,
   which needs the network or a filled torch hub cache;
 * a path to a local state_dict file, loaded with ``weights_only=True``;
-* ``trained:<script.py>`` (path from the project root): the script is imported by path
+* ``trained:<script.py>`` (path relative to the card's file): the script is imported by path
   and its ``trained_state_dict(card)`` returns the state_dict, training it on first use
   and caching it itself (``models/digits/train.py``).
 
@@ -34,7 +34,7 @@ import numpy as np
 from parity import lazy
 from parity.errors import ModelCardError, WeightsError
 from parity.fixtures import calibration_images
-from parity.paths import cache_dir, fixtures_dir, project_root
+from parity.paths import cache_dir, calibration_dir
 from parity.preprocess import preprocess_batch
 from parity.zoo import ModelCard
 
@@ -125,7 +125,7 @@ def _from_state_dict_file(card: ModelCard, path: Path) -> Any:
 
 def _trained(card: ModelCard, script: str) -> Any:
     """Weights from a training script's ``trained_state_dict(card)`` (which caches them)."""
-    path = Path(script) if Path(script).is_absolute() else project_root() / script
+    path = Path(script) if Path(script).is_absolute() else card.path.parent / script
     if not path.is_file():
         raise WeightsError(f"{card.path}: training script {path} not found")
     lazy.torch()  # before the script, which may import anything
@@ -177,7 +177,7 @@ def _from_torchvision(card: ModelCard, member: str) -> Any:
 def _calibrated(card: ModelCard) -> Any:
     """Seeded init + BatchNorm re-estimation, cached by everything it depends on."""
     torch = lazy.torch()
-    calibration = calibration_images(fixtures_dir())
+    calibration = calibration_images(calibration_dir())
     key = hashlib.sha256(
         "|".join(
             [

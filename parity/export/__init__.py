@@ -34,6 +34,7 @@ class Exporter:
         packages: distributions whose versions are part of the cache key.
         requires: exporters whose artifacts this one is built from.
         options: passed to the function; part of the cache key.
+        imports: Python modules it imports (an ``n/a`` reason names a missing one).
     """
 
     name: str
@@ -42,6 +43,7 @@ class Exporter:
     packages: tuple[str, ...]
     requires: tuple[str, ...] = ()
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    imports: tuple[str, ...] = ()
 
     def function(self) -> ExportFunction:
         module, _, attr = self.target.partition(":")

@@ -30,9 +30,11 @@ BACKEND = Backend(
                 taps="outputs of the twin's layers named after torch modules"),
     ),
     exporters=(
-        Exporter("keras", "parity.export.keras.artifact:export_keras", "model.keras", _KERAS),
+        Exporter("keras", "parity.export.keras.artifact:export_keras", "model.keras", _KERAS,
+                 imports=("torch", "tensorflow", "keras")),
         Exporter("tf2onnx", "parity.export.tf2onnx:export_tf2onnx", "model.onnx",
-                 ("torch", "tensorflow-cpu", "keras", "tf2onnx", "onnx"), requires=("keras",)),
+                 ("torch", "tensorflow-cpu", "keras", "tf2onnx", "onnx"), requires=("keras",),
+                 imports=("tensorflow", "tf2onnx", "onnx")),
         *(_tflite(mode) for mode in ("fp32", "fp16", "dynamic", "int8", "int8_io")),
     ),
     probe="parity.backends.keras.probe:KerasProbe",

@@ -25,7 +25,7 @@ BACKEND = Backend(
     name="onnxruntime",
     description="needs ONNX Runtime",
     extra="onnx",
-    imports=("onnxruntime", "onnx"),
+    imports=("onnxruntime", "onnx", "onnxscript"),
     variants=(
         _ort("ort_dynamo", "onnx_dynamo", "ONNX Runtime CPU on the torch.export-based ONNX export"),
         _ort("ort_torchscript", "onnx_torchscript",

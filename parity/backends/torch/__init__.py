@@ -11,7 +11,7 @@ BACKEND = Backend(
     name="torch",
     description="needs the torch reference runtime",
     extra="torch",
-    imports=("torch", "torchvision", "onnxscript"),
+    imports=("torch", "torchvision"),
     variants=(
         Variant("torch", "torch", "parity.backends.torch.runner:TorchRunner", None,
                 "torch eager, CPU (the reference)", "torch", reference=True, runs_on="module",
@@ -19,9 +19,9 @@ BACKEND = Backend(
     ),
     exporters=(
         Exporter("onnx_dynamo", "parity.export.onnx:export_onnx", "model.onnx", _TORCH_ONNX,
-                 options={"dynamo": True}),
+                 options={"dynamo": True}, imports=("torch", "onnx", "onnxscript")),
         Exporter("onnx_torchscript", "parity.export.onnx:export_onnx", "model.onnx", _TORCH_ONNX,
-                 options={"dynamo": False}),
+                 options={"dynamo": False}, imports=("torch", "onnx")),
     ),
     versions=("torch", "onnx"),
 )  # fmt: skip

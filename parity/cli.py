@@ -203,8 +203,8 @@ def _parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser(
         "doctor",
         help="diagnose common causes of drift (preprocessing, batchnorm, Keras port, int8 data)",
-        description="Run diagnostic checks and print each cause with its evidence; exit 0 "
-        "if every check is ok (or skipped), 1 if any finds a problem.",
+        description="Run diagnostic checks and print each cause with its evidence and fix; "
+        "exit 0 if every check is ok (or skipped), 1 if any finds a problem, 2 bad input.",
     )
     doctor.add_argument("--model", "-m", default="mobilenet_v2", help="model card name")
     doctor.add_argument(
@@ -215,15 +215,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument(
         "--preprocess",
-        metavar="MODULE:FUNCTION",
-        help="your preprocessing function, path -> CHW/HWC float32 array",
+        metavar="MODULE:ATTR",
+        help="your preprocessing: a path or PIL.Image -> array function, a torchvision "
+        "transform, a Keras layer or preprocess_input-style function, a tf.data map function",
     )
-    doctor.add_argument("--images", type=int, default=4, help="fixture images used (4)")
+    doctor.add_argument(
+        "--images", type=Path, metavar="DIR", help="your images (default: the card's fixtures)"
+    )
+    doctor.add_argument(
+        "--count", type=int, default=4, metavar="N", help="fixtures for the model checks (4)"
+    )
+    doctor.add_argument(
+        "--model-object",
+        metavar="MODULE:FUNCTION",
+        help="a function returning your torch model as you use it (its train/eval mode kept)",
+    )
     doctor.add_argument(
         "--calibration",
-        choices=("images", "noise"),
         default="images",
-        help="int8 calibration data to judge against the card's images (images)",
+        metavar="DATA",
+        help="int8 calibration data: images (the card's), noise, FILE.npy or an image folder",
+    )
+    doctor.add_argument(
+        "--representative",
+        metavar="MODULE:FUNCTION",
+        help="your TFLite representative_dataset generator (yields [array]); replaces "
+        "--calibration",
+    )
+    doctor.add_argument(
+        "--port", type=Path, metavar="FILE", help="your Keras port (.keras), .onnx or .tflite"
     )
     doctor.add_argument("--weights", help="weights source (default: the card's)")
     doctor.add_argument("--json", type=Path, metavar="FILE", help="write the findings as JSON")
@@ -452,28 +472,42 @@ def _cmd_doctor(args: argparse.Namespace, console: Console) -> int:
 
     from rich.table import Table
 
-    from parity.doctor import (
-        PROBLEM,
-        DoctorInputs,
-        evidence_lines,
-        load_user_preprocess,
-        run_doctor,
+    from parity.doctor import PROBLEM, DoctorInputs, evidence_lines, run_doctor
+    from parity.doctor.inputs import (
+        calibration_data,
+        call_user,
+        image_files,
+        load_object,
+        representative_batch,
     )
     from parity.harness import RunConfig, Session
 
-    user_fn = load_user_preprocess(args.preprocess) if args.preprocess else None
     session = Session(RunConfig(model=args.model, weights=args.weights))
-    inputs = DoctorInputs(preprocess=user_fn, count=args.images, calibration=args.calibration)
+    calibration = calibration_data(args.calibration, session.card.preprocess)
+    if args.representative:
+        generator = load_object(args.representative, "--representative")
+        calibration = call_user(lambda: representative_batch(generator), "--representative")
+    model = None
+    if args.model_object:
+        model = call_user(load_object(args.model_object, "--model-object"), "--model-object")
+    inputs = DoctorInputs(
+        preprocess=load_object(args.preprocess, "--preprocess") if args.preprocess else None,
+        images=image_files(args.images) if args.images else None,
+        count=args.count,
+        model=model,
+        calibration=calibration,
+        port=args.port,
+    )
     findings = run_doctor(session, args.check, inputs)
     table = Table(title=f"parity doctor: {session.card.name}", show_lines=True)
-    for column in ("check", "status", "cause", "evidence"):
+    for column in ("check", "status", "cause / fix", "evidence"):
         table.add_column(column)
     colours = {"ok": "green", "problem": "bold red", "skipped": "yellow"}
     for finding in findings:
         table.add_row(
             finding.name,
             f"[{colours[finding.status]}]{finding.status}[/]",
-            escape(finding.cause),
+            escape(finding.cause + (f"\nfix: {finding.fix}" if finding.fix else "")),
             escape("\n".join(evidence_lines(finding))),
         )
     console.print(table)

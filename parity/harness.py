@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from parity.applicability import not_applicable_reason
-from parity.artifacts import Artifact, ArtifactCache, BuildContext, package_version
+from parity.artifacts import Artifact, ArtifactCache, BuildContext
 from parity.backends.base import Runner
 from parity.bundle import Bundle
 from parity.compare import (
@@ -36,7 +36,7 @@ from parity.golden import (
     golden_moves,
     golden_verdict,
 )
-from parity.lazy import installed
+from parity.lazy import installed, package_version
 from parity.paths import find_project
 from parity.preprocess import preprocess_batch, tensor_sha256
 from parity.result import ParityReport, VariantResult

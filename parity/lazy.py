@@ -9,6 +9,7 @@ therefore loads torch and torchvision first whenever they are installed.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 from types import ModuleType
 
@@ -18,6 +19,14 @@ from parity.errors import MissingRuntimeError
 def installed(module: str) -> bool:
     """Whether ``module`` can be imported here, without importing it."""
     return importlib.util.find_spec(module) is not None
+
+
+def package_version(name: str) -> str:
+    """The installed version of distribution ``name`` (``not-installed``), without importing it."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not-installed"
 
 
 def extra_for(module: str) -> str:

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from parity import __version__
+from parity.backends import backends
 from parity.cli_project import add_parsers as add_project_parsers
 from parity.cli_project import run_command as run_project_command
 from parity.errors import ParityError
@@ -84,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--artifact-runtime",
-        choices=["onnxruntime", "litert", "keras"],
+        choices=[b.name for b in backends().values() if b.probe is not None],
         help="runtime for --artifact (default: detected from the file)",
     )
     run.add_argument(
@@ -297,12 +298,12 @@ def _cmd_check(args: argparse.Namespace, console: Console) -> int:
     from parity.harness import RunConfig, run_parity
     from parity.lazy import require
     from parity.report import gate_to_dict, print_report, write_reports
-    from parity.variants import REFERENCE, resolve_variants
+    from parity.variants import resolve_variants
 
     gate = load_gate_config(args.config)
     models = args.model or list(gate.models)
     modes = ("golden",) if args.no_live or not gate.live else ("golden", "live")
-    if any(v.family == REFERENCE for v in resolve_variants(args.runtime or gate.runtimes)):
+    if any(v.reference for v in resolve_variants(args.runtime or gate.runtimes)):
         # run_parity checks torch only where it is installed: asked for explicitly (-r torch)
         # where it is not, the gate would otherwise pass with nothing checked.
         require("torch")
@@ -352,10 +353,10 @@ def _cmd_bundle(args: argparse.Namespace, console: Console) -> int:
     from parity.bundle import write_bundle
     from parity.export import get_exporter
     from parity.harness import RunConfig, Session
-    from parity.variants import REFERENCE, VARIANTS, resolve_variants
+    from parity.variants import VARIANTS, resolve_variants
     from parity.zoo import list_models
 
-    selectors = args.runtime or [v.name for v in VARIANTS.values() if v.family != REFERENCE]
+    selectors = args.runtime or [v.name for v in VARIANTS.values() if not v.reference]
     variants = [v for v in resolve_variants(selectors) if v.exporter is not None]
     entries = []
     with _progress(console, args.quiet) as progress:

@@ -22,6 +22,7 @@ from typing import Any
 
 from parity import __version__, atomic
 from parity.artifacts import Artifact
+from parity.backends import backends
 from parity.errors import ArtifactError, ParityError
 from parity.fixtures import file_sha256
 from parity.lazy import package_version
@@ -169,7 +170,7 @@ def write_bundle(
         "parity_version": __version__,
         "versions": {
             p: package_version(p)
-            for p in ("torch", "onnx", "tensorflow-cpu", "keras", "tf2onnx", "numpy", "pillow")
+            for p in (*(v for b in backends().values() for v in b.versions), "numpy", "pillow")
         },
         "models": entries,
     }

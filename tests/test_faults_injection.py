@@ -26,11 +26,11 @@ from parity.cli import main
 from parity.compare import TolerancePolicy
 from parity.config import load_gate_config
 from parity.errors import ParityError
-from parity.external import load_tap_map
 from parity.fixtures import Fixture
 from parity.golden import GoldenStore
 from parity.paths import bundled_dir
 from parity.preprocess import PreprocessSpec
+from parity.tapmatch import load_tap_map
 from parity.taps import Tap
 from parity.zoo import load_card
 

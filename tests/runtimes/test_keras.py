@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from parity.backends.keras.runner import KerasRunner
 from parity.compare import VariantVerdict, compare_taps
 from parity.errors import ArtifactError, RuntimeFailure, TapError
 from parity.harness import Session
-from parity.runtimes.keras import KerasRunner
 from parity.taps import Tap
 from parity.variants import VARIANTS
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from parity.backends.onnxruntime.runner import OnnxRuntimeRunner
 from parity.compare import compare_taps
 from parity.errors import ArtifactError, RuntimeFailure, TapError
 from parity.faults import perturb_onnx_conv
 from parity.harness import Session, make_runner
-from parity.runtimes.onnxruntime import OnnxRuntimeRunner
 from parity.taps import Tap
 from parity.variants import VARIANTS
 

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
+from parity.backends.base import OUTPUT, Runner
 from parity.errors import ArtifactError, RuntimeFailure, TapError
-from parity.runtimes.base import OUTPUT, Runner
 from parity.taps import Tap
 
 #: Graph optimisation levels by name.

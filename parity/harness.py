@@ -174,15 +174,20 @@ class Session:
                 )
             return self.reference, None
         if variant.name not in self._outputs:
-            artifact = self.artifact(variant)
+            # A torch variant that is not the reference runs on (a copy of) the module.
+            artifact = self.artifact(variant) if variant.exporter else None
+            source = artifact or self.model().module
             self.progress(f"running {variant.name}")
-            with make_runner(variant, artifact, self.config.threads) as runner:
+            with make_runner(variant, source, self.config.threads) as runner:
                 self._outputs[variant.name] = (runner.run(self.batch, self.taps), artifact)
         return self._outputs[variant.name]
 
     def _judged(
         self, variant: Variant, judge: Callable[[dict[str, np.ndarray]], VariantVerdict], mode: str
     ) -> VariantResult:
+        reason = variant.unavailable()
+        if reason is not None:
+            return VariantResult.not_applicable(variant, reason, mode)
         start = time.perf_counter()
         artifact = None
         try:

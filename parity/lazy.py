@@ -24,6 +24,7 @@ _EXTRAS = {
     "keras": "tf",
     "tf2onnx": "tf",
     "ai_edge_litert": "litert",
+    "openvino": "openvino",
 }
 
 

@@ -95,6 +95,9 @@ def summary_table(report: ParityReport) -> Table:
             origin = "made elsewhere" if result.artifact.exporter == "external" else origin
             artifact = f"{result.artifact.size_bytes / 1e6:.1f} MB, {origin}"
         vs = "torch" if result.mode == "live" else "golden"
+        if result.status == "n/a":
+            table.add_row(result.variant.name, vs, "[yellow]n/a[/]", escape(result.reason or ""))
+            continue
         if result.error is not None:
             table.add_row(
                 result.variant.name, "[bold red]ERROR[/]", escape(result.error), "", "", artifact
@@ -162,6 +165,8 @@ def report_to_dict(report: ParityReport) -> dict[str, Any]:
             "family": result.variant.family,
             "mode": result.mode,
             "passed": result.passed,
+            "status": result.status,
+            "reason": result.reason,
             "seconds": round(result.seconds, 4),
             "error": result.error,
             "artifact": None

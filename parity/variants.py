@@ -39,17 +39,41 @@ class Variant:
     description: str
     module: str
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: ``module:function`` taking :attr:`options` and returning why the variant cannot run
+    #: on this machine (no GPU, an execution provider missing), or ``None``.
+    probe: str | None = None
 
     def runner_class(self) -> type:
         module, _, cls = self.runner.partition(":")
         runner_cls: type = getattr(importlib.import_module(module), cls)
         return runner_cls
 
+    def unavailable(self) -> str | None:
+        """Why this variant does not apply here (an ``n/a`` row), or ``None``."""
+        if self.probe is None:
+            return None
+        module, _, function = self.probe.partition(":")
+        reason: str | None = getattr(importlib.import_module(module), function)(self.options)
+        return reason
+
 
 _TORCH = "parity.runtimes.torch:TorchRunner"
 _ORT = "parity.runtimes.onnxruntime:OnnxRuntimeRunner"
 _KERAS = "parity.runtimes.keras:KerasRunner"
 _LITERT = "parity.runtimes.litert:LiteRTRunner"
+
+_OV = "parity.runtimes.openvino:OpenVINORunner"
+_OV_PRECISION = "parity.runtimes.openvino:precision_unavailable"
+_CUDA = "parity.runtimes.torch:cuda_unavailable"
+_STRICT = {"tf32": False}
+_CUDA_MODES: list[tuple[str, str, dict[str, Any]]] = [
+    ("fp32", "eager fp32, TF32 off (cudnn.allow_tf32 = matmul.allow_tf32 = False)", _STRICT),
+    ("tf32", "eager fp32 with torch's defaults (cuDNN convolutions in TF32)", {"tf32": True}),
+    ("channels_last", "eager fp32, channels_last, TF32 off", {**_STRICT, "channels_last": True}),
+    ("fp16", "eager under autocast float16", {"autocast": "float16"}),
+    ("bf16", "eager under autocast bfloat16", {"autocast": "bfloat16"}),
+    ("compile", "torch.compile (inductor, Triton), fp32, TF32 off", {**_STRICT, "compile": True}),
+]
 
 # fmt: off
 VARIANTS: dict[str, Variant] = {v.name: v for v in [
@@ -90,6 +114,19 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("litert_int8_io_noxnn", "litert", _LITERT, "tflite_int8_io",
             "LiteRT builtin kernels, XNNPACK off, on TFLite full int8, int8 I/O", "ai_edge_litert",
             {"xnnpack": False}),
+    Variant("openvino_onnx", "openvino", _OV, "openvino_onnx",
+            "OpenVINO CPU reading the dynamo ONNX export, f32", "openvino"),
+    *[Variant(f"openvino_{precision}", "openvino", _OV, "openvino_ir",
+              f"OpenVINO CPU on IR converted from the dynamo ONNX export, {precision} inference",
+              "openvino", {"precision": precision}, _OV_PRECISION)
+      for precision in ("f32", "bf16", "f16")],
+    Variant("torch_compile", "torch_cpu", _TORCH, None,
+            "torch.compile (inductor, C++ codegen) on the CPU, fp32", "torch", {"compile": True}),
+    Variant("torch_cpu_bf16", "torch_cpu", _TORCH, None,
+            "torch eager on the CPU under autocast bfloat16", "torch", {"autocast": "bfloat16"}),
+    *[Variant(f"torch_cuda_{suffix}", "torch_cuda", _TORCH, None, f"torch on CUDA: {text}",
+              "torch", {"device": "cuda", **options}, _CUDA)
+      for suffix, text, options in _CUDA_MODES],
 ]}
 # fmt: on
 

@@ -70,6 +70,10 @@ EXPORTERS: dict[str, Exporter] = {e.name: e for e in [
              requires=("keras",), options={"mode": "int8"}),
     Exporter("tflite_int8_io", "parity.export.tflite:export_tflite", "model.tflite", _KERAS,
              requires=("keras",), options={"mode": "int8_io"}),
+    Exporter("openvino_onnx", "parity.export.openvino:export_openvino", "model.onnx",
+             ("onnx",), requires=("onnx_dynamo",), options={"format": "onnx"}),
+    Exporter("openvino_ir", "parity.export.openvino:export_openvino", "model.xml",
+             ("onnx", "openvino"), requires=("onnx_dynamo",), options={"format": "ir"}),
 ]}
 # fmt: on
 

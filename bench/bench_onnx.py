@@ -514,7 +514,7 @@ def machine_info() -> dict[str, Any]:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
             mem_kib = int(line.split()[1])
-    from parity.artifacts import package_version
+    from parity.lazy import package_version
 
     packages = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "numpy")
     return {

@@ -38,10 +38,10 @@ import numpy as np
 import torch  # noqa: F401  (torch and torchvision before TensorFlow: import-order trap)
 import torchvision  # noqa: F401
 
-from parity.artifacts import package_version
 from parity.evaluate import EvalConfig, EvalResult, evaluate, scan_image_folder
 from parity.export import EXPORTERS, Exporter
 from parity.harness import RunConfig, Session, make_runner
+from parity.lazy import package_version
 from parity.paths import cache_dir
 from parity.preprocess import preprocess_batch
 from parity.runtimes.base import OUTPUT

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import json
 import os
 import shutil
@@ -26,7 +25,8 @@ import numpy as np
 from parity.errors import ArtifactError
 from parity.export import Exporter, get_exporter
 from parity.fixtures import calibration_images, file_sha256, load_fixtures
-from parity.paths import cache_dir, fixtures_dir, project_root
+from parity.lazy import package_version
+from parity.paths import cache_dir, calibration_dir
 from parity.preprocess import preprocess_batch
 from parity.weights import LoadedModel
 from parity.zoo import ModelCard
@@ -51,18 +51,11 @@ class Artifact:
         return int(self.metadata["bytes"])
 
 
-def package_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not-installed"
-
-
 def card_calibration_dir(card: ModelCard) -> Path:
-    """The card's ``calibration`` folder: ``{cache}`` expanded, relative to the project root."""
+    """The card's ``calibration`` folder: ``{cache}`` expanded, relative to the card's file."""
     assert card.calibration is not None
     folder = Path(card.calibration.replace("{cache}", str(cache_dir())))
-    return folder if folder.is_absolute() else project_root() / folder
+    return folder if folder.is_absolute() else card.path.parent / folder
 
 
 class BuildContext:
@@ -101,7 +94,7 @@ class BuildContext:
             if self.card.calibration:
                 images = load_fixtures(card_calibration_dir(self.card))
             else:
-                images = calibration_images(fixtures_dir())
+                images = calibration_images(calibration_dir())
             self._calibration = preprocess_batch([f.path for f in images], self.card.preprocess)
         return self._calibration
 

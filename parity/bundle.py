@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from parity import __version__
-from parity.artifacts import Artifact, package_version
+from parity.artifacts import Artifact
 from parity.errors import ArtifactError, ParityError
 from parity.fixtures import file_sha256
+from parity.lazy import package_version
 
 MANIFEST = "manifest.json"
 BUILD_HINT = "build it with `tox -e build` or `parity bundle --out DIR`"

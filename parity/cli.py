@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from parity import __version__
+from parity.cli_project import add_parsers as add_project_parsers
+from parity.cli_project import run_command as run_project_command
 from parity.errors import ParityError
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -69,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--tolerances", type=Path, help="tolerance TOML (default: fixtures/...)")
     run.add_argument("--tap", action="append", metavar="NAME", help="only these taps (repeatable)")
     run.add_argument("--threads", type=int, default=2, help="runtime threads (default 2)")
+    run.add_argument("--strict", action="store_true", help="a variant that does not apply fails")
     run.add_argument("--rebuild", action="store_true", help="re-export even if cached")
     run.add_argument("--json", type=Path, metavar="FILE", help="also write a JSON report")
     run.add_argument("--summary", action="store_true", help="summary table only, no per-tap tables")
@@ -109,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--model", "-m", action="append", help="override the configured models")
     check.add_argument("--runtime", "-r", action="append", metavar="R", help="override runtimes")
+    check.add_argument(
+        "--strict", action="store_true", help="an n/a variant fails ([tool.parity] strict)"
+    )
     check.add_argument("--report", type=Path, metavar="DIR", help="report folder")
     check.add_argument("--no-live", action="store_true", help="only compare with the goldens")
     check.add_argument(
@@ -116,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--summary", action="store_true", help="summary tables only")
     check.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
+
+    add_project_parsers(commands)
 
     update = commands.add_parser(
         "update-goldens",
@@ -238,6 +246,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         artifact_runtime=args.artifact_runtime,
         tap_map=args.tap_map,
         input_layout=args.input_layout,
+        strict=args.strict,
     )
     with _progress(console, args.quiet) as progress:
         report = run_parity(config, progress)
@@ -288,6 +297,7 @@ def _cmd_check(args: argparse.Namespace, console: Console) -> int:
                 goldens=gate.goldens,
                 threads=gate.threads,
                 bundle=args.bundle,
+                strict=args.strict or gate.strict,
             )
             reports.append(run_parity(config, progress, modes))
     for report in reports:
@@ -403,18 +413,22 @@ def _cmd_list(console: Console) -> int:
 
     from parity.fixtures import load_fixtures
     from parity.lazy import installed
-    from parity.paths import fixtures_dir
+    from parity.paths import find_project
     from parity.variants import VARIANTS
     from parity.zoo import card_paths, load_card
 
+    project = find_project()
+    fixtures_dir = project.fixtures
+    console.print(f"config: {project.config_label}")
+    console.print(f"tolerances: {project.tolerances}")
     models = Table(title="models", title_justify="left")
-    for column in ("name", "builder", "weights", "taps", "input", "heavy"):
+    for column in ("name", "builder", "weights", "taps", "input", "heavy", "card"):
         models.add_column(column)
     for path in card_paths().values():
         card = load_card(path)
         models.add_row(
             card.name, card.builder, card.weights, str(len(card.taps)),
-            "x".join(map(str, card.input_shape[1:])), "yes" if card.heavy else "",
+            "x".join(map(str, card.input_shape[1:])), "yes" if card.heavy else "", str(path),
         )  # fmt: skip
     variants = Table(title="runtime variants", title_justify="left")
     for column in ("name", "family", "artifact", "installed", "description"):
@@ -422,11 +436,11 @@ def _cmd_list(console: Console) -> int:
     for v in VARIANTS.values():
         ok = "[green]yes[/]" if installed(v.module) else "[red]no[/]"
         variants.add_row(v.name, v.family, v.exporter or "-", ok, v.description)
-    images = Table(title=f"fixtures ({fixtures_dir()})", title_justify="left")
+    images = Table(title=f"fixtures ({fixtures_dir})", title_justify="left")
     for column in ("name", "role", "file"):
         images.add_column(column)
-    for fixture in load_fixtures(fixtures_dir()):
-        images.add_row(fixture.name, fixture.role, str(fixture.path.relative_to(fixtures_dir())))
+    for fixture in load_fixtures(fixtures_dir):
+        images.add_row(fixture.name, fixture.role, str(fixture.path.relative_to(fixtures_dir)))
     for table in (models, variants, images):
         console.print(table)
     return EXIT_PASS
@@ -437,12 +451,19 @@ def _cmd_doctor(args: argparse.Namespace, console: Console) -> int:
 
     from rich.table import Table
 
-    from parity.doctor import PROBLEM, evidence_lines, load_user_preprocess, run_doctor
+    from parity.doctor import (
+        PROBLEM,
+        DoctorInputs,
+        evidence_lines,
+        load_user_preprocess,
+        run_doctor,
+    )
     from parity.harness import RunConfig, Session
 
     user_fn = load_user_preprocess(args.preprocess) if args.preprocess else None
     session = Session(RunConfig(model=args.model, weights=args.weights))
-    findings = run_doctor(session, args.check, user_fn, args.images, args.calibration)
+    inputs = DoctorInputs(preprocess=user_fn, count=args.images, calibration=args.calibration)
+    findings = run_doctor(session, args.check, inputs)
     table = Table(title=f"parity doctor: {session.card.name}", show_lines=True)
     for column in ("check", "status", "cause", "evidence"):
         table.add_column(column)
@@ -474,6 +495,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             return _cmd_list(console)
+        if args.command in ("init", "budgets"):
+            return run_project_command(args, console)
         if args.command == "check":
             return _cmd_check(args, console)
         if args.command == "update-goldens":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from parity.errors import ToleranceError
+from parity.paths import bundled_dir
+from parity.schema import ConfigError, Field, check, number, read_config, string, table
 from parity.taps import Tap
 
 # Budget keys and how each is judged: "max" means the metric must be <= the budget,
@@ -33,8 +34,27 @@ BUDGET_KEYS: dict[str, tuple[str, str]] = {
     "min_top5_overlap": ("top5_overlap", "min"),
 }
 
+_FRACTION = {"gt": 0.0, "le": 1.0, "why": "a budget of 0 or less cannot fail, above 1 cannot pass"}
+_MAX = {"ge": 0.0, "why": "a negative maximum cannot pass"}
+
+#: What a ``[budget."model/variant/tap"]`` table may hold: every budget finite and able
+#: to fail (a cosine <= 0 or a top-1 agreement of 0 passes anything).
+BUDGET_SCHEMA: dict[str, Field] = {
+    "notes": string(),
+    "max_abs_norm": number(**_MAX),
+    "max_rel": number(**_MAX),
+    "min_cosine": number(**_FRACTION),
+    "min_sqnr_db": number(),  # may be negative: int8 on these weights measures -0.5 dB
+    "min_top1_agreement": number(**_FRACTION),
+    "min_top5_overlap": number(**_FRACTION),
+}
+#: ``extends``: ``"bundled"`` or a path (relative to the file) whose rules come first.
+TOLERANCE_SCHEMA = table({"extends": string(), "budget": table(values=table(BUDGET_SCHEMA))})
+
 #: Guard for relative error: |a-b| / max(|ref|, REL_FLOOR * scale).
 REL_FLOOR = 1e-3
+#: float64 values per block of a comparison (1 MiB): each pass over a block hits cache.
+_BLOCK = 1 << 17
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,46 +83,133 @@ class TapMetrics:
         return value
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class ReferenceTap:
+    """One tap of the reference with the statistics every comparison against it reuses.
+
+    Computed once per tap and shared by every variant (and by per-image checks through
+    :meth:`rows`), so a variant costs a few passes over its own tensor only.
+    """
+
+    shape: tuple[int, ...]
+    #: float64, one row per image.
+    values: np.ndarray
+    #: ``max |ref|`` per image (at least the smallest float64).
+    scale: np.ndarray
+    #: The denominator of the guarded relative error: ``max(|ref|, REL_FLOOR * scale)``.
+    rel_guard: np.ndarray
+    #: ``sum ref**2`` and ``||ref||`` per image.
+    signal: np.ndarray
+    norm: np.ndarray
+    #: Logits only: the argmax and the top-5 classes per image.
+    argmax: np.ndarray | None = None
+    top: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, reference: np.ndarray, *, logits: bool = False) -> ReferenceTap:
+        """Prepare one batch of a tap (first axis = images)."""
+        ref = np.ascontiguousarray(reference, dtype=np.float64).reshape(len(reference), -1)
+        magnitude = np.abs(ref)
+        scale = np.maximum(magnitude.max(axis=1), np.finfo(np.float64).tiny)
+        np.maximum(magnitude, REL_FLOOR * scale[:, None], out=magnitude)
+        signal = np.einsum("ij,ij->i", ref, ref)
+        argmax = top = None
+        if logits:
+            argmax = ref.argmax(axis=1)
+            top = np.argsort(-ref, axis=1)[:, : min(5, ref.shape[1])]
+        return cls(
+            tuple(reference.shape), ref, scale, magnitude, signal, np.sqrt(signal), argmax, top
+        )
+
+    def rows(self, index: slice) -> ReferenceTap:
+        """The same statistics for a slice of the images (views, no copy)."""
+        shape = (len(self.values[index]), *self.shape[1:])
+        argmax = None if self.argmax is None else self.argmax[index]
+        top = None if self.top is None else self.top[index]
+        return ReferenceTap(
+            shape, self.values[index], self.scale[index], self.rel_guard[index],
+            self.signal[index], self.norm[index], argmax, top,
+        )  # fmt: skip
+
+    def metrics(self, obtained: np.ndarray) -> TapMetrics:
+        """Compare a runtime's batch of this tap with the reference.
+
+        One pass per statistic over cache-sized blocks of the difference (the float64
+        difference of a whole tap would not fit in cache, and every pass would go to
+        memory); ``got . ref`` and ``|got|^2`` follow from the reference's sums and the
+        difference's, so ``got`` itself is read once.
+        """
+        if tuple(obtained.shape) != self.shape:
+            raise ValueError(f"shape {obtained.shape} does not match the reference {self.shape}")
+        ref = self.values
+        images, size = ref.shape
+        got = obtained.reshape(images, size)
+        sums = np.zeros((3, images))  # ref.diff, diff.diff, sum |diff|
+        peaks = np.zeros((2, images))  # max |diff|, max relative
+        rows = max(1, _BLOCK // size)
+        cols = min(size, _BLOCK)
+        buffer = np.empty(rows * cols)
+        for r0 in range(0, images, rows):
+            r = slice(r0, r0 + rows)
+            for c0 in range(0, size, cols):
+                c = slice(c0, c0 + cols)
+                block = ref[r, c]
+                diff = np.subtract(got[r, c], block, out=buffer[: block.size].reshape(block.shape))
+                sums[0, r] += np.einsum("ij,ij->i", block, diff)
+                sums[1, r] += np.einsum("ij,ij->i", diff, diff)
+                np.abs(diff, out=diff)
+                np.maximum(peaks[0, r], diff.max(axis=1), out=peaks[0, r])
+                sums[2, r] += diff.sum(axis=1)
+                np.divide(diff, self.rel_guard[r, c], out=diff)
+                np.maximum(peaks[1, r], diff.max(axis=1), out=peaks[1, r])
+        ref_diff, noise, sum_abs = sums
+        max_abs, rel = peaks
+        top1 = top5 = None
+        if self.argmax is not None and self.top is not None:
+            logits = got.astype(np.float64)
+            top1 = float(np.mean(self.argmax == logits.argmax(axis=1)))
+            top5 = _top_overlap(self.top, logits)
+        norm = max_abs / self.scale
+        worst = int(np.argmax(norm))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sqnr = np.where(noise > 0, 10 * np.log10(self.signal / noise), np.inf)
+            # got.ref = ref.ref + ref.diff; got.got = ref.ref + 2 ref.diff + diff.diff
+            denom = self.norm * np.sqrt(self.signal + 2 * ref_diff + noise)
+            cosine = np.where(denom > 0, (self.signal + ref_diff) / denom, 1.0)
+        return TapMetrics(
+            max_abs=float(max_abs.max()),
+            max_abs_norm=float(norm.max()),
+            max_rel=float(rel.max()),
+            mean_abs=float(sum_abs.sum() / ref.size),
+            rmse=float(np.sqrt(noise.sum() / ref.size)),
+            cosine=float(cosine.min()),
+            sqnr_db=float(sqnr.min()),
+            scale=float(self.scale[worst]),
+            worst_image=worst,
+            top1_agreement=top1,
+            top5_overlap=top5,
+        )
+
+
+def _top_overlap(ref_top: np.ndarray, got: np.ndarray) -> float:
+    """Mean overlap of ``got``'s top-k classes with the reference's top-k."""
+    k = ref_top.shape[1]
+    got_top = np.argsort(-got, axis=1)[:, :k]
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ref_top, got_top, strict=True)]))
+
+
 def tap_metrics(reference: np.ndarray, obtained: np.ndarray, *, logits: bool = False) -> TapMetrics:
     """Compare two batches of one tap (first axis = images)."""
     if reference.shape != obtained.shape:
         raise ValueError(f"shape {obtained.shape} does not match the reference {reference.shape}")
-    ref = reference.astype(np.float64).reshape(len(reference), -1)
-    got = obtained.astype(np.float64).reshape(len(obtained), -1)
-    diff = np.abs(got - ref)
-    scale = np.maximum(np.abs(ref).max(axis=1), np.finfo(np.float64).tiny)
-    max_abs = diff.max(axis=1)
-    norm = max_abs / scale
-    worst = int(np.argmax(norm))
-    rel = (diff / np.maximum(np.abs(ref), REL_FLOOR * scale[:, None])).max(axis=1)
-    signal = (ref**2).sum(axis=1)
-    noise = (diff**2).sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sqnr = np.where(noise > 0, 10 * np.log10(signal / noise), np.inf)
-        denom = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
-        cosine = np.where(denom > 0, (ref * got).sum(axis=1) / denom, 1.0)
-    top1 = top5 = None
-    if logits:
-        top1 = float(np.mean(ref.argmax(axis=1) == got.argmax(axis=1)))
-        k = min(5, ref.shape[1])
-        ref_top = np.argsort(-ref, axis=1)[:, :k]
-        got_top = np.argsort(-got, axis=1)[:, :k]
-        top5 = float(
-            np.mean([len(set(a) & set(b)) / k for a, b in zip(ref_top, got_top, strict=True)])
-        )
-    return TapMetrics(
-        max_abs=float(max_abs.max()),
-        max_abs_norm=float(norm.max()),
-        max_rel=float(rel.max()),
-        mean_abs=float(diff.mean()),
-        rmse=float(np.sqrt((diff**2).mean())),
-        cosine=float(cosine.min()),
-        sqnr_db=float(sqnr.min()),
-        scale=float(scale[worst]),
-        worst_image=worst,
-        top1_agreement=top1,
-        top5_overlap=top5,
-    )
+    return ReferenceTap.of(reference, logits=logits).metrics(obtained)
+
+
+def prepare_reference(
+    reference: Mapping[str, np.ndarray], taps: Sequence[Tap]
+) -> dict[str, ReferenceTap]:
+    """The reference's per-tap statistics, once, for :func:`compare_taps` on many variants."""
+    return {tap.name: ReferenceTap.of(reference[tap.name], logits=tap.is_logits) for tap in taps}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +246,16 @@ class Budget:
     sources: Mapping[str, str]
 
 
+def _base_file(path: Path, extends: str) -> Path:
+    """The file a tolerance file extends: the bundled one, or a path relative to it."""
+    if extends == "bundled":
+        return bundled_dir("fixtures") / "tolerances.toml"
+    base = Path(path).parent / extends
+    if base.resolve() == Path(path).resolve():
+        raise ToleranceError(f"{path}: 'extends' names the file itself")
+    return base
+
+
 class TolerancePolicy:
     """Budgets by ``model/variant/tap`` key; the most specific key wins per metric."""
 
@@ -148,28 +265,27 @@ class TolerancePolicy:
 
     @classmethod
     def load(cls, path: Path) -> TolerancePolicy:
-        """Read a tolerance TOML file (``[budget."model/variant/tap"]`` tables)."""
+        """Read and validate a tolerance TOML file (``[budget."model/variant/tap"]`` tables)."""
+        data = read_config(path, "tolerance file", ToleranceError)
         try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ToleranceError(f"{path}: tolerance file not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ToleranceError(f"{path}: not valid TOML ({exc})") from None
+            check(data, TOLERANCE_SCHEMA, path)
+        except ConfigError as exc:
+            raise ToleranceError(str(exc)) from None
         rules = []
-        for pattern, table in data.get("budget", {}).items():
+        if "extends" in data:
+            rules.extend(TolerancePolicy.load(_base_file(path, data["extends"])).rules)
+        for pattern, rule in data.get("budget", {}).items():
             if pattern.count("/") != 2:
                 raise ToleranceError(f"{path}: budget key {pattern!r} must be 'model/variant/tap'")
-            notes = str(table.pop("notes", ""))
-            unknown = sorted(set(table) - set(BUDGET_KEYS))
-            if unknown:
-                raise ToleranceError(
-                    f"{path}: budget {pattern!r} has unknown keys {unknown}; "
-                    f"known: {sorted(BUDGET_KEYS)}"
-                )
-            rules.append(BudgetRule(pattern, {k: float(v) for k, v in table.items()}, notes))
+            budgets = {k: float(v) for k, v in rule.items() if k != "notes"}
+            rules.append(BudgetRule(pattern, budgets, str(rule.get("notes", ""))))
         if not rules:
             raise ToleranceError(f'{path}: no [budget."model/variant/tap"] tables')
         return cls(rules, source=str(path))
+
+    def measured_for(self, model: str) -> bool:
+        """Whether a rule names ``model`` (not only the ``*`` default) in this file."""
+        return any(r.parts[0] != "*" and fnmatch.fnmatchcase(model, r.parts[0]) for r in self.rules)
 
     def budget(self, model: str, variant: str, tap: str) -> Budget:
         """Resolve every budget key for one tap."""
@@ -261,21 +377,27 @@ def compare_taps(
     model: str,
     variant: str,
     taps: Sequence[Tap],
-    reference: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray] | Mapping[str, ReferenceTap],
     obtained: Mapping[str, np.ndarray],
     policy: TolerancePolicy,
 ) -> VariantVerdict:
-    """Judge every tap of a variant against the reference."""
+    """Judge every tap of a variant against the reference.
+
+    ``reference``: raw arrays, or :func:`prepare_reference` of them when several variants
+    are judged against the same reference (same metrics, the reference side done once).
+    """
     verdicts = []
     for tap in taps:
         if tap.name not in obtained:
             raise KeyError(f"runtime {variant} returned no tensor for tap '{tap.name}'")
         ref, got = reference[tap.name], obtained[tap.name]
-        if ref.shape != got.shape:
+        if tuple(ref.shape) != got.shape:
             raise ValueError(
                 f"{variant}: tap '{tap.name}' has shape {got.shape}, reference {ref.shape}"
             )
-        metrics = tap_metrics(ref, got, logits=tap.is_logits)
+        if not isinstance(ref, ReferenceTap):
+            ref = ReferenceTap.of(ref, logits=tap.is_logits)
+        metrics = ref.metrics(got)
         budget = policy.budget(model, variant, tap.name)
         verdicts.append(TapVerdict(tap, metrics, budget, judge(metrics, budget)))
     return VariantVerdict(variant, tuple(verdicts))

@@ -7,20 +7,35 @@ Example::
     runtimes = ["onnxruntime", "keras", "litert"]
     report = "parity-report"      # folder for JSON, Markdown, JUnit XML and HTML
     live = true                   # also compare with torch now, not only with goldens
-    # fixtures, tolerances, goldens: paths, default to the bundled ones
+    strict = false                # true: a variant that does not apply (n/a) fails the gate
+    # cards (default "parity/models"), fixtures, tolerances, goldens (default
+    # "parity/goldens"): paths relative to this file; unset ones come from the bundle
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from parity.errors import ParityError
-from parity.paths import project_root
+from parity.paths import find_project
+from parity.schema import Field, boolean, check, integer, list_of, read_config, string, table
 
-_KEYS = {"models", "runtimes", "report", "live", "fixtures", "tolerances", "goldens", "threads"}
+_NAMES = list_of(string(), nonempty=True)
+
+#: ``[tool.parity]``: a new key is one line here (and a field of :class:`GateConfig`).
+GATE_SCHEMA: dict[str, Field] = {
+    "models": _NAMES,
+    "runtimes": _NAMES,
+    "report": string(),
+    "live": boolean(),
+    "fixtures": string(),
+    "tolerances": string(),
+    "goldens": string(),
+    "threads": integer(ge=1, le=1024),
+    "cards": string(),
+    "strict": boolean(),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,50 +50,47 @@ class GateConfig:
     tolerances: Path | None = None
     goldens: Path | None = None
     threads: int = 2
+    strict: bool = False
     source: str = "<defaults>"
 
 
 def _table(path: Path) -> dict[str, Any]:
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ParityError(f"{path}: config file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ParityError(f"{path}: not valid TOML ({exc})") from None
-    table = data.get("tool", {}).get("parity", data.get("parity"))
-    if table is None and path.name != "pyproject.toml":
-        table = data  # a dedicated file may hold the keys at top level
-    return dict(table or {})
+    data = read_config(path, "config file")
+    tool = data.get("tool")
+    table_ = tool.get("parity") if isinstance(tool, dict) else None
+    where = "tool.parity"
+    if table_ is None:
+        table_, where = data.get("parity"), "parity"
+    if table_ is None:
+        if path.name == "pyproject.toml":
+            return {}
+        table_, where = data, ""  # a dedicated file may hold the keys at top level
+    check(table_, table(GATE_SCHEMA), path, where)
+    return dict(table_)
 
 
 def load_gate_config(path: Path | None = None) -> GateConfig:
-    """Read the gate config from ``path`` or the project's pyproject.toml (if it has one)."""
+    """Read the gate config from ``path`` or the project's config file (if it has one)."""
     if path is None:
-        candidate = project_root() / "pyproject.toml"
-        if not candidate.is_file():
+        path = find_project().config
+        if path is None:
             return GateConfig()
-        path = candidate
-    table = _table(path)
-    unknown = sorted(set(table) - _KEYS)
-    if unknown:
-        raise ParityError(f"{path}: unknown parity config keys {unknown}; known: {sorted(_KEYS)}")
+    table_ = _table(path)
     base = path.parent
 
     def as_path(key: str) -> Path | None:
-        return base / table[key] if key in table else None
+        return base / table_[key] if key in table_ else None
 
-    models = table.get("models", ["mobilenet_v2"])
-    runtimes = table.get("runtimes")
-    if not isinstance(models, list) or (runtimes is not None and not isinstance(runtimes, list)):
-        raise ParityError(f"{path}: 'models' and 'runtimes' must be lists of names")
+    runtimes = table_.get("runtimes")
     return GateConfig(
-        models=tuple(models),
+        models=tuple(table_.get("models", ["mobilenet_v2"])),
         runtimes=tuple(runtimes) if runtimes else None,
         report=as_path("report"),
-        live=bool(table.get("live", True)),
+        live=table_.get("live", True),
         fixtures=as_path("fixtures"),
         tolerances=as_path("tolerances"),
         goldens=as_path("goldens"),
-        threads=int(table.get("threads", 2)),
+        threads=table_.get("threads", 2),
+        strict=table_.get("strict", False),
         source=str(path),
     )

@@ -50,10 +50,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import json
 import tempfile
 import time
-import tomllib
 import warnings
 import zipfile
 from collections import Counter
@@ -71,6 +69,7 @@ from parity.fixtures import file_sha256
 from parity.preprocess import Layout, to_layout
 from parity.runtimes.base import OUTPUT, Runner
 from parity.runtimes.onnxruntime import OnnxRuntimeRunner
+from parity.schema import Field, check, read_config, string, table
 from parity.taps import Tap
 from parity.variants import Variant
 
@@ -878,35 +877,29 @@ def _pick_output(path: Path, outputs: Sequence[TensorInfo], card: Any) -> tuple[
 # -- tap map file ----------------------------------------------------------------------
 
 
+_TAP_MAP_ENTRY = Field(
+    either=(
+        string(),
+        table({"tensor": string(required=True), "layout": string(choices=LAYOUTS)}),
+    )
+)
+
+
 def load_tap_map(path: Path, taps: Sequence[Tap]) -> dict[str, TapMapEntry]:
     """Read a tap map: TOML or JSON, ``tap = "tensor"`` or ``tap = {tensor, layout}``."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ParityError(f"{path}: tap map not found") from None
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ParityError(f"{path}: not a valid tap map ({exc})") from None
-    table = data.get("taps", data) if isinstance(data, dict) else None
-    if not isinstance(table, dict):
-        raise ParityError(f"{path}: a tap map is a table of tap name -> tensor name")
-    known = {t.name for t in taps}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ParityError(f"{path}: unknown taps {unknown}; known: {sorted(known)}")
+    data = read_config(path, "tap map")
+    nested = "taps" in data
+    entries_field = table({t.name: _TAP_MAP_ENTRY for t in taps})
+    check(data["taps"] if nested else data, entries_field, path, "taps" if nested else "")
+    if nested and len(data) > 1:
+        raise ParityError(f"{path}: unknown table next to [taps]: {sorted(set(data) - {'taps'})}")
     entries = {}
-    for tap, value in table.items():
+    for tap, value in (data["taps"] if nested else data).items():
         if isinstance(value, str):
             entries[tap] = TapMapEntry(value)
-            continue
-        if not isinstance(value, dict) or not isinstance(value.get("tensor"), str):
-            raise ParityError(f"{path}: tap '{tap}': expected a tensor name or {{tensor, layout}}")
-        layout = value.get("layout")
-        if layout is not None and layout not in LAYOUTS:
-            raise ParityError(f"{path}: tap '{tap}': layout {layout!r}; use NCHW or NHWC")
-        entries[tap] = TapMapEntry(value["tensor"], layout)
+        else:
+            entries[tap] = TapMapEntry(value["tensor"], value.get("layout"))
     return entries
 
 

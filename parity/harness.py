@@ -14,9 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from parity.artifacts import Artifact, ArtifactCache, BuildContext, package_version
+from parity.applicability import not_applicable_reason
+from parity.artifacts import Artifact, ArtifactCache, BuildContext
 from parity.bundle import Bundle
-from parity.compare import TolerancePolicy, VariantVerdict, compare_taps, merge_verdicts
+from parity.compare import (
+    ReferenceTap,
+    TolerancePolicy,
+    VariantVerdict,
+    compare_taps,
+    merge_verdicts,
+    prepare_reference,
+)
 from parity.errors import ParityError
 from parity.export import get_exporter
 from parity.fixtures import Fixture, load_fixtures
@@ -27,8 +35,8 @@ from parity.golden import (
     golden_moves,
     golden_verdict,
 )
-from parity.lazy import installed
-from parity.paths import fixtures_dir
+from parity.lazy import installed, package_version
+from parity.paths import find_project
 from parity.preprocess import preprocess_batch, tensor_sha256
 from parity.result import ParityReport, VariantResult
 from parity.runtimes.base import Runner
@@ -43,11 +51,8 @@ DEFAULT_MODEL = "mobilenet_v2"
 
 
 def default_tolerances() -> Path:
-    return fixtures_dir() / "tolerances.toml"
-
-
-def default_goldens() -> Path:
-    return fixtures_dir() / "goldens"
+    """The project's tolerance file (default: the bundled one)."""
+    return find_project().tolerances
 
 
 def golden_versions() -> dict[str, str]:
@@ -76,6 +81,8 @@ class RunConfig:
     artifact_runtime: str | None = None
     tap_map: Path | None = None
     input_layout: str | None = None
+    #: A variant that does not apply (``n/a``) fails the run.
+    strict: bool = False
 
 
 def make_runner(variant: Variant, source: Artifact | Any, threads: int) -> Runner:
@@ -117,7 +124,7 @@ class Session:
 
     @functools.cached_property
     def fixtures(self) -> list[Fixture]:
-        return load_fixtures(self.config.fixtures or fixtures_dir())
+        return load_fixtures(self.config.fixtures or find_project().fixtures)
 
     @functools.cached_property
     def batch(self) -> np.ndarray:
@@ -144,6 +151,11 @@ class Session:
             outputs = runner.run(self.batch, self.taps)
             self.reference_seconds = time.perf_counter() - start
         return outputs
+
+    @functools.cached_property
+    def prepared_reference(self) -> dict[str, ReferenceTap]:
+        """The reference's per-tap statistics, computed once for every live comparison."""
+        return prepare_reference(self.reference, self.taps)
 
     def artifact(self, variant: Variant) -> Artifact:
         """The variant's artifact: from the bundle, or exported (cached) now."""
@@ -185,7 +197,7 @@ class Session:
     def _judged(
         self, variant: Variant, judge: Callable[[dict[str, np.ndarray]], VariantVerdict], mode: str
     ) -> VariantResult:
-        reason = variant.unavailable()
+        reason = not_applicable_reason(variant, self.card, exporting=self.bundle is None)
         if reason is not None:
             return VariantResult.not_applicable(variant, reason, mode)
         start = time.perf_counter()
@@ -209,7 +221,7 @@ class Session:
 
     def check(self, variant: Variant) -> VariantResult:
         """Live check: one variant vs the torch reference now, every tap, every image."""
-        reference = self.reference
+        reference = self.prepared_reference
         return self._judged(
             variant,
             lambda obtained: compare_taps(
@@ -234,7 +246,8 @@ class Session:
         """One image's verdict: vs the golden (``mode="golden"``) or vs torch now."""
         obtained, _ = self.outputs(variant)
         if mode == "live":
-            reference = {k: v[index : index + 1] for k, v in self.reference.items()}
+            rows = slice(index, index + 1)
+            reference = {k: v.rows(rows) for k, v in self.prepared_reference.items()}
             single = {k: v[index : index + 1] for k, v in obtained.items()}
             return compare_taps(
                 self.card.name, variant.name, self.taps, reference, single, self.policy
@@ -268,7 +281,9 @@ class Session:
         return self._store().folder
 
     def _store(self) -> GoldenStore:
-        root = self.config.goldens or (self.bundle.goldens if self.bundle else default_goldens())
+        root = self.config.goldens or (
+            self.bundle.goldens if self.bundle else find_project().goldens_root(self.card.name)
+        )
         return GoldenStore(root, self.card.name)
 
     def golden_moves(self) -> GoldenMoves:
@@ -293,6 +308,9 @@ class Session:
             results=results,
             reference_seconds=self.reference_seconds,
             wall_seconds=time.perf_counter() - started,
+            strict=self.config.strict,
+            config=find_project().config_label,
+            measured_budgets=self.policy.measured_for(self.card.name),
         )
 
     def write_goldens(self) -> None:

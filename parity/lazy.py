@@ -9,6 +9,7 @@ therefore loads torch and torchvision first whenever they are installed.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 from types import ModuleType
 
@@ -20,6 +21,7 @@ _EXTRAS = {
     "torchvision": "torch",
     "onnx": "onnx",
     "onnxruntime": "onnx",
+    "onnxscript": "onnx",
     "tensorflow": "tf",
     "keras": "tf",
     "tf2onnx": "tf",
@@ -33,10 +35,23 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def package_version(name: str) -> str:
+    """The installed version of distribution ``name`` (``not-installed``), without importing it."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not-installed"
+
+
+def extra_for(module: str) -> str:
+    """The parity extra that installs ``module`` (``all`` when none is specific)."""
+    return _EXTRAS.get(module.split(".")[0], "all")
+
+
 def require(module: str) -> ModuleType:
     """Import ``module`` or raise a clear 'install parity[extra]' error."""
     if not installed(module):
-        extra = _EXTRAS.get(module.split(".")[0], "all")
+        extra = extra_for(module)
         raise MissingRuntimeError(
             f"{module} is not installed in this environment; install it with "
             f"pip install 'parity[{extra}]'"

@@ -171,9 +171,21 @@ def _tap(index: int, data: Mapping[str, Any]) -> _Tap:
     )
 
 
+def _not_applicable(model: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(variant, vs, reason) of the variants that did not apply (``n/a`` rows, not checks)."""
+    return [
+        (str(e.get("name", "?")), "torch" if e.get("mode", "live") == "live" else "golden",
+         str(e.get("reason") or ""))
+        for e in model.get("variants") or ()
+        if e.get("status") == "n/a"
+    ]  # fmt: skip
+
+
 def _checks(model: Mapping[str, Any]) -> list[_Check]:
     checks = []
     for entry in model.get("variants") or ():
+        if entry.get("status") == "n/a":
+            continue
         taps = tuple(_tap(i, t) for i, t in enumerate(entry.get("taps") or ()))
         named = entry.get("first_divergent_tap")
         first = next((t for t in taps if t.name == named), None) if named is not None else None
@@ -363,6 +375,8 @@ def _md_summary(model: Mapping[str, Any], checks: Sequence[_Check]) -> str:
             f"| {_md(c.variant)} | {c.vs} | {verdict} | {where} | {_sci(c.worst)} "
             f"| {_seconds(c.seconds)} |"
         )
+    for variant, vs, reason in _not_applicable(model):
+        lines.append(f"| {_md(variant)} | {vs} | ➖ n/a | {_md(reason)} | – | – |")
     return "\n".join(lines)
 
 
@@ -377,7 +391,13 @@ def _md_provenance(gate: Mapping[str, Any], model: Mapping[str, Any]) -> str:
         f" · preprocess {_md_code(_short(preprocess.get('sha256')))}"
         f" · input {_md_code(_short(model.get('input_sha256')))} ({len(images)} images)"
         f" · tolerances {_md_code(model.get('tolerances', '?'))}"
-        f" · parity {_md(version)}</sub>"
+        f" · config {_md_code(model.get('config') or '?')}"
+        + (
+            " · **default budgets (none measured for this model)**"
+            if model.get("measured_budgets") is False
+            else ""
+        )
+        + f" · parity {_md(version)}</sub>"
     )
 
 
@@ -595,14 +615,15 @@ def render_junit(gate: Mapping[str, Any]) -> str:
         name = str(model.get("model", "?"))
         counts = _counts(checks)
         seconds = sum(c.seconds or 0.0 for c in checks)
+        skipped = _not_applicable(model)
         suite = ET.SubElement(
             root,
             "testsuite",
             name=_xml(f"parity.{name}"),
-            tests=str(len(checks)),
+            tests=str(len(checks) + len(skipped)),
             failures=str(counts["fail"]),
             errors=str(counts["error"]),
-            skipped="0",
+            skipped=str(len(skipped)),
             time=f"{seconds:.3f}",
         )
         if created:
@@ -617,6 +638,7 @@ def render_junit(gate: Mapping[str, Any]) -> str:
             ("preprocess_sha256", preprocess.get("sha256")),
             ("input_sha256", model.get("input_sha256")),
             ("tolerances", model.get("tolerances")),
+            ("config", model.get("config")),
         ):
             if value is not None:
                 ET.SubElement(properties, "property", name=key, value=_xml(value))
@@ -647,7 +669,13 @@ def render_junit(gate: Mapping[str, Any]) -> str:
             artifact = _artifact_line(check.artifact)
             if artifact:
                 ET.SubElement(case, "system-out").text = _xml(f"artifact: {artifact}")
-        totals["tests"] += len(checks)
+        for variant, vs, reason in skipped:
+            case = ET.SubElement(
+                suite, "testcase", classname=_xml(f"parity.{name}"),
+                name=_xml(f"{variant} vs {vs}"), time="0.000",
+            )  # fmt: skip
+            ET.SubElement(case, "skipped", message=_xml(f"n/a: {reason}"))
+        totals["tests"] += len(checks) + len(skipped)
         totals["failures"] += counts["fail"]
         totals["errors"] += counts["error"]
         total_seconds += seconds
@@ -1204,6 +1232,13 @@ def _html_provenance(gate: Mapping[str, Any], model: Mapping[str, Any]) -> str:
             f"sha256 {_short(model.get('input_sha256'))}",
         ),
         ("tolerances", str(model.get("tolerances", "?")), ""),
+        ("config", str(model.get("config") or "?"), ""),
+        *(
+            [("budgets", "default (none measured for this model): parity budgets", "")]
+            if model.get("measured_budgets") is False
+            else []
+        ),
+        *(("n/a", f"{v} vs {vs}", reason) for v, vs, reason in _not_applicable(model)),
         (
             "run",
             f"parity {model.get('parity_version') or gate.get('parity_version', '?')}, "

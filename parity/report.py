@@ -18,7 +18,7 @@ from parity import __version__
 from parity.compare import TapVerdict, metrics_to_dict
 from parity.golden import GoldenMoves
 from parity.preprocess import describe
-from parity.result import ParityReport, VariantResult
+from parity.result import NOT_APPLICABLE, ParityReport, VariantResult
 
 
 def _fmt(value: float | None, spec: str = ".2e") -> str:
@@ -95,7 +95,7 @@ def summary_table(report: ParityReport) -> Table:
             origin = "made elsewhere" if result.artifact.exporter == "external" else origin
             artifact = f"{result.artifact.size_bytes / 1e6:.1f} MB, {origin}"
         vs = "torch" if result.mode == "live" else "golden"
-        if result.status == "n/a":
+        if result.status == NOT_APPLICABLE:
             table.add_row(result.variant.name, vs, "[yellow]n/a[/]", escape(result.reason or ""))
             continue
         if result.error is not None:
@@ -130,6 +130,9 @@ def print_report(report: ParityReport, console: Console, per_tap: bool = True) -
         f"{report.card.preprocess.sha256[:12]}), input sha256 {report.input_sha256[:12]}",
         style="dim",
     )
+    console.print(f"config {report.config or '-'}; tolerances {report.tolerances}", style="dim")
+    if not report.measured_budgets:
+        console.print(budgets_note(report.card.name), style="yellow")
     names = report.image_names
     for result in report.results:
         for line in result.artifact.metadata.get("notes", []) if result.artifact else []:
@@ -142,8 +145,19 @@ def print_report(report: ParityReport, console: Console, per_tap: bool = True) -
             console.print(
                 f"[bold red]{result_label(result)}[/]: {escape(result.verdict.explain(names))}"
             )
+    skipped = [r for r in report.results if r.status == NOT_APPLICABLE]
+    if skipped and report.strict:
+        console.print(f"[bold red]strict[/]: {len(skipped)} variant(s) n/a fail the run")
     verdict = "[green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
     console.print(f"{verdict} in {report.wall_seconds:.1f} s (tolerances: {report.tolerances})")
+
+
+def budgets_note(model: str) -> str:
+    """The header line of a model judged by the default budgets only."""
+    return (
+        f"budgets: no measured budget for {model}, judged by the default '*/*/*' rules; "
+        f"measure them with `parity budgets --model {model}`"
+    )
 
 
 def _json_safe(value: Any) -> Any:
@@ -164,11 +178,11 @@ def report_to_dict(report: ParityReport) -> dict[str, Any]:
             "name": result.variant.name,
             "family": result.variant.family,
             "mode": result.mode,
-            "passed": result.passed,
             "status": result.status,
-            "reason": result.reason,
+            "passed": result.passed,
             "seconds": round(result.seconds, 4),
             "error": result.error,
+            "reason": result.reason,
             "artifact": None
             if result.artifact is None
             else {"path": str(result.artifact.path), **result.artifact.metadata},
@@ -205,6 +219,9 @@ def report_to_dict(report: ParityReport) -> dict[str, Any]:
                 {"name": f.name, "path": str(f.path), "sha256": f.sha256} for f in report.fixtures
             ],
             "tolerances": report.tolerances,
+            "config": report.config,
+            "measured_budgets": report.measured_budgets,
+            "strict": report.strict,
             "reference_seconds": round(report.reference_seconds, 4),
             "wall_seconds": round(report.wall_seconds, 3),
             "variants": variants,

@@ -115,6 +115,10 @@ class ParityReport:
     reference_seconds: float
     wall_seconds: float = 0.0
     strict: bool = False
+    #: The config file the run read (or that there was none), for the report header.
+    config: str = ""
+    #: False when no tolerance rule names this model: it ran against the default budgets.
+    measured_budgets: bool = True
 
     @property
     def passed(self) -> bool:

@@ -9,13 +9,24 @@ torch); building the torch module lives in :mod:`parity.weights`.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from parity.errors import ModelCardError
-from parity.paths import models_dir
+from parity.paths import models_dirs
 from parity.preprocess import IMAGENET_MEAN, PreprocessSpec
+from parity.schema import (
+    ConfigError,
+    Field,
+    boolean,
+    check,
+    integer,
+    list_of,
+    number,
+    read_config,
+    string,
+    table,
+)
 from parity.taps import Tap, taps_from_card
 
 #: Named preprocessing recipes a card can start from (then override fields).
@@ -32,6 +43,54 @@ PRESETS: dict[str, dict[str, Any]] = {
         "channel_order": "BGR",
     },
 }
+
+
+_SIZE = integer(ge=1, le=65536)
+_SIZES = Field(either=(_SIZE, list_of(_SIZE, length=(1, 2))))
+_CHANNELS = list_of(number(), length=(3,))
+
+#: The ``[preprocess]`` table: a preset plus any :class:`PreprocessSpec` field.
+PREPROCESS_SCHEMA: dict[str, Field] = {
+    "preset": string(choices=tuple(PRESETS)),
+    "exif_transpose": boolean(),
+    "alpha": string(choices=("drop", "white", "black")),
+    "resize": _SIZES,
+    "resize_filter": string(choices=("nearest", "bilinear", "bicubic", "lanczos", "area")),
+    "antialias": boolean(),
+    "crop": _SIZES,
+    "crop_first": boolean(),
+    "scale": number(gt=0.0),
+    "mean": _CHANNELS,
+    "std": list_of(number(gt=0.0, why="std divides"), length=(3,)),
+    "channel_order": string(choices=("RGB", "BGR")),
+    "layout": string(choices=("NCHW", "NHWC")),
+    "dtype": string(choices=("float32", "float16", "float64")),
+}
+
+#: A model card file. A new key is one line here (and a field of :class:`ModelCard`).
+CARD_SCHEMA = table(
+    {
+        "builder": string(required=True, pattern=r"[\w.]+:[\w.]+", why="'package.module:function'"),
+        "builder_kwargs": table(values=Field()),
+        "num_classes": integer(ge=1),
+        "torchvision_weights": string(),
+        "weights": table({"default": string(), "seed": integer(ge=0)}),
+        "keras_twin": string(),
+        "preprocess": table(PREPROCESS_SCHEMA),
+        "taps": table(
+            {
+                "stem": string(),
+                "blocks": list_of(string()),
+                "features": string(),
+                "pooled": string(),
+                "logits": string(required=True),
+            },
+            required=True,
+        ),
+        "heavy": boolean(),
+        "calibration": string(),
+    }
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +112,7 @@ class ModelCard:
         heavy: slow to run; kept out of the default test suite.
         path: the card file.
         calibration: folder of int8 calibration images (``{cache}`` expands to the parity
-            cache dir; relative paths are from the project root); ``None``: the bundled
+            cache dir; relative paths are from the card's file); ``None``: the bundled
             ``fixtures/calibration`` photos.
     """
 
@@ -93,37 +152,42 @@ def _spec_from_table(table: dict[str, Any], source: Path) -> PreprocessSpec:
 
 def load_card(path: Path) -> ModelCard:
     """Parse and validate one card file."""
+    data = read_config(path, "model card", ModelCardError)
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelCardError(f"{path}: model card not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ModelCardError(f"{path}: not valid TOML ({exc})") from None
-    try:
-        weights = data.get("weights", {})
-        return ModelCard(
-            name=path.stem,
-            builder=str(data["builder"]),
-            builder_kwargs=dict(data.get("builder_kwargs", {})),
-            num_classes=int(data.get("num_classes", 1000)),
-            torchvision_weights=data.get("torchvision_weights"),
-            weights=str(weights.get("default", "calibrated")),
-            seed=int(weights.get("seed", 0)),
-            keras_twin=data.get("keras_twin"),
-            preprocess=_spec_from_table(data.get("preprocess", {}), path),
-            taps=taps_from_card(data["taps"], str(path)),
-            heavy=bool(data.get("heavy", False)),
-            path=path,
-            calibration=data.get("calibration"),
-        )
-    except KeyError as exc:
-        raise ModelCardError(f"{path}: missing required key {exc}") from None
+        check(data, CARD_SCHEMA, path)
+    except ConfigError as exc:
+        raise ModelCardError(str(exc)) from None
+    weights = data.get("weights", {})
+    return ModelCard(
+        name=path.stem,
+        builder=data["builder"],
+        builder_kwargs=dict(data.get("builder_kwargs", {})),
+        num_classes=data.get("num_classes", 1000),
+        torchvision_weights=data.get("torchvision_weights"),
+        weights=weights.get("default", "calibrated"),
+        seed=weights.get("seed", 0),
+        keras_twin=data.get("keras_twin"),
+        preprocess=_spec_from_table(data.get("preprocess", {}), path),
+        taps=taps_from_card(data["taps"], str(path)),
+        heavy=data.get("heavy", False),
+        path=path,
+        calibration=data.get("calibration"),
+    )
 
 
 def card_paths(root: Path | None = None) -> dict[str, Path]:
-    """Card name -> file, for every ``*.toml`` under ``models/``."""
-    root = root or models_dir()
-    return {p.stem: p for p in sorted(root.glob("*.toml"))}
+    """Card name -> file, for every ``*.toml`` in ``root`` or the project's card folders.
+
+    A project's own card shadows a bundled card of the same name; files whose name starts
+    with ``_`` are not cards.
+    """
+    folders = (root,) if root else models_dirs()
+    return {
+        p.stem: p
+        for folder in reversed(folders)
+        for p in sorted(folder.glob("*.toml"))
+        if not p.name.startswith("_")  # templates such as parity init's _example.toml
+    }
 
 
 def list_models(root: Path | None = None, include_heavy: bool = True) -> list[str]:

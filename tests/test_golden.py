@@ -13,15 +13,17 @@ import pytest
 from parity.compare import TolerancePolicy
 from parity.faults import perturb_onnx_conv
 from parity.golden import GoldenStore, StaleGoldenError, TapRecord, golden_verdict
-from parity.harness import RunConfig, Session, default_goldens
-from parity.paths import models_dir
+from parity.harness import RunConfig, Session
+from parity.paths import bundled_dir
 from parity.runtimes.onnxruntime import OnnxRuntimeRunner
 from parity.variants import VARIANTS
+
+BUNDLED_GOLDENS = bundled_dir("fixtures") / "goldens"
 
 
 def test_committed_goldens_are_small():
     committed = [
-        p for p in default_goldens().rglob("*") if p.is_file() and ".obtained." not in p.name
+        p for p in BUNDLED_GOLDENS.rglob("*") if p.is_file() and ".obtained." not in p.name
     ]
     total = sum(p.stat().st_size for p in committed)
     assert total < 20 * 2**20, f"goldens take {total / 2**20:.1f} MiB"
@@ -57,7 +59,7 @@ def test_small_taps_are_stored_in_full():
 @pytest.fixture(scope="module")
 def goldens_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("goldens")
-    shutil.copytree(default_goldens() / "mobilenet_v2", root / "mobilenet_v2")
+    shutil.copytree(BUNDLED_GOLDENS / "mobilenet_v2", root / "mobilenet_v2")
     return root
 
 
@@ -78,7 +80,7 @@ def test_ort_matches_committed_goldens(session_for: Callable[[str], Session]):
 @pytest.mark.torch
 def test_changed_preprocessing_is_stale_and_says_what(tmp_path: Path, goldens_copy: Path):
     card = tmp_path / "mobilenet_v2.toml"
-    text = (models_dir() / "mobilenet_v2.toml").read_text()
+    text = (bundled_dir("models") / "mobilenet_v2.toml").read_text()
     card.write_text(text.replace('preset = "torchvision-imagenet"', 'resize_filter = "bicubic"'))
     session = Session(RunConfig(model=str(card), goldens=goldens_copy))
     with pytest.raises(StaleGoldenError, match="resize_filter: 'bilinear' -> 'bicubic'"):
@@ -105,7 +107,7 @@ def test_changed_weights_are_stale(
 @pytest.mark.torch
 def test_modified_golden_file_is_detected(tmp_path: Path):
     root = tmp_path / "goldens"
-    shutil.copytree(default_goldens() / "mobilenet_v2", root / "mobilenet_v2")
+    shutil.copytree(BUNDLED_GOLDENS / "mobilenet_v2", root / "mobilenet_v2")
     npz = root / "mobilenet_v2" / "coffee.npz"
     npz.write_bytes(npz.read_bytes()[:-10] + b"0" * 10)
     with pytest.raises(StaleGoldenError, match=r"coffee\.npz: golden file missing or modified"):
@@ -151,9 +153,9 @@ def test_update_writes_atomically_and_reports_moves(tmp_path: Path):
 
 
 def test_golden_npz_loads_without_pickle():
-    store = GoldenStore(default_goldens(), "mobilenet_v2")
+    store = GoldenStore(BUNDLED_GOLDENS, "mobilenet_v2")
     arrays = store.load("chelsea")
     assert arrays["logits/full"].shape == (1000,)
     assert "features.3/sketch" in arrays
-    policy = TolerancePolicy.load(default_goldens().parent / "tolerances.toml")
+    policy = TolerancePolicy.load(BUNDLED_GOLDENS.parent / "tolerances.toml")
     assert policy.budget("mobilenet_v2", "torch", "logits").limits["min_top1_agreement"] == 1.0

@@ -43,9 +43,9 @@ def test_select_taps_keeps_forward_order_and_rejects_unknown():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('builder = "x:y"\n[taps]\nstem = "a"\n', "needs a 'logits'"),
+        ('builder = "x:y"\n[taps]\nstem = "a"\n', "missing required key 'taps.logits'"),
         ('[taps]\nlogits = "fc"\n', "missing required key 'builder'"),
-        ('builder = "x:y"\n[taps]\nlogits = "fc"\nextra = "a"\n', "unknown [taps] keys"),
+        ('builder = "x:y"\n[taps]\nlogits = "fc"\nextra = "a"\n', "unknown key 'extra' in [taps]"),
         ('builder = "x:y"\n[preprocess]\npreset = "weird"\n[taps]\nlogits = "fc"\n', "preset"),
         (
             'builder = "x:y"\n[preprocess]\nresize_filter = "cubic"\n[taps]\nlogits = "fc"\n',

@@ -28,7 +28,7 @@ Used two ways::
 
     .venv/bin/python models/digits/train.py [--model resnet18_digits]... [--force]
 
-and from parity: a card whose ``[weights] default = "trained:models/digits/train.py"``
+and from parity: a card whose ``[weights] default = "trained:digits/train.py"``
 makes :func:`parity.weights.load_model` import this file and call
 :func:`trained_state_dict` (training on first use, with progress on stderr).
 """

@@ -1,0 +1,71 @@
+"""Whether a variant applies to a model here: the one rule behind every ``n/a`` row.
+
+A variant does not apply when its runtime is not installed, when its artifact is built
+from something the card does not have (the Keras twin for ``keras``, ``ort_tf2onnx`` and
+every LiteRT variant), or when the exporter that makes its artifact needs a package that
+is not installed. Such a variant is reported as ``n/a`` with the reason (see
+:meth:`parity.result.VariantResult.not_applicable`); every other variant still runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from parity.export import get_exporter
+from parity.lazy import extra_for, installed
+
+if TYPE_CHECKING:
+    from parity.variants import Variant
+    from parity.zoo import ModelCard
+
+#: Python modules an exporter imports to make its artifact (``tflite`` covers every
+#: ``tflite_*`` mode).
+EXPORT_MODULES: dict[str, tuple[str, ...]] = {
+    "onnx_dynamo": ("torch", "onnx", "onnxscript"),
+    "onnx_torchscript": ("torch", "onnx"),
+    "keras": ("torch", "tensorflow", "keras"),
+    "tf2onnx": ("tensorflow", "tf2onnx", "onnx"),
+    "tflite": ("tensorflow",),
+    "openvino_onnx": ("onnx",),
+    "openvino_ir": ("onnx", "openvino"),
+}
+
+
+def _chain(exporter: str) -> list[str]:
+    """``exporter`` and every exporter its artifact is built from."""
+    names = [exporter]
+    for upstream in get_exporter(exporter).requires:
+        names.extend(_chain(upstream))
+    return names
+
+
+def _missing(module: str, why: str) -> str:
+    return f"{module} is not installed ({why}); pip install 'parity[{extra_for(module)}]'"
+
+
+def not_applicable_reason(variant: Variant, card: ModelCard, exporting: bool = True) -> str | None:
+    """Why ``variant`` cannot run for ``card`` here, or ``None`` when it applies.
+
+    ``exporting=False`` when artifacts come from a bundle (no exporter runs).
+    """
+    if not installed(variant.module):
+        return _missing(variant.module, f"the {variant.family} runtime")
+    unavailable = variant.unavailable()  # the machine lacks what it needs (a GPU, bf16)
+    if unavailable is not None:
+        return unavailable
+    if variant.exporter is None:
+        return None
+    chain = _chain(variant.exporter)
+    if "keras" in chain and card.keras_twin is None:
+        return (
+            f"{card.name} has no Keras twin (card key 'keras_twin'); "
+            f"the {variant.name} artifact is made from it"
+        )
+    if not exporting:
+        return None
+    for exporter in chain:
+        modules = EXPORT_MODULES.get(exporter) or EXPORT_MODULES[exporter.split("_")[0]]
+        for module in modules:
+            if not installed(module):
+                return _missing(module, f"needed to export {exporter}")
+    return None

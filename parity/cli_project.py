@@ -1,0 +1,74 @@
+"""The project commands of the CLI: ``parity init`` and ``parity budgets``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from parity.errors import ParityError
+
+
+def add_parsers(commands: Any) -> None:
+    """Register ``init`` and ``budgets`` on the CLI's subcommand parsers."""
+    init = commands.add_parser(
+        "init",
+        help="scaffold a parity project in the current directory",
+        description="Write a [tool.parity] table (pyproject.toml, else parity.toml), "
+        "parity/models/ with a commented example card, parity/fixtures/ seeded with the "
+        "bundled images (or --fixtures DIR: your own), parity/tolerances.toml extending the "
+        "bundled budgets, and .gitignore lines for obtained arrays and reports.",
+    )
+    init.add_argument("--fixtures", type=Path, metavar="DIR", help="use your own image folder")
+    budgets = commands.add_parser(
+        "budgets",
+        help="measure a model's noise floor and write budgets from it",
+        description="Run every applicable fp32 variant at 1 and 2 threads (graph optimisation "
+        "and XNNPACK on and off) and each quantised variant against torch; print budget rules "
+        "5x above the fp32 floor (quantised: 2.5x the error, SQNR - 3 dB), with a note of what "
+        "was measured, how and when.",
+    )
+    budgets.add_argument("--model", "-m", required=True, help="model card name or .toml path")
+    budgets.add_argument(
+        "--runtime", "-r", action="append", metavar="R", help="variants or families (default: all)"
+    )
+    budgets.add_argument(
+        "--write",
+        nargs="?",
+        const=True,
+        metavar="FILE",
+        help="write the rules into FILE (default: the project's tolerance file)",
+    )
+    budgets.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
+
+
+def run_command(args: argparse.Namespace, console: Console) -> int:
+    """Run ``init`` or ``budgets``; returns the exit code."""
+    if args.command == "init":
+        from parity.scaffold import init_project
+
+        for line in init_project(Path.cwd(), args.fixtures):
+            console.print(f"wrote {escape(line)}")
+        console.print("next: add a card in parity/models/, then `parity check`")
+        return 0
+    from parity.budgets import measure, rules_text, write_rules
+    from parity.paths import find_project
+
+    progress = (lambda message: None) if args.quiet else console.log
+    measured = measure(args.model, args.runtime, progress)
+    text = rules_text(measured)
+    console.print(escape(text), end="")
+    if args.write:
+        project = find_project()
+        if args.write is True and project.root is None:
+            raise ParityError(
+                f"{project.tolerances}: the bundled tolerance file; run `parity init` for a "
+                "project tolerance file, or pass --write FILE"
+            )
+        target = project.tolerances if args.write is True else Path(args.write)
+        write_rules(target, measured.model, text)
+        console.print(f"wrote {target}")
+    return 0

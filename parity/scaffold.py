@@ -1,0 +1,133 @@
+"""``parity init``: scaffold a parity project in a directory.
+
+Writes a ``[tool.parity]`` table (into ``pyproject.toml``, or ``parity.toml`` where there is
+none), a cards folder with a commented example card, a fixtures folder seeded with the
+bundled images (or the config points at the user's own folder), a tolerance file that
+extends the bundled one without borrowing budgets for the project's models, and a
+``.gitignore`` line for obtained arrays. Nothing existing is overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from parity.errors import ParityError
+from parity.fixtures import MANIFEST, load_manifest
+from parity.paths import DEFAULT_CARDS, PARITY_TOML, bundled_dir, parity_table
+
+EXAMPLE_CARD = """\
+# An example model card: copy it to <name>.toml (files starting with "_" are not cards)
+# and edit. Every key is documented in docs/model-cards.md.
+
+# The torch builder: torchvision's, or your own "package.module:function" (imported with
+# the project root on sys.path), called as builder(weights=None, num_classes=N, **builder_kwargs).
+builder = "torchvision.models:mobilenet_v3_small"
+num_classes = 1000
+# builder_kwargs = { dropout = 0.0 }
+# keras_twin = "mobilenet_v2"   # only for architectures parity can port to Keras
+
+[weights]
+# "calibrated" (seeded init + BatchNorm re-estimated on the bundled calibration images),
+# a torchvision weights name ("IMAGENET1K_V1"), or a state_dict file relative to this card
+# ("weights/finetuned.pt").
+default = "calibrated"
+
+[preprocess]
+preset = "torchvision-imagenet"   # resize 256, crop 224, ImageNet mean/std
+# resize = [256, 256]
+# crop = [224, 224]
+
+[taps]
+# Layers compared in every runtime: name = "module.path" (its output) or "input:module".
+stem = "features.0"
+blocks = ["features.{1..12}"]
+pooled = "input:classifier"
+logits = "classifier"
+"""
+
+TOLERANCES = """\
+# Tolerance budgets of this project (see the bundled file for the metrics). The bundled
+# rules come first ("extends"); rules here are added on top, most specific key wins.
+# A model with no rule of its own is judged by the bundled default and its report says
+# so: measure its budgets with `parity budgets --model NAME --write`.
+extends = "bundled"
+"""
+
+GITIGNORE_LINES = ("parity/goldens/*/*.obtained.*", "parity-report/")
+
+
+def _config_text(fixtures: str, models: list[str]) -> str:
+    return (
+        f"models = {json.dumps(models)}    # the cards `parity check` gates\n"
+        'runtimes = ["onnxruntime"]        # variants or families: keras, litert, ...\n'
+        f'cards = "{DEFAULT_CARDS}"\n'
+        f'fixtures = "{fixtures}"\n'
+        'tolerances = "parity/tolerances.toml"\n'
+        'goldens = "parity/goldens"\n'
+        'report = "parity-report"\n'
+        "strict = false                    # true: a variant that does not apply fails\n"
+    )
+
+
+def _seed_fixtures(folder: Path) -> None:
+    """Copy the bundled fixture images (not the calibration set) with their manifest."""
+    bundled = bundled_dir("fixtures")
+    fixtures = load_manifest(bundled)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    entries = []
+    for fixture in fixtures:
+        target = folder / "images" / fixture.path.name
+        shutil.copy2(fixture.path, target)
+        entries.append(
+            {"name": fixture.name, "file": f"images/{target.name}", "role": fixture.role,
+             "sha256": fixture.sha256}
+        )  # fmt: skip
+    (folder / MANIFEST).write_text(json.dumps({"images": entries}, indent=2) + "\n")
+
+
+def init_project(root: Path, fixtures: Path | None = None) -> list[str]:
+    """Scaffold ``root``; returns one line per thing written. ``fixtures``: the user's images."""
+    root = root.resolve()
+    pyproject = root / "pyproject.toml"
+    if (root / PARITY_TOML).is_file() or (
+        pyproject.is_file() and parity_table(pyproject) is not None
+    ):
+        raise ParityError(f"{root}: already a parity project (has a parity config)")
+    done = []
+    if fixtures is None:
+        fixtures_value = "parity/fixtures"
+        _seed_fixtures(root / fixtures_value)
+        done.append(f"{root / fixtures_value}: the bundled fixture images and their manifest")
+    else:
+        if not fixtures.is_dir():
+            raise ParityError(f"{fixtures}: no such fixtures directory")
+        folder = fixtures.resolve()
+        inside = folder.is_relative_to(root)
+        fixtures_value = (folder.relative_to(root) if inside else folder).as_posix()
+    text = _config_text(fixtures_value, ["mobilenet_v2"])
+    if pyproject.is_file():
+        with pyproject.open("a") as handle:
+            handle.write(f"\n[tool.parity]\n{text}")
+        done.append(f"{pyproject}: [tool.parity]")
+    else:
+        (root / PARITY_TOML).write_text(f"# parity project config\n{text}")
+        done.append(f"{root / PARITY_TOML}: the project config")
+    cards = root / DEFAULT_CARDS
+    cards.mkdir(parents=True, exist_ok=True)
+    (cards / "_example.toml").write_text(EXAMPLE_CARD)
+    done.append(f"{cards / '_example.toml'}: a commented example card")
+    tolerances = root / "parity" / "tolerances.toml"
+    if not tolerances.exists():
+        tolerances.write_text(TOLERANCES)
+        done.append(f"{tolerances}: budgets (extends the bundled file)")
+    gitignore = root / ".gitignore"
+    existing = gitignore.read_text().splitlines() if gitignore.is_file() else []
+    missing = [line for line in GITIGNORE_LINES if line not in existing]
+    if missing:
+        prefix = "\n" if existing and not gitignore.read_text().endswith("\n") else ""
+        with gitignore.open("a") as handle:
+            handle.write(prefix + "\n".join(missing) + "\n")
+        done.append(f"{gitignore}: {', '.join(missing)}")
+    return done

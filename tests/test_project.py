@@ -1,0 +1,87 @@
+"""parity as an installed tool: the wheel's bundled assets, from an empty directory.
+
+The wheel is built from this checkout and installed, without an editable path, into a
+fresh venv that sees this interpreter's site-packages (torch, ONNX Runtime, ...) through a
+``.pth`` file; every command then runs from an empty temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+#: What the wheel is built from (a copy, so stale build/ folders cannot leak into it).
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "parity", "models", "fixtures")
+
+
+def run(argv: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``argv`` in ``cwd`` with no PYTHONPATH / PARITY_HOME leaking from this process."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PARITY_HOME")}
+    return subprocess.run(
+        argv, cwd=cwd, env={**clean, **env}, capture_output=True, text=True, timeout=900
+    )
+
+
+@pytest.fixture(scope="session")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with the parity wheel installed (no editable path); its ``bin``."""
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.obtained.*", "*.pyc")
+    source.mkdir()
+    for name in SOURCES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, source / name, ignore=ignore)
+        else:
+            shutil.copy2(ROOT / name, source / name)
+    wheels = work / "dist"
+    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
+    built = run([*pip, "-q", "-w", str(wheels), str(source)], work)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = wheels.glob("parity-*.whl")
+    env = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
+    purelib = Path(sysconfig.get_path("purelib", vars={"base": str(env), "platbase": str(env)}))
+    # torch, TF, ONNX Runtime... from this interpreter's environment (sys.prefix).
+    deps = sysconfig.get_path("purelib", vars={"base": sys.prefix, "platbase": sys.prefix})
+    (purelib / "parity_test_deps.pth").write_text(deps + "\n")
+    installed = run(
+        [str(env / "bin" / "pip"), "install", "-q", "--no-deps", "--no-index", str(wheel)], work
+    )
+    assert installed.returncode == 0, installed.stderr
+    return env / "bin"
+
+
+def test_wheel_is_installed_without_an_editable_path(venv: Path, tmp_path: Path):
+    probe = "import parity, parity.paths as p; print(parity.__file__, p.bundled_dir('models'))"
+    result = run([str(venv / "python"), "-c", probe], tmp_path)
+    assert result.returncode == 0, result.stderr
+    module, models = result.stdout.split()
+    assert Path(module).is_relative_to(venv.parent), module
+    assert Path(models).is_relative_to(venv.parent), models
+    assert (Path(models) / "mobilenet_v2.toml").is_file()
+
+
+def test_wheel_lists_bundled_models_from_an_empty_directory(venv: Path, tmp_path: Path):
+    result = run([str(venv / "parity"), "list"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    for name in ("mobilenet_v2", "resnet18", "chelsea", "ort_dynamo"):
+        assert name in result.stdout
+    assert "no project config" in result.stdout
+    assert not any(tmp_path.iterdir())
+
+
+def test_wheel_runs_the_default_from_an_empty_directory(
+    venv: Path, tmp_path: Path, parity_cache: Path
+):
+    result = run([str(venv / "parity"), "run"], tmp_path, PARITY_CACHE_DIR=str(parity_cache))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "ort_dynamo" in result.stdout and "PASS" in result.stdout
+    assert not any(tmp_path.iterdir()), "a run must not write into the working directory"

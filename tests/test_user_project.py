@@ -1,0 +1,155 @@
+"""parity in a user's project: discovery, `parity init`, own cards, n/a variants, strict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from parity.applicability import not_applicable_reason
+from parity.cli import main
+from parity.compare import TolerancePolicy
+from parity.paths import bundled_dir, find_project
+from parity.variants import VARIANTS, resolve_variants
+from parity.zoo import get_card, list_models
+
+MNV3_CARD = """\
+builder = "torchvision.models:mobilenet_v3_small"
+
+[taps]
+stem = "features.0"
+blocks = ["features.{1..12}"]
+pooled = "input:classifier"
+logits = "classifier"
+"""
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> Path:
+    """``parity init`` in an empty directory, which becomes the working directory."""
+    monkeypatch.delenv("PARITY_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "init")
+    assert code == 0, err
+    return tmp_path
+
+
+def test_init_scaffolds_a_project_that_is_found_from_below(project: Path, monkeypatch, capsys):
+    assert (project / "parity.toml").is_file()
+    assert (project / "parity/models/_example.toml").is_file()
+    assert (project / "parity/fixtures/manifest.json").is_file()
+    assert "parity/goldens/*/*.obtained.*" in (project / ".gitignore").read_text()
+    tolerances = (project / "parity/tolerances.toml").read_text()
+    assert 'extends = "bundled"' in tolerances
+    # The example card is a template, not a model; the bundled cards are still there.
+    assert "_example" not in list_models() and "mobilenet_v2" in list_models()
+    # The example is a valid card once copied to a name without "_".
+    (project / "parity/models/example.toml").write_text(
+        (project / "parity/models/_example.toml").read_text()
+    )
+    assert get_card("example").builder == "torchvision.models:mobilenet_v3_small"
+    nested = project / "src" / "deep"
+    nested.mkdir(parents=True)
+    monkeypatch.chdir(nested)
+    found = find_project()
+    assert found.root == project and found.config == project / "parity.toml"
+    assert found.tolerances == project / "parity/tolerances.toml"
+    # A second init refuses, as one line.
+    monkeypatch.chdir(project)
+    code, _, err = cli(capsys, "init")
+    assert code == 2 and "already a parity project" in err and len(err.strip().splitlines()) == 1
+
+
+def test_init_appends_tool_parity_to_an_existing_pyproject(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.delenv("PARITY_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "mine"\n')
+    (tmp_path / "photos").mkdir()
+    code, _, err = cli(capsys, "init", "--fixtures", "photos")
+    assert code == 0, err
+    assert not (tmp_path / "parity.toml").exists()
+    assert not (tmp_path / "parity/fixtures").exists()
+    project = find_project()
+    assert project.config == tmp_path / "pyproject.toml"
+    assert project.fixtures == tmp_path / "photos"
+
+
+def test_parity_home_overrides_discovery(tmp_path: Path, monkeypatch):
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    (home / "parity.toml").write_text('cards = "cards"\n')
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("PARITY_HOME", str(home))
+    assert find_project().config == home / "parity.toml"
+    monkeypatch.delenv("PARITY_HOME")
+    assert find_project().config is None  # nothing configured above /tmp/.../elsewhere
+
+
+def test_project_tolerances_extend_the_bundled_file(tmp_path: Path):
+    own = tmp_path / "tolerances.toml"
+    own.write_text('extends = "bundled"\n[budget."mine/*/*"]\nmax_abs_norm = 1e-5\n')
+    policy = TolerancePolicy.load(own)
+    assert policy.budget("mine", "ort_dynamo", "stem").limits["max_abs_norm"] == 1e-5
+    bundled = TolerancePolicy.load(bundled_dir("fixtures") / "tolerances.toml")
+    for tap in ("stem", "logits"):
+        assert policy.budget("resnet18", "ort_dynamo", tap) == bundled.budget(
+            "resnet18", "ort_dynamo", tap
+        )
+    assert policy.measured_for("mine") and not policy.measured_for("other")
+    own.write_text('extends = "tolerances.toml"\n')
+    with pytest.raises(Exception, match="names the file itself"):
+        TolerancePolicy.load(own)
+
+
+def test_not_applicable_is_one_rule(project: Path):
+    (project / "parity/models/mnv3s.toml").write_text(MNV3_CARD)
+    card = get_card("mnv3s")
+    for name in ("keras", "ort_tf2onnx", "litert_fp32", "litert_int8_io_noxnn"):
+        reason = not_applicable_reason(VARIANTS[name], card)
+        assert reason is not None and "no Keras twin" in reason and "keras_twin" in reason
+    for variant in resolve_variants(["onnxruntime"]):
+        expected = variant.name == "ort_tf2onnx"
+        assert (not_applicable_reason(variant, card) is not None) == expected
+    assert not_applicable_reason(VARIANTS["keras"], get_card("mobilenet_v2")) is None
+
+
+@pytest.mark.onnxruntime
+def test_own_torchvision_card_passes_check_with_na_rows_and_strict_fails(
+    project: Path, capsys: pytest.CaptureFixture[str]
+):
+    """Done-when flow (ONNX Runtime): init, a mobilenet_v3_small card, goldens, check."""
+    (project / "parity/models/mnv3s.toml").write_text(MNV3_CARD)
+    code, out, err = cli(capsys, "update-goldens", "-q", "-m", "mnv3s")
+    assert code == 0, err
+    assert (project / "parity/goldens/mnv3s/provenance.json").is_file()
+    runtimes = ("-r", "ort_dynamo", "-r", "ort_tf2onnx", "-r", "keras")
+    code, out, err = cli(capsys, "check", "-q", "--summary", "-m", "mnv3s", *runtimes)
+    assert code == 0, out + err
+    assert f"config {project / 'parity.toml'}" in out
+    assert "no measured budget for mnv3s" in out
+    report = json.loads((project / "parity-report/report.json").read_text())
+    (model,) = report["models"]
+    assert model["config"] == str(project / "parity.toml")
+    assert model["measured_budgets"] is False
+    status = {(v["name"], v["mode"]): v["status"] for v in model["variants"]}
+    assert status[("ort_dynamo", "live")] == "pass" and status[("ort_dynamo", "golden")] == "pass"
+    assert status[("torch", "golden")] == "pass"
+    for name in ("ort_tf2onnx", "keras"):
+        assert status[(name, "live")] == "n/a"
+    reasons = {v["reason"] for v in model["variants"] if v["status"] == "n/a"}
+    assert all("no Keras twin" in r for r in reasons)
+    junit = (project / "parity-report/junit.xml").read_text()
+    assert "<skipped" in junit and 'skipped="4"' in junit
+    assert "n/a" in (project / "parity-report/summary.md").read_text()
+    # --strict: the same run fails because of the n/a rows (exit 1, not 2).
+    code, out, err = cli(capsys, "check", "-q", "--summary", "--strict", "-m", "mnv3s", *runtimes)
+    assert code == 1, out + err
+    assert "strict" in out

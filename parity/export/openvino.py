@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from parity import lazy
+from parity.backends.onnxruntime.runner import locate_taps, torch_scope
 from parity.fixtures import file_sha256
-from parity.runtimes.onnxruntime import locate_taps, torch_scope
 
 if TYPE_CHECKING:
     from parity.artifacts import BuildContext

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from parity.backends.openvino.runner import OpenVINORunner, precision_unavailable
 from parity.compare import compare_taps
 from parity.errors import ArtifactError
 from parity.faults import perturb_onnx_conv
 from parity.harness import Session
-from parity.runtimes.openvino import OpenVINORunner, precision_unavailable
 from parity.variants import VARIANTS
 
 ov = pytest.importorskip("openvino")

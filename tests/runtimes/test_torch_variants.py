@@ -12,10 +12,10 @@ from collections.abc import Callable
 
 import pytest
 
+from parity.backends.torch.runner import cuda_unavailable
 from parity.compare import VariantVerdict, compare_taps
 from parity.faults import perturb_torch_conv
 from parity.harness import Session, make_runner
-from parity.runtimes.torch import cuda_unavailable
 from parity.variants import VARIANTS
 
 torch = pytest.importorskip("torch")

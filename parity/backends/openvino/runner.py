@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
+from parity.backends.base import OUTPUT, Runner
 from parity.errors import ArtifactError, TapError
 from parity.fixtures import file_sha256
-from parity.runtimes.base import OUTPUT, Runner
 from parity.taps import Tap
 
 #: Inference precision hint -> the CPU capability that executes it.

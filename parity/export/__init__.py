@@ -60,16 +60,18 @@ EXPORTERS: dict[str, Exporter] = {e.name: e for e in [
     Exporter("keras", "parity.export.keras.artifact:export_keras", "model.keras", _KERAS),
     Exporter("tf2onnx", "parity.export.tf2onnx:export_tf2onnx", "model.onnx",
              ("torch", "tensorflow-cpu", "keras", "tf2onnx", "onnx"), requires=("keras",)),
+    Exporter("keras_savedmodel", "parity.export.tflite:export_saved_model", "saved_model.pb",
+             _KERAS, requires=("keras",)),
     Exporter("tflite_fp32", "parity.export.tflite:export_tflite", "model.tflite", _KERAS,
-             requires=("keras",), options={"mode": "fp32"}),
+             requires=("keras_savedmodel",), options={"mode": "fp32"}),
     Exporter("tflite_fp16", "parity.export.tflite:export_tflite", "model.tflite", _KERAS,
-             requires=("keras",), options={"mode": "fp16"}),
+             requires=("keras_savedmodel",), options={"mode": "fp16"}),
     Exporter("tflite_dynamic", "parity.export.tflite:export_tflite", "model.tflite", _KERAS,
-             requires=("keras",), options={"mode": "dynamic"}),
+             requires=("keras_savedmodel",), options={"mode": "dynamic"}),
     Exporter("tflite_int8", "parity.export.tflite:export_tflite", "model.tflite", _KERAS,
-             requires=("keras",), options={"mode": "int8"}),
+             requires=("keras_savedmodel",), options={"mode": "int8"}),
     Exporter("tflite_int8_io", "parity.export.tflite:export_tflite", "model.tflite", _KERAS,
-             requires=("keras",), options={"mode": "int8_io"}),
+             requires=("keras_savedmodel",), options={"mode": "int8_io"}),
 ]}
 # fmt: on
 

@@ -308,8 +308,8 @@ def bench_variant(
     import onnx
     import onnxruntime as ort
 
+    from parity.backends.onnxruntime.runner import OnnxRuntimeRunner, locate_taps, torch_scope
     from parity.harness import make_runner
-    from parity.runtimes.onnxruntime import OnnxRuntimeRunner, locate_taps, torch_scope
     from parity.variants import VARIANTS
 
     batch, taps, threads = session.batch, session.taps, session.config.threads

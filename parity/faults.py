@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
+from parity.backends.onnxruntime.runner import Scope, torch_scope
 from parity.errors import TapError
-from parity.runtimes.onnxruntime import Scope, torch_scope
 
 
 def perturb_onnx_conv(

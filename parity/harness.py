@@ -16,6 +16,7 @@ import numpy as np
 
 from parity.applicability import not_applicable_reason
 from parity.artifacts import Artifact, ArtifactCache, BuildContext
+from parity.backends.base import Runner
 from parity.bundle import Bundle
 from parity.compare import (
     ReferenceTap,
@@ -39,7 +40,6 @@ from parity.lazy import installed, package_version
 from parity.paths import find_project
 from parity.preprocess import preprocess_batch, tensor_sha256
 from parity.result import ParityReport, VariantResult
-from parity.runtimes.base import Runner
 from parity.taps import select_taps
 from parity.variants import REFERENCE, VARIANTS, Variant, resolve_variants
 from parity.weights import LoadedModel, load_model
@@ -177,7 +177,7 @@ class Session:
         The torch variant returns the reference itself. Exceptions from the runtime
         propagate; :meth:`check` and :meth:`check_golden` turn them into failed results.
         """
-        if variant.family == REFERENCE:
+        if variant.reference:
             if self.bundle_model is not None and self.model().sha256 != self.weights()[1]:
                 raise StaleGoldenError(
                     f"{self.config.bundle}: the bundle was built from weights "
@@ -237,6 +237,7 @@ class Session:
             self.batch,
             self.card.preprocess,
             lambda: self.weights()[1] if self.bundle or installed("torch") else None,
+            self.taps,
         )
         return store
 
@@ -342,7 +343,7 @@ def run_parity(
     variant, and torch itself, with the stored goldens (the regression gate).
     """
     start = time.perf_counter()
-    variants = [v for v in resolve_variants(config.runtimes) if v.family != REFERENCE]
+    variants = [v for v in resolve_variants(config.runtimes) if not v.reference]
     if config.artifact is not None and not config.runtimes:  # only the file made elsewhere
         variants = []
     artifact_options = config.tap_map or config.input_layout or config.artifact_runtime

@@ -15,19 +15,6 @@ from types import ModuleType
 
 from parity.errors import MissingRuntimeError
 
-#: Which extra installs which module, for the error message.
-_EXTRAS = {
-    "torch": "torch",
-    "torchvision": "torch",
-    "onnx": "onnx",
-    "onnxruntime": "onnx",
-    "onnxscript": "onnx",
-    "tensorflow": "tf",
-    "keras": "tf",
-    "tf2onnx": "tf",
-    "ai_edge_litert": "litert",
-}
-
 
 def installed(module: str) -> bool:
     """Whether ``module`` can be imported here, without importing it."""
@@ -44,7 +31,9 @@ def package_version(name: str) -> str:
 
 def extra_for(module: str) -> str:
     """The parity extra that installs ``module`` (``all`` when none is specific)."""
-    return _EXTRAS.get(module.split(".")[0], "all")
+    from parity.backends import extras
+
+    return extras().get(module.split(".")[0], "all")
 
 
 def require(module: str) -> ModuleType:

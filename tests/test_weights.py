@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from parity.backends.torch.runner import TorchRunner
 from parity.errors import ParityError, WeightsError
 from parity.harness import Session
-from parity.runtimes.torch import TorchRunner
 from parity.weights import (
     cached_weights_sha256,
     calibrated_statistics,

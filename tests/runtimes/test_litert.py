@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from parity.backends.litert.runner import LiteRTRunner, dequantize, keras_layer_of, quantize
 from parity.compare import compare_taps
-from parity.errors import ArtifactError, ParityError, TapError
+from parity.errors import ArtifactError, ParityError, RuntimeFailure, TapError
 from parity.export import get_exporter
 from parity.export.keras.artifact import tap_layers, twin_for
 from parity.export.tflite import convert_keras_model, output_layer, representative_batch
 from parity.harness import Session, make_runner
-from parity.runtimes.litert import LiteRTRunner, dequantize, keras_layer_of, quantize
 from parity.taps import Tap
 from parity.variants import VARIANTS
 
@@ -239,7 +239,7 @@ def test_truncated_tflite_file_is_a_clear_error(
     source = session_for("mobilenet_v2").artifact(VARIANTS["litert_fp32"]).path
     truncated = tmp_path / "truncated.tflite"
     truncated.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
-    with pytest.raises(ArtifactError, match=r"truncated\.tflite: LiteRT cannot load it"):
+    with pytest.raises(RuntimeFailure, match=r"truncated\.tflite: LiteRT cannot load it"):
         LiteRTRunner("litert_fp32", truncated).activate()
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
+from parity.backends.base import OUTPUT, Runner
 from parity.errors import ParityError, TapError
-from parity.runtimes.base import OUTPUT, Runner
 from parity.taps import Tap
 
 

@@ -8,6 +8,7 @@ padding) and check the gate names the first tap they reach.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -267,6 +268,31 @@ def test_artifact_metadata_records_the_conversion(session_for: Callable[[str], S
     assert int8.metadata["converter"]["calibration_images"] == 32
     assert int8.metadata["converter"]["inputs"][0]["dtype"] == "float32"
     assert fp16.metadata["converter"]["ops"]["DEQUANTIZE"] > 0  # fp16 weights -> fp32
+
+
+@pytest.mark.parametrize(
+    "mode",
+    ["fp32", *(pytest.param(m, marks=pytest.mark.heavy) for m in ("fp16", "dynamic", "int8"))],
+)
+def test_converting_the_cached_saved_model_equals_from_keras_model(
+    session_for: Callable[[str], Session], mode: str, tmp_path: Path
+):
+    """Convert once, quantise many changes no number: the artifact (converted from the
+    cached SavedModel) and ``from_keras_model`` on the twin give every tap to the bit."""
+    keras = pytest.importorskip("keras")
+    session = session_for("mobilenet_v2")
+    variant = VARIANTS[f"litert_{mode}"]
+    artifact = session.artifact(variant)
+    twin = keras.models.load_model(session.context.artifact("keras").path, compile=False)
+    representative = representative_batch(session.context) if mode == "int8" else None
+    direct = tmp_path / "direct.tflite"
+    direct.write_bytes(convert_keras_model(twin, mode, representative))
+    outputs = []
+    for path in (artifact.path, direct):
+        with make_runner(variant, dataclasses.replace(artifact, path=path), 1) as runner:
+            outputs.append(runner.run(session.batch[:4], session.taps))
+    for tap in session.taps:
+        np.testing.assert_array_equal(outputs[0][tap.name], outputs[1][tap.name], tap.name)
 
 
 def test_representative_data_is_the_calibration_images_in_nhwc(

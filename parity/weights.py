@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
 from parity import lazy
 from parity.errors import ModelCardError, WeightsError
 from parity.fixtures import calibration_images
-from parity.paths import cache_dir, calibration_dir
+from parity.paths import cache_dir, calibration_dir, find_project
 from parity.preprocess import preprocess_batch
 from parity.zoo import ModelCard
 
@@ -68,19 +69,43 @@ def state_dict_sha256(state_dict: Mapping[str, Any]) -> str:
     return digest.hexdigest()
 
 
+#: How a card's builder is called (docs/model-cards.md).
+SIGNATURE = "builder(weights=None, num_classes=<num_classes>, **builder_kwargs) -> torch.nn.Module"
+
+
 def _builder(card: ModelCard) -> Any:
+    """The card's builder function, imported with the project root on ``sys.path``."""
+    root = find_project().root
+    if root is not None and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
     module_name, _, function = card.builder.partition(":")
     try:
         return getattr(importlib.import_module(module_name), function)
     except (ImportError, AttributeError) as exc:
-        raise ModelCardError(f"{card.path}: builder {card.builder!r} not found ({exc})") from None
+        raise ModelCardError(
+            f"{card.path}: builder {card.builder!r} not found ({exc}); "
+            f"importable from the project root {root or Path.cwd()}?"
+        ) from None
 
 
 def build_module(card: ModelCard, **kwargs: Any) -> Any:
     """The card's architecture with fresh (uninitialised-for-parity) weights."""
-    lazy.torch()
+    torch = lazy.torch()
     builder = _builder(card)
-    return builder(weights=None, num_classes=card.num_classes, **card.builder_kwargs, **kwargs)
+    try:
+        module = builder(
+            weights=None, num_classes=card.num_classes, **card.builder_kwargs, **kwargs
+        )
+    except TypeError as exc:
+        raise ModelCardError(
+            f"{card.path}: builder {card.builder!r} cannot be called as {SIGNATURE} ({exc})"
+        ) from None
+    if not isinstance(module, torch.nn.Module):
+        raise ModelCardError(
+            f"{card.path}: builder {card.builder!r} returned a {type(module).__name__}, "
+            f"expected a torch.nn.Module ({SIGNATURE})"
+        )
+    return module
 
 
 def load_model(card: ModelCard, weights: str | None = None) -> LoadedModel:
@@ -91,7 +116,10 @@ def load_model(card: ModelCard, weights: str | None = None) -> LoadedModel:
     elif source.startswith(TRAINED):
         module = _trained(card, source.removeprefix(TRAINED))
     elif Path(source).suffix in (".pt", ".pth", ".bin") or os.sep in source:
-        module = _from_state_dict_file(card, Path(source))
+        path = Path(source)
+        if weights is None and not path.is_absolute():  # the card's own path: from its file
+            path = card.path.parent / path
+        module = _from_state_dict_file(card, path)
     else:
         module = _from_torchvision(card, source)
     module.eval()
@@ -114,6 +142,14 @@ def _from_state_dict_file(card: ModelCard, path: Path) -> Any:
         raise WeightsError(f"{path}: holds a {type(loaded).__name__}, not a state_dict")
     loaded = {k.removeprefix("module."): v for k, v in loaded.items()}
     module = build_module(card)
+    expected = module.state_dict()
+    for key, tensor in loaded.items():
+        if key in expected and tuple(tensor.shape) != tuple(expected[key].shape):
+            raise WeightsError(
+                f"{path}: does not fit {card.path.name}: tensor '{key}' has shape "
+                f"{tuple(tensor.shape)}, the card's model expects {tuple(expected[key].shape)} "
+                f"(num_classes = {card.num_classes}?)"
+            )
     result = module.load_state_dict(loaded, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise WeightsError(
@@ -193,16 +229,18 @@ def _calibrated(card: ModelCard) -> Any:
         ).encode()
     ).hexdigest()[:16]
     path = cache_dir() / "weights" / f"{card.name}-calibrated-{key}.pt"
-    module = build_module(card)
-    if path.is_file():
-        module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return module
-    torch.manual_seed(card.seed)
-    module = build_module(card)
-    generator = torch.Generator().manual_seed(card.seed + 1)
-    batch = torch.from_numpy(preprocess_batch([f.path for f in calibration], card.preprocess))
-    recalibrate_batchnorm(module, batch[:_BN_BATCH], generator)
-    _atomic_save(torch, module.state_dict(), path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(path.with_suffix(".lock")):  # computed once across processes
+        module = build_module(card)
+        if path.is_file():
+            module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return module
+        torch.manual_seed(card.seed)
+        module = build_module(card)
+        generator = torch.Generator().manual_seed(card.seed + 1)
+        batch = torch.from_numpy(preprocess_batch([f.path for f in calibration], card.preprocess))
+        recalibrate_batchnorm(module, batch[:_BN_BATCH], generator)
+        _atomic_save(torch, module.state_dict(), path)
     return module
 
 

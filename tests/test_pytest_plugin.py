@@ -260,10 +260,17 @@ def test_update_goldens_prints_what_moved_and_fails_the_tests_it_rewrote(run: Ru
 
 
 def test_xdist_workers_export_once_and_write_one_merged_report(
-    run: Run, tmp_path: Path, parity_cache: Path, monkeypatch: pytest.MonkeyPatch
+    run: Run,
+    pytester: pytest.Pytester,
+    tmp_path: Path,
+    parity_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ):
     """``-n 2`` on a cold artifact cache: one export, one merged report; no -n goldens update."""
     pytest.importorskip("xdist")
+    from parity.scaffold import init_project
+
+    init_project(pytester.path)  # a user's project, as `parity init` lays it out
     cache = tmp_path / "cache"
     shutil.copytree(parity_cache / "weights", cache / "weights")  # weights are not artifacts
     monkeypatch.setenv("PARITY_CACHE_DIR", str(cache))
@@ -272,12 +279,13 @@ def test_xdist_workers_export_once_and_write_one_merged_report(
     result = run("-n", "2", "--dist", "each", *MODEL, *ORT, "--parity-report", str(report),
                  "-k", "chelsea or coffee")  # fmt: skip
     assert result.ret == 0, result.stdout.str()[-3000:]
-    exports = (cache / "exports.log").read_text().splitlines()
+    exports = (cache / "artifacts" / "exports.log").read_text().splitlines()
     assert len(exports) == 1 and exports[0].startswith("mobilenet_v2/onnx_torchscript-"), exports
     (model,) = json.loads((report / "report.json").read_text())["models"]
     ran = {(v["name"], v["mode"]) for v in model["variants"]}
-    assert ran == {("torch", "golden"), ("ort_torchscript", "golden"), ("ort_torchscript", "live")}
+    assert ran == {("torch", "golden"), ("ort_torchscript", "golden")}
     assert model["passed"] is True
+    assert model["config"] == str(pytester.path / "parity.toml")
     refused = run("-n", "2", *MODEL, *ORT, "--parity-update-goldens")
     assert refused.ret == pytest.ExitCode.USAGE_ERROR
     refused.stderr.fnmatch_lines(["*--parity-update-goldens*cannot run under pytest-xdist*"])

@@ -227,7 +227,7 @@ def test_fine_tuned_state_dict_passes_check_with_measured_budgets(project: Path,
     """Done-when flow (ONNX Runtime): a 10-class fine-tune, budgets measured, then check."""
     fine_tuned_state_dict(project / "parity/models/weights/ft10.pt")
     (project / "parity/models/ft10.toml").write_text(FT10_CARD)
-    runtimes = ("-r", "ort_dynamo", "-r", "ort_torchscript", "-r", "ort_dynamo_noopt")
+    runtimes = ("-r", "ort_dynamo", "-r", "ort_dynamo_noopt")
     code, out, err = cli(capsys, "budgets", "-q", "-m", "ft10", *runtimes, "--write")
     assert code == 0, out + err
     tolerances = (project / "parity/tolerances.toml").read_text()
@@ -270,3 +270,21 @@ def test_check_artifacts_made_elsewhere_writes_the_gate_reports(
     assert verdicts == [("external_onnxruntime", "pass"), ("external_onnxruntime", "fail")]
     assert models[1]["variants"][0]["first_divergent_tap"] == "features.7"
     assert (report / "junit.xml").is_file() and (report / "summary.md").is_file()
+
+
+@pytest.mark.heavy
+def test_fine_tuned_state_dict_every_runtime(project: Path, capsys):
+    """Done-when flow, every runtime (Keras twin, tf2onnx, LiteRT incl. quantised)."""
+    fine_tuned_state_dict(project / "parity/models/weights/ft10.pt")
+    (project / "parity/models/ft10.toml").write_text(FT10_CARD)
+    everything = ("-r", "onnxruntime", "-r", "keras", "-r", "litert")
+    code, out, err = cli(capsys, "budgets", "-q", "-m", "ft10", *everything, "--write")
+    assert code == 0, out + err
+    tolerances = (project / "parity/tolerances.toml").read_text()
+    for rule in ('"ft10/*/*"', '"ft10/litert_int8*/*"', '"ft10/litert_fp16*/logits"'):
+        assert rule in tolerances, rule
+    assert cli(capsys, "update-goldens", "-q", "-m", "ft10")[0] == 0
+    code, out, err = cli(capsys, "check", "-q", "--summary", "-m", "ft10", *everything)
+    assert code == 0, out + err
+    (model,) = json.loads((project / "parity-report/report.json").read_text())["models"]
+    assert {v["status"] for v in model["variants"]} == {"pass"}

@@ -15,7 +15,7 @@ setup(
     package_dir=BUNDLED,
     package_data={
         "parity": ["py.typed"],
-        "parity._bundled.models": ["*.toml", "*/*.py"],
+        "parity._bundled.models": ["*.toml", "*.calibrated.npz", "*/*.py"],
         "parity._bundled.fixtures": [
             "*.toml",
             "*.json",

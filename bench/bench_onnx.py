@@ -308,8 +308,8 @@ def bench_variant(
     import onnx
     import onnxruntime as ort
 
+    from parity.backends.onnxruntime.runner import OnnxRuntimeRunner, locate_taps, torch_scope
     from parity.harness import make_runner
-    from parity.runtimes.onnxruntime import OnnxRuntimeRunner, locate_taps, torch_scope
     from parity.variants import VARIANTS
 
     batch, taps, threads = session.batch, session.taps, session.config.threads
@@ -514,7 +514,7 @@ def machine_info() -> dict[str, Any]:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
             mem_kib = int(line.split()[1])
-    from parity.artifacts import package_version
+    from parity.lazy import package_version
 
     packages = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "numpy")
     return {

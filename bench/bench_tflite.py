@@ -233,7 +233,7 @@ def bench_inference(
 
 
 def machine_info() -> dict[str, Any]:
-    from parity.artifacts import package_version
+    from parity.lazy import package_version
 
     cpu = next(
         (

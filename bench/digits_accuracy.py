@@ -38,15 +38,18 @@ import numpy as np
 import torch  # noqa: F401  (torch and torchvision before TensorFlow: import-order trap)
 import torchvision  # noqa: F401
 
-from parity.artifacts import package_version
+from parity.backends import exporters
+from parity.backends.base import OUTPUT
 from parity.evaluate import EvalConfig, EvalResult, evaluate, scan_image_folder
-from parity.export import EXPORTERS, Exporter
+from parity.export import Exporter
 from parity.harness import RunConfig, Session, make_runner
+from parity.lazy import package_version
 from parity.paths import cache_dir
 from parity.preprocess import preprocess_batch
-from parity.runtimes.base import OUTPUT
 from parity.variants import VARIANTS, Variant
 from parity.zoo import get_card
+
+EXPORTERS = exporters()
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("mobilenet_v2_digits", "resnet18_digits")

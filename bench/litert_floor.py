@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
+from parity.backends.litert.runner import LiteRTRunner
 from parity.compare import TapMetrics, tap_metrics
 from parity.export import get_exporter
 from parity.harness import RunConfig, Session, make_runner
-from parity.runtimes.litert import LiteRTRunner
 from parity.variants import VARIANTS
 
 LITERT = [name for name, v in VARIANTS.items() if v.family == "litert"]

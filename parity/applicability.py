@@ -18,16 +18,6 @@ if TYPE_CHECKING:
     from parity.variants import Variant
     from parity.zoo import ModelCard
 
-#: Python modules an exporter imports to make its artifact (``tflite`` covers every
-#: ``tflite_*`` mode).
-EXPORT_MODULES: dict[str, tuple[str, ...]] = {
-    "onnx_dynamo": ("torch", "onnx", "onnxscript"),
-    "onnx_torchscript": ("torch", "onnx"),
-    "keras": ("torch", "tensorflow", "keras"),
-    "tf2onnx": ("tensorflow", "tf2onnx", "onnx"),
-    "tflite": ("tensorflow",),
-}
-
 
 def _chain(exporter: str) -> list[str]:
     """``exporter`` and every exporter its artifact is built from."""
@@ -48,6 +38,9 @@ def not_applicable_reason(variant: Variant, card: ModelCard, exporting: bool = T
     """
     if not installed(variant.module):
         return _missing(variant.module, f"the {variant.family} runtime")
+    unavailable = variant.unavailable()  # the machine lacks what it needs (a GPU, bf16)
+    if unavailable is not None:
+        return unavailable
     if variant.exporter is None:
         return None
     chain = _chain(variant.exporter)
@@ -59,8 +52,7 @@ def not_applicable_reason(variant: Variant, card: ModelCard, exporting: bool = T
     if not exporting:
         return None
     for exporter in chain:
-        modules = EXPORT_MODULES.get(exporter) or EXPORT_MODULES[exporter.split("_")[0]]
-        for module in modules:
+        for module in get_exporter(exporter).imports:
             if not installed(module):
                 return _missing(module, f"needed to export {exporter}")
     return None

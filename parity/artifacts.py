@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from filelock import FileLock
 from parity.errors import ArtifactError
 from parity.export import Exporter, get_exporter
 from parity.fixtures import calibration_images, file_sha256, load_fixtures
+from parity.lazy import package_version
 from parity.paths import cache_dir, calibration_dir
 from parity.preprocess import preprocess_batch
 from parity.weights import LoadedModel
@@ -52,13 +52,6 @@ class Artifact:
     @property
     def size_bytes(self) -> int:
         return int(self.metadata["bytes"])
-
-
-def package_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not-installed"
 
 
 def card_calibration_dir(card: ModelCard) -> Path:

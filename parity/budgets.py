@@ -22,7 +22,7 @@ from parity.applicability import not_applicable_reason
 from parity.artifacts import package_version
 from parity.compare import TapMetrics, tap_metrics
 from parity.harness import RunConfig, Session, make_runner
-from parity.variants import REFERENCE, resolve_variants
+from parity.variants import resolve_variants
 
 #: Variants measured for the fp32 floor (threads 1 and 2); the rest are quantised.
 FP32 = ("ort_dynamo", "ort_torchscript", "ort_dynamo_noopt", "keras", "ort_tf2onnx",
@@ -96,7 +96,7 @@ def measure(
     quantised: dict[str, list[tuple[str, dict[str, TapMetrics]]]] = {}
     skipped = []
     for variant in chosen:
-        if variant.family == REFERENCE:
+        if variant.reference:
             continue
         reason = not_applicable_reason(variant, session.card)
         if reason is not None:

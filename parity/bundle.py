@@ -15,16 +15,17 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from parity import __version__
-from parity.artifacts import Artifact, package_version
+from parity import __version__, atomic
+from parity.artifacts import Artifact
+from parity.backends import backends
 from parity.errors import ArtifactError, ParityError
 from parity.fixtures import file_sha256
+from parity.lazy import package_version
 
 MANIFEST = "manifest.json"
 BUILD_HINT = "build it with `tox -e build` or `parity bundle --out DIR`"
@@ -169,11 +170,9 @@ def write_bundle(
         "parity_version": __version__,
         "versions": {
             p: package_version(p)
-            for p in ("torch", "onnx", "tensorflow-cpu", "keras", "tf2onnx", "numpy", "pillow")
+            for p in (*(v for b in backends().values() for v in b.versions), "numpy", "pillow")
         },
         "models": entries,
     }
-    tmp = root / f".{MANIFEST}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, root / MANIFEST)
+    atomic.write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return root / MANIFEST

@@ -1,30 +1,38 @@
-"""The ``parity`` command line.
+"""The ``parity`` command line: the one boundary where exceptions become exit codes.
 
-Exit codes: 0 every check passed; 1 a tolerance (or runtime) failure; 2 usage error or
-bad input (unknown model, missing or corrupt file, ...), reported in one line.
+Exit codes: 0 every check passed; 1 a budget broken or a runtime failed on an artifact;
+2 usage error or bad input (unknown model, missing or corrupt file, a full disk, ...),
+reported in one line; 3 an internal error (a bug in parity): one line saying where the
+traceback was written (``--debug`` prints it instead). 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
+import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
-from parity import __version__
+from parity import __version__, atomic
+from parity.backends import backends
 from parity.cli_project import add_parsers as add_project_parsers
 from parity.cli_project import list_command
 from parity.cli_project import run_command as run_project_command
 from parity.errors import ParityError
+from parity.paths import cache_dir
 
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 EPILOG = """\
-exit codes: 0 pass, 1 a budget broken or a runtime failed, 2 usage error or bad input.
+exit codes: 0 pass, 1 a budget broken or a runtime failed, 2 usage error or bad input,
+3 internal error (traceback written to a file; --debug prints it).
 
 examples:
   parity run                                    mobilenet_v2, both ONNX exports, bundled fixtures
@@ -85,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--artifact-runtime",
-        choices=["onnxruntime", "litert", "keras"],
+        choices=[b.name for b in backends().values() if b.probe is not None],
         help="runtime for --artifact (default: detected from the file)",
     )
     run.add_argument(
@@ -210,8 +218,8 @@ def _parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser(
         "doctor",
         help="diagnose common causes of drift (preprocessing, batchnorm, Keras port, int8 data)",
-        description="Run diagnostic checks and print each cause with its evidence; exit 0 "
-        "if every check is ok (or skipped), 1 if any finds a problem.",
+        description="Run diagnostic checks and print each cause with its evidence and fix; "
+        "exit 0 if every check is ok (or skipped), 1 if any finds a problem, 2 bad input.",
     )
     doctor.add_argument("--model", "-m", default="mobilenet_v2", help="model card name")
     doctor.add_argument(
@@ -222,15 +230,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument(
         "--preprocess",
-        metavar="MODULE:FUNCTION",
-        help="your preprocessing function, path -> CHW/HWC float32 array",
+        metavar="MODULE:ATTR",
+        help="your preprocessing: a path or PIL.Image -> array function, a torchvision "
+        "transform, a Keras layer or preprocess_input-style function, a tf.data map function",
     )
-    doctor.add_argument("--images", type=int, default=4, help="fixture images used (4)")
+    doctor.add_argument(
+        "--images", type=Path, metavar="DIR", help="your images (default: the card's fixtures)"
+    )
+    doctor.add_argument(
+        "--count", type=int, default=4, metavar="N", help="fixtures for the model checks (4)"
+    )
+    doctor.add_argument(
+        "--model-object",
+        metavar="MODULE:FUNCTION",
+        help="a function returning your torch model as you use it (its train/eval mode kept)",
+    )
     doctor.add_argument(
         "--calibration",
-        choices=("images", "noise"),
         default="images",
-        help="int8 calibration data to judge against the card's images (images)",
+        metavar="DATA",
+        help="int8 calibration data: images (the card's), noise, FILE.npy or an image folder",
+    )
+    doctor.add_argument(
+        "--representative",
+        metavar="MODULE:FUNCTION",
+        help="your TFLite representative_dataset generator (yields [array]); replaces "
+        "--calibration",
+    )
+    doctor.add_argument(
+        "--port", type=Path, metavar="FILE", help="your Keras port (.keras), .onnx or .tflite"
     )
     doctor.add_argument("--weights", help="weights source (default: the card's)")
     doctor.add_argument("--json", type=Path, metavar="FILE", help="write the findings as JSON")
@@ -285,12 +313,12 @@ def _cmd_check(args: argparse.Namespace, console: Console) -> int:
     from parity.harness import RunConfig, run_parity
     from parity.lazy import require
     from parity.report import gate_to_dict, print_report, write_reports
-    from parity.variants import REFERENCE, resolve_variants
+    from parity.variants import resolve_variants
 
     gate = load_gate_config(args.config)
     models = args.model or list(gate.models)
     modes = ("golden",) if args.no_live or not gate.live else ("golden", "live")
-    if any(v.family == REFERENCE for v in resolve_variants(args.runtime or gate.runtimes)):
+    if any(v.reference for v in resolve_variants(args.runtime or gate.runtimes)):
         # run_parity checks torch only where it is installed: asked for explicitly (-r torch)
         # where it is not, the gate would otherwise pass with nothing checked.
         require("torch")
@@ -348,10 +376,10 @@ def _cmd_bundle(args: argparse.Namespace, console: Console) -> int:
     from parity.bundle import write_bundle
     from parity.export import get_exporter
     from parity.harness import RunConfig, Session
-    from parity.variants import REFERENCE, VARIANTS, resolve_variants
+    from parity.variants import VARIANTS, resolve_variants
     from parity.zoo import list_models
 
-    selectors = args.runtime or [v.name for v in VARIANTS.values() if v.family != REFERENCE]
+    selectors = args.runtime or [v.name for v in VARIANTS.values() if not v.reference]
     variants = [v for v in resolve_variants(selectors) if v.exporter is not None]
     entries = []
     with _progress(console, args.quiet) as progress:
@@ -429,34 +457,48 @@ def _cmd_doctor(args: argparse.Namespace, console: Console) -> int:
 
     from rich.table import Table
 
-    from parity.doctor import (
-        PROBLEM,
-        DoctorInputs,
-        evidence_lines,
-        load_user_preprocess,
-        run_doctor,
+    from parity.doctor import PROBLEM, DoctorInputs, evidence_lines, run_doctor
+    from parity.doctor.inputs import (
+        calibration_data,
+        call_user,
+        image_files,
+        load_object,
+        representative_batch,
     )
     from parity.harness import RunConfig, Session
 
-    user_fn = load_user_preprocess(args.preprocess) if args.preprocess else None
     session = Session(RunConfig(model=args.model, weights=args.weights))
-    inputs = DoctorInputs(preprocess=user_fn, count=args.images, calibration=args.calibration)
+    calibration = calibration_data(args.calibration, session.card.preprocess)
+    if args.representative:
+        generator = load_object(args.representative, "--representative")
+        calibration = call_user(lambda: representative_batch(generator), "--representative")
+    model = None
+    if args.model_object:
+        model = call_user(load_object(args.model_object, "--model-object"), "--model-object")
+    inputs = DoctorInputs(
+        preprocess=load_object(args.preprocess, "--preprocess") if args.preprocess else None,
+        images=image_files(args.images) if args.images else None,
+        count=args.count,
+        model=model,
+        calibration=calibration,
+        port=args.port,
+    )
     findings = run_doctor(session, args.check, inputs)
     table = Table(title=f"parity doctor: {session.card.name}", show_lines=True)
-    for column in ("check", "status", "cause", "evidence"):
+    for column in ("check", "status", "cause / fix", "evidence"):
         table.add_column(column)
     colours = {"ok": "green", "problem": "bold red", "skipped": "yellow"}
     for finding in findings:
         table.add_row(
             finding.name,
             f"[{colours[finding.status]}]{finding.status}[/]",
-            escape(finding.cause),
+            escape(finding.cause + (f"\nfix: {finding.fix}" if finding.fix else "")),
             escape("\n".join(evidence_lines(finding))),
         )
     console.print(table)
     if args.json:
         payload = {"model": session.card.name, "findings": [f.to_dict() for f in findings]}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        atomic.write_text(args.json, json.dumps(payload, indent=2) + "\n")
         console.print(f"JSON: {args.json}")
     return EXIT_FAIL if any(f.status == PROBLEM for f in findings) else EXIT_PASS
 
@@ -464,6 +506,8 @@ def _cmd_doctor(args: argparse.Namespace, console: Console) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``parity`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or bool(os.environ.get("PARITY_DEBUG"))
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "run")
     args = _parser().parse_args(argv)
@@ -492,6 +536,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         errors.print("parity: interrupted")
         return 130
+    except Exception as exc:  # a bug in parity, not the user's input nor a failed check
+        if debug:
+            errors.print(traceback.format_exc(), markup=False, highlight=False)
+        where = _save_traceback()
+        errors.print(
+            f"[bold red]parity: internal error:[/] {escape(type(exc).__name__)}: "
+            f"{escape(str(exc).strip().splitlines()[0] if str(exc).strip() else '')} "
+            f"(a bug in parity; traceback: {escape(where)}; --debug shows it)",
+            soft_wrap=True,
+        )
+        return EXIT_INTERNAL
+
+
+def _save_traceback() -> str:
+    """Write the current exception's traceback to a file; its path (or why not)."""
+    text = traceback.format_exc()
+    try:
+        folder = cache_dir() / "logs"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = folder / f"traceback-{stamp}-{os.getpid()}.txt"
+        atomic.write_text(path, text)
+        return str(path)
+    except Exception as exc:  # not even the cache is writable: say so, keep the exit code
+        return f"not written ({exc})"
 
 
 if __name__ == "__main__":

@@ -44,10 +44,11 @@ from typing import Any
 
 import numpy as np
 
+from parity import atomic
+from parity.backends.base import OUTPUT
 from parity.errors import FixtureError, ParityError
 from parity.fixtures import IMAGE_SUFFIXES
 from parity.preprocess import preprocess_batch
-from parity.runtimes.base import OUTPUT
 
 #: JSON format of an evaluation result (bump on incompatible changes).
 FORMAT = 1
@@ -361,7 +362,7 @@ class EvalResult:
 def write_result(result: EvalResult, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+    atomic.write_text(path, json.dumps(result.to_dict(), indent=1) + "\n")
 
 
 def read_result(path: Path) -> EvalResult:
@@ -434,7 +435,7 @@ def evaluate(
             else f"{config.data}: no images selected"
         )
     variants = [VARIANTS[REFERENCE]] + [
-        v for v in resolve_variants(config.runtimes) if v.family != REFERENCE
+        v for v in resolve_variants(config.runtimes) if not v.reference
     ]
     spec = card.preprocess.replace(layout="NCHW")
     scores = {v.name: VariantScore(v.name) for v in variants}
@@ -442,13 +443,13 @@ def evaluate(
         runners = {}
         for variant in variants:
             try:
-                source = loaded.module if variant.family == REFERENCE else session.artifact(variant)
+                source = loaded.module if variant.reference else session.artifact(variant)
                 runner = make_runner(variant, source, config.threads)
                 stack.enter_context(runner)
             except ParityError:
                 raise
             except Exception as exc:  # an exporter or runtime failing is a failed variant
-                if variant.family == REFERENCE:
+                if variant.reference:
                     raise
                 scores[variant.name].error = f"{type(exc).__name__}: {exc}"
                 continue

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from parity.applicability import not_applicable_reason
-from parity.artifacts import Artifact, ArtifactCache, BuildContext, package_version
+from parity.artifacts import Artifact, ArtifactCache, BuildContext
+from parity.backends.base import Runner
 from parity.bundle import Bundle
 from parity.compare import (
     ReferenceTap,
@@ -35,11 +36,10 @@ from parity.golden import (
     golden_moves,
     golden_verdict,
 )
-from parity.lazy import installed
+from parity.lazy import installed, package_version
 from parity.paths import find_project
 from parity.preprocess import preprocess_batch, tensor_sha256
 from parity.result import ParityReport, VariantResult
-from parity.runtimes.base import Runner
 from parity.taps import select_taps
 from parity.variants import REFERENCE, VARIANTS, Variant, resolve_variants
 from parity.weights import LoadedModel, load_model
@@ -177,7 +177,7 @@ class Session:
         The torch variant returns the reference itself. Exceptions from the runtime
         propagate; :meth:`check` and :meth:`check_golden` turn them into failed results.
         """
-        if variant.family == REFERENCE:
+        if variant.reference:
             if self.bundle_model is not None and self.model().sha256 != self.weights()[1]:
                 raise StaleGoldenError(
                     f"{self.config.bundle}: the bundle was built from weights "
@@ -186,9 +186,11 @@ class Session:
                 )
             return self.reference, None
         if variant.name not in self._outputs:
-            artifact = self.artifact(variant)
+            # A torch variant that is not the reference runs on (a copy of) the module.
+            artifact = self.artifact(variant) if variant.exporter else None
+            source = artifact or self.model().module
             self.progress(f"running {variant.name}")
-            with make_runner(variant, artifact, self.config.threads) as runner:
+            with make_runner(variant, source, self.config.threads) as runner:
                 self._outputs[variant.name] = (runner.run(self.batch, self.taps), artifact)
         return self._outputs[variant.name]
 
@@ -237,6 +239,7 @@ class Session:
             self.batch,
             self.card.preprocess,
             lambda: self.weights()[1] if self.bundle or installed("torch") else None,
+            self.taps,
         )
         return store
 
@@ -342,7 +345,7 @@ def run_parity(
     variant, and torch itself, with the stored goldens (the regression gate).
     """
     start = time.perf_counter()
-    variants = [v for v in resolve_variants(config.runtimes) if v.family != REFERENCE]
+    variants = [v for v in resolve_variants(config.runtimes) if not v.reference]
     if config.artifact is not None and not config.runtimes:  # only the file made elsewhere
         variants = []
     artifact_options = config.tap_map or config.input_layout or config.artifact_runtime

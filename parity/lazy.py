@@ -9,23 +9,11 @@ therefore loads torch and torchvision first whenever they are installed.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 from types import ModuleType
 
 from parity.errors import MissingRuntimeError
-
-#: Which extra installs which module, for the error message.
-_EXTRAS = {
-    "torch": "torch",
-    "torchvision": "torch",
-    "onnx": "onnx",
-    "onnxruntime": "onnx",
-    "onnxscript": "onnx",
-    "tensorflow": "tf",
-    "keras": "tf",
-    "tf2onnx": "tf",
-    "ai_edge_litert": "litert",
-}
 
 
 def installed(module: str) -> bool:
@@ -33,9 +21,19 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def package_version(name: str) -> str:
+    """The installed version of distribution ``name`` (``not-installed``), without importing it."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not-installed"
+
+
 def extra_for(module: str) -> str:
     """The parity extra that installs ``module`` (``all`` when none is specific)."""
-    return _EXTRAS.get(module.split(".")[0], "all")
+    from parity.backends import extras
+
+    return extras().get(module.split(".")[0], "all")
 
 
 def require(module: str) -> ModuleType:

@@ -25,18 +25,19 @@ import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from filelock import FileLock
 
-from parity import lazy
+from parity import atomic, lazy
 from parity.errors import ModelCardError, WeightsError
 from parity.fixtures import calibration_images
 from parity.paths import cache_dir, calibration_dir, find_project
 from parity.preprocess import preprocess_batch
+from parity.threads import BN_THREADS, threads
 from parity.zoo import ModelCard
 
 CALIBRATED = "calibrated"
@@ -80,12 +81,21 @@ def _builder(card: ModelCard) -> Any:
         sys.path.insert(0, str(root))
     module_name, _, function = card.builder.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), function)
-    except (ImportError, AttributeError) as exc:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
         raise ModelCardError(
             f"{card.path}: builder {card.builder!r} not found ({exc}); "
             f"importable from the project root {root or Path.cwd()}?"
         ) from None
+    except Exception as exc:  # the user's module raised while being imported
+        raise ModelCardError(
+            f"{card.path}: importing builder module {module_name!r} raised "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    builder = getattr(module, function, None)
+    if not callable(builder):
+        raise ModelCardError(f"{card.path}: builder {card.builder!r} not found (no function)")
+    return builder
 
 
 def build_module(card: ModelCard, **kwargs: Any) -> Any:
@@ -96,9 +106,10 @@ def build_module(card: ModelCard, **kwargs: Any) -> Any:
         module = builder(
             weights=None, num_classes=card.num_classes, **card.builder_kwargs, **kwargs
         )
-    except TypeError as exc:
+    except Exception as exc:  # the user's builder (or its kwargs from the card) failed
         raise ModelCardError(
-            f"{card.path}: builder {card.builder!r} cannot be called as {SIGNATURE} ({exc})"
+            f"{card.path}: builder {card.builder!r} raised {type(exc).__name__}: {exc} "
+            f"(it is called as {SIGNATURE})"
         ) from None
     if not isinstance(module, torch.nn.Module):
         raise ModelCardError(
@@ -140,7 +151,12 @@ def _from_state_dict_file(card: ModelCard, path: Path) -> Any:
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict):
         raise WeightsError(f"{path}: holds a {type(loaded).__name__}, not a state_dict")
-    loaded = {k.removeprefix("module."): v for k, v in loaded.items()}
+    loaded = {str(k).removeprefix("module."): v for k, v in loaded.items()}
+    bad = [k for k, v in loaded.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise WeightsError(
+            f"{path}: value of {bad[0]!r} is a {type(loaded[bad[0]]).__name__}, not a tensor"
+        )
     module = build_module(card)
     expected = module.state_dict()
     for key, tensor in loaded.items():
@@ -150,7 +166,10 @@ def _from_state_dict_file(card: ModelCard, path: Path) -> Any:
                 f"{tuple(tensor.shape)}, the card's model expects {tuple(expected[key].shape)} "
                 f"(num_classes = {card.num_classes}?)"
             )
-    result = module.load_state_dict(loaded, strict=False)
+    try:
+        result = module.load_state_dict(loaded, strict=False)
+    except RuntimeError as exc:  # anything else that does not fit the card's architecture
+        raise WeightsError(f"{path}: does not fit {card.name} ({_first_line(exc)})") from None
     if result.missing_keys or result.unexpected_keys:
         raise WeightsError(
             f"{path}: does not fit {card.name}: missing {result.missing_keys[:5]}, "
@@ -172,6 +191,9 @@ def _trained(card: ModelCard, script: str) -> Any:
         sys.modules[name] = importlib.util.module_from_spec(spec)
         try:
             spec.loader.exec_module(sys.modules[name])
+        except Exception as exc:  # the user's script raised while being imported
+            del sys.modules[name]
+            raise WeightsError(f"{path}: importing it raised {type(exc).__name__}: {exc}") from None
         except BaseException:
             del sys.modules[name]
             raise
@@ -181,9 +203,16 @@ def _trained(card: ModelCard, script: str) -> Any:
     module = build_module(card)
     try:
         module.load_state_dict(function(card))
-    except RuntimeError as exc:  # strict load: missing/unexpected keys, shapes
-        raise WeightsError(f"{path}: its state_dict does not fit {card.name} ({exc})") from None
+    except (RuntimeError, TypeError, AttributeError) as exc:  # keys, shapes, non-tensors
+        raise WeightsError(
+            f"{path}: its state_dict does not fit {card.name} ({_first_line(exc)})"
+        ) from None
     return module
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _from_torchvision(card: ModelCard, member: str) -> Any:
@@ -210,54 +239,149 @@ def _from_torchvision(card: ModelCard, member: str) -> Any:
         ) from None
 
 
-def _calibrated(card: ModelCard) -> Any:
-    """Seeded init + BatchNorm re-estimation, cached by everything it depends on."""
-    torch = lazy.torch()
+def calibration_key(card: ModelCard) -> str:
+    """Everything the calibrated weights depend on, hashed (torch's version read, not imported)."""
     calibration = calibration_images(calibration_dir())
-    key = hashlib.sha256(
-        "|".join(
-            [
-                "bn-float64-fp16-v2",  # the recalibration algorithm; bump when it changes
-                card.builder,
-                repr(sorted(card.builder_kwargs.items())),
-                str(card.num_classes),
-                str(card.seed),
-                torch.__version__,
-                card.preprocess.sha256,
-                *(f.sha256 or "" for f in calibration),
-            ]
-        ).encode()
-    ).hexdigest()[:16]
-    path = cache_dir() / "weights" / f"{card.name}-calibrated-{key}.pt"
+    parts = [
+        "bn-float64-fp16-v2",  # the recalibration algorithm; bump when it changes
+        card.builder,
+        repr(sorted(card.builder_kwargs.items())),
+        str(card.num_classes),
+        str(card.seed),
+        lazy.package_version("torch"),
+        card.preprocess.sha256,
+        *(f.sha256 or "" for f in calibration),
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def shipped_statistics_path(card: ModelCard) -> Path:
+    """The BatchNorm statistics shipped beside the card (``<card>.calibrated.npz``)."""
+    return card.path.with_name(f"{card.name}.calibrated.npz")
+
+
+def _weights_path(card: ModelCard, key: str) -> Path:
+    return cache_dir() / "weights" / f"{card.name}-calibrated-{key}.pt"
+
+
+def _shipped_statistics(card: ModelCard, key: str) -> dict[str, np.ndarray] | None:
+    """The shipped statistics if they were made for exactly this ``key``."""
+    path = shipped_statistics_path(card)
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    return arrays if str(arrays.get("key")) == key else None
+
+
+def cached_weights_sha256(card: ModelCard, weights: str | None = None) -> str | None:
+    """The sha256 of the weights ``load_model`` would give, known without torch, or None.
+
+    Calibrated weights are deterministic given :func:`calibration_key`: their hash is read
+    from beside the cached weights, or from the statistics shipped with the card.
+    """
+    if (weights or card.weights) != CALIBRATED:
+        return None
+    key = calibration_key(card)
+    sidecar = _weights_path(card, key).with_suffix(".sha256")
+    if sidecar.is_file():
+        return sidecar.read_text().strip()
+    shipped = _shipped_statistics(card, key)
+    return None if shipped is None else str(shipped["sha256"])
+
+
+def _calibrated(card: ModelCard) -> Any:
+    """Seeded init + BatchNorm statistics (shipped, or re-estimated), cached by their key."""
+    torch = lazy.torch()
+    key = calibration_key(card)
+    path = _weights_path(card, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(path.with_suffix(".lock")):  # computed once across processes
-        module = build_module(card)
         if path.is_file():
-            module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return module
-        torch.manual_seed(card.seed)
-        module = build_module(card)
-        generator = torch.Generator().manual_seed(card.seed + 1)
-        batch = torch.from_numpy(preprocess_batch([f.path for f in calibration], card.preprocess))
-        recalibrate_batchnorm(module, batch[:_BN_BATCH], generator)
+            module = build_module(card)
+            try:
+                module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+                return module
+            except Exception:  # a damaged cache entry (truncated, foreign): compute it again
+                path.unlink(missing_ok=True)
+        shipped = _shipped_statistics(card, key)
+        module = _seeded_with_statistics(card, shipped)
+        sha256 = state_dict_sha256(module.state_dict())
+        if shipped is not None and sha256 != str(shipped["sha256"]):  # never trust a stale file
+            module = _seeded_with_statistics(card, None)
+            sha256 = state_dict_sha256(module.state_dict())
         _atomic_save(torch, module.state_dict(), path)
+        atomic.write_text(path.with_suffix(".sha256"), sha256 + "\n")
     return module
 
 
-def recalibrate_batchnorm(module: Any, batch: Any, generator: Any) -> None:
-    """Spread BN affine parameters, then set running stats from ``batch``.
-
-    Running statistics are estimated in one float64 pass with cumulative averaging
-    (``momentum=None``), then rounded to float16 precision: float64 sums that differ in
-    the last bits between CPUs (summation order, SIMD width) land on the same float16
-    value, so the weights hash — recorded in every golden — is the same on every machine.
-    """
+def _seeded_with_statistics(card: ModelCard, statistics: Mapping[str, np.ndarray] | None) -> Any:
+    """The seeded module, BatchNorm affine spread, running statistics set or estimated."""
     torch = lazy.torch()
-    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    torch.manual_seed(card.seed)
+    module = build_module(card)
+    generator = torch.Generator().manual_seed(card.seed + 1)
+    norms = _batchnorms(module)
+    spread_batchnorm_affine(norms.values(), generator)
+    if statistics is None:
+        calibration = calibration_images(calibration_dir())
+        batch = preprocess_batch([f.path for f in calibration[:_BN_BATCH]], card.preprocess)
+        with threads(torch, BN_THREADS):
+            estimate_batchnorm_statistics(module, norms.values(), torch.from_numpy(batch))
+    else:
+        with torch.no_grad():
+            for name, bn in norms.items():
+                for buffer in ("running_mean", "running_var", "num_batches_tracked"):
+                    value = torch.from_numpy(statistics[f"{name}.{buffer}"])
+                    getattr(bn, buffer).copy_(value)
+    module.eval()
+    return module
+
+
+def calibrated_statistics(card: ModelCard) -> dict[str, np.ndarray]:
+    """Re-estimate the card's BatchNorm statistics now: what ships as ``.calibrated.npz``.
+
+    Running means and variances are float16 (they are rounded to it), so the file is small
+    and exact; ``key`` and ``sha256`` say which weights they make.
+    """
+    module = _seeded_with_statistics(card, None)
+    arrays: dict[str, np.ndarray] = {}
+    for name, bn in _batchnorms(module).items():
+        arrays[f"{name}.running_mean"] = bn.running_mean.numpy().astype(np.float16)
+        arrays[f"{name}.running_var"] = bn.running_var.numpy().astype(np.float16)
+        arrays[f"{name}.num_batches_tracked"] = bn.num_batches_tracked.numpy()
+    arrays["key"] = np.array(calibration_key(card))
+    arrays["sha256"] = np.array(state_dict_sha256(module.state_dict()))
+    return arrays
+
+
+def _batchnorms(module: Any) -> dict[str, Any]:
+    torch = lazy.torch()
+    batchnorm = torch.nn.modules.batchnorm._BatchNorm
+    return {name: m for name, m in module.named_modules() if isinstance(m, batchnorm)}
+
+
+def spread_batchnorm_affine(norms: Iterable[Any], generator: Any) -> None:
+    """Seeded gamma in [0.5, 1.5] and beta ~ N(0, 0.2), so BatchNorm bugs show."""
+    torch = lazy.torch()
     with torch.no_grad():
         for bn in norms:
             bn.weight.copy_(torch.empty_like(bn.weight).uniform_(0.5, 1.5, generator=generator))
             bn.bias.copy_(torch.empty_like(bn.bias).normal_(0.0, 0.2, generator=generator))
+
+
+def estimate_batchnorm_statistics(module: Any, norms: Iterable[Any], batch: Any) -> None:
+    """Set BatchNorm running statistics from ``batch``.
+
+    Estimated in one float64 pass with cumulative averaging (``momentum=None``), then
+    rounded to float16 precision: float64 sums that differ in the last bits between CPUs
+    (summation order, SIMD width) land on the same float16 value, so the weights hash —
+    recorded in every golden — is the same on every machine.
+    """
+    torch = lazy.torch()
+    norms = list(norms)
+    with torch.no_grad():
+        for bn in norms:
             bn.reset_running_stats()
             bn.momentum = None
         module.double().train()
@@ -270,10 +394,8 @@ def recalibrate_batchnorm(module: Any, batch: Any, generator: Any) -> None:
 
 
 def _atomic_save(torch: Any, state_dict: Mapping[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(dict(state_dict), tmp)
-    os.replace(tmp, path)
+    with atomic.replacing(path) as tmp:
+        torch.save(dict(state_dict), tmp)
 
 
 def class_names(card: ModelCard) -> list[str] | None:
@@ -286,3 +408,13 @@ def class_names(card: ModelCard) -> list[str] | None:
     enum = getattr(torchvision.models, card.torchvision_weights)
     categories: list[str] = next(iter(enum)).meta["categories"]
     return categories if len(categories) == card.num_classes else None
+
+
+if __name__ == "__main__":  # python -m parity.weights CARD...: (re)write the shipped statistics
+    from parity.zoo import get_card
+
+    for name in sys.argv[1:]:
+        card = get_card(name)
+        arrays: dict[str, Any] = calibrated_statistics(card)
+        np.savez(shipped_statistics_path(card), **arrays)
+        print(f"{shipped_statistics_path(card)}: {cached_weights_sha256(card)}")

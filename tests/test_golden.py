@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from parity.backends.onnxruntime.runner import OnnxRuntimeRunner
 from parity.compare import TolerancePolicy
 from parity.faults import perturb_onnx_conv
 from parity.golden import GoldenStore, StaleGoldenError, TapRecord, golden_verdict
 from parity.harness import RunConfig, Session
 from parity.paths import bundled_dir
-from parity.runtimes.onnxruntime import OnnxRuntimeRunner
 from parity.variants import VARIANTS
 
 BUNDLED_GOLDENS = bundled_dir("fixtures") / "goldens"

@@ -8,10 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from parity.backends.torch.runner import TorchRunner
 from parity.errors import ParityError, WeightsError
 from parity.harness import Session
-from parity.runtimes.torch import TorchRunner
-from parity.weights import class_names, load_model, state_dict_sha256
+from parity.weights import (
+    cached_weights_sha256,
+    calibrated_statistics,
+    class_names,
+    load_model,
+    shipped_statistics_path,
+    state_dict_sha256,
+)
 from parity.zoo import get_card
 
 torch = pytest.importorskip("torch")
@@ -23,6 +30,43 @@ def test_calibrated_weights_are_deterministic_and_cached(session_for: Callable[[
     again = load_model(get_card("mobilenet_v2"))
     assert again.sha256 == first.sha256
     assert again.source == "calibrated"
+
+
+@pytest.mark.parametrize("model", ["mobilenet_v2", "resnet18"])
+def test_shipped_statistics_are_what_recalibration_gives(model: str):
+    """The shipped .calibrated.npz equals a fresh float64 re-estimation, to the bit."""
+    card = get_card(model)
+    recomputed = calibrated_statistics(card)
+    with np.load(shipped_statistics_path(card)) as shipped:
+        assert sorted(shipped.files) == sorted(recomputed)
+        for name, value in recomputed.items():
+            assert np.array_equal(shipped[name], value), f"{name}: python -m parity.weights {model}"
+
+
+def test_shipped_statistics_give_the_calibrated_weights(tmp_path: Path, monkeypatch):
+    """A cold cache gets the weights from the shipped statistics, hash known before torch."""
+    monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path))
+    card = get_card("mobilenet_v2")
+    with np.load(shipped_statistics_path(card)) as shipped:
+        expected = str(shipped["sha256"])
+    assert cached_weights_sha256(card) == expected
+    assert load_model(card).sha256 == expected
+    (sidecar,) = (tmp_path / "weights").glob("*.sha256")
+    assert sidecar.read_text().strip() == expected
+    assert cached_weights_sha256(card, "IMAGENET1K_V1") is None
+
+
+def test_tampered_shipped_statistics_are_not_trusted(tmp_path: Path, monkeypatch):
+    """Statistics that do not give their recorded hash are re-estimated, never used."""
+    monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path / "cache"))
+    card = get_card("resnet18")
+    copy = tmp_path / "resnet18.toml"
+    copy.write_bytes(card.path.read_bytes())
+    with np.load(shipped_statistics_path(card)) as shipped:
+        arrays = {name: shipped[name] for name in shipped.files}
+    arrays["bn1.running_var"] = arrays["bn1.running_var"] * np.float16(2)
+    np.savez(tmp_path / "resnet18.calibrated.npz", **arrays)
+    assert load_model(get_card(str(copy))).sha256 == str(arrays["sha256"])
 
 
 def test_calibrated_activations_have_real_scales(session_for: Callable[[str], Session]):

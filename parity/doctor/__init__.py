@@ -30,14 +30,9 @@ from parity.doctor.delegates import (
     diagnose_delegates,
 )
 from parity.doctor.findings import OK, PROBLEM, SKIPPED, Finding, evidence_lines
+from parity.doctor.inputs import UserPreprocess, load_user_preprocess
 from parity.doctor.port_lint import TORCH_BN_EPS, diagnose_port
-from parity.doctor.preprocessing import (
-    PREPROCESS_ATOL,
-    UserPreprocess,
-    diagnose_preprocessing,
-    load_user_preprocess,
-    preprocessing_candidates,
-)
+from parity.doctor.preprocessing import PREPROCESS_ATOL, diagnose_preprocessing
 from parity.doctor.registry import CHECKS, Check, DoctorInputs, run_doctor
 
 __all__ = [
@@ -65,6 +60,5 @@ __all__ = [
     "diagnose_preprocessing",
     "evidence_lines",
     "load_user_preprocess",
-    "preprocessing_candidates",
     "run_doctor",
 ]

@@ -12,12 +12,13 @@ OK, PROBLEM, SKIPPED = "ok", "problem", "skipped"
 
 @dataclasses.dataclass
 class Finding:
-    """One check's verdict: status, one-line cause, and the evidence for it."""
+    """One check's verdict: status, one-line cause, the evidence, and the fix (if any)."""
 
     name: str
     status: str
     cause: str
     evidence: dict[str, Any] = dataclasses.field(default_factory=dict)
+    fix: str = ""
 
     @property
     def ok(self) -> bool:
@@ -29,6 +30,7 @@ class Finding:
             "status": self.status,
             "cause": self.cause,
             "evidence": _jsonable(self.evidence),
+            "fix": self.fix,
         }
 
 

@@ -26,7 +26,8 @@ def diagnose_port(keras_model: Any, torch_bn_eps: float = TORCH_BN_EPS) -> Findi
     bn_eps: list[str] = []
     same_stride2: list[str] = []
     avg_same: list[str] = []
-    counts = {"batchnorm": 0, "stride2_conv": 0, "avg_pool": 0}
+    max_same: list[str] = []
+    counts = {"batchnorm": 0, "stride2_conv": 0, "avg_pool": 0, "strided_max_pool": 0}
     for layer in _flat_layers(keras_model):
         kind = type(layer).__name__
         if kind == "BatchNormalization":
@@ -42,10 +43,15 @@ def diagnose_port(keras_model: Any, torch_bn_eps: float = TORCH_BN_EPS) -> Findi
                 # a 1x1 kernel pads nothing with 'same' on even inputs: not the bug
                 if layer.padding == "same" and max(kernel) > 1:
                     same_stride2.append(f"{layer.name} ({kind} {kernel} stride {strides})")
-        elif kind in ("AveragePooling2D",):
+        elif kind == "AveragePooling2D":
             counts["avg_pool"] += 1
             if layer.padding == "same":
                 avg_same.append(f"{layer.name} (pool {tuple(layer.pool_size)})")
+        elif kind == "MaxPooling2D" and max(layer.strides) > 1:
+            counts["strided_max_pool"] += 1
+            pool = tuple(layer.pool_size)
+            if layer.padding == "same" and max(pool) > 1:
+                max_same.append(f"{layer.name} (pool {pool} stride {tuple(layer.strides)})")
     evidence: dict[str, Any] = {"layers_checked": counts}
     causes = []
     if bn_eps:
@@ -66,12 +72,29 @@ def diagnose_port(keras_model: Any, torch_bn_eps: float = TORCH_BN_EPS) -> Findi
             f"{len(avg_same)} AveragePooling2D layers use padding='same' (TF excludes the "
             "padding from the average, torch's count_include_pad=True includes it)"
         )
+    if max_same:
+        evidence["maxpool_same_padding"] = max_same
+        causes.append(
+            f"{len(max_same)} strided MaxPooling2D layers use padding='same' (TF pads "
+            "bottom/right only, torch's MaxPool2d(padding=1) both sides: the windows shift "
+            f"by one pixel; e.g. {max_same[0]})"
+        )
+    fixes = {
+        "bn_epsilon_mismatch": f"BatchNormalization(epsilon={torch_bn_eps:g})",
+        "stride2_same_padding": "ZeroPadding2D(((p, p), (p, p))) then padding='valid'",
+        "avgpool_same_padding": "ZeroPadding2D then AveragePooling2D(padding='valid') "
+        "(count_include_pad=True)",
+        "maxpool_same_padding": "ZeroPadding2D with -inf (or a large negative) then "
+        "MaxPooling2D(padding='valid')",
+    }
     if causes:
-        return Finding("port_lint", PROBLEM, "; ".join(causes), evidence)
+        fix = "; ".join(text for key, text in fixes.items() if key in evidence)
+        return Finding("port_lint", PROBLEM, "; ".join(causes), evidence, fix)
     return Finding(
         "port_lint",
         OK,
         f"{counts['batchnorm']} BatchNorm epsilons, {counts['stride2_conv']} strided convs, "
-        f"{counts['avg_pool']} average pools match torch semantics",
+        f"{counts['avg_pool']} average pools, {counts['strided_max_pool']} strided max pools "
+        "match torch semantics",
         evidence,
     )

@@ -18,9 +18,11 @@ from parity.doctor.batchnorm import diagnose_batchnorm
 from parity.doctor.calibration import diagnose_calibration
 from parity.doctor.delegates import diagnose_delegates
 from parity.doctor.findings import SKIPPED, Finding
+from parity.doctor.port_files import lint_port_file
 from parity.doctor.port_lint import diagnose_port
-from parity.doctor.preprocessing import UserPreprocess, diagnose_preprocessing
+from parity.doctor.preprocessing import diagnose_preprocessing
 from parity.errors import ParityError
+from parity.preprocess import preprocess_batch
 
 
 @dataclasses.dataclass
@@ -28,22 +30,40 @@ class DoctorInputs:
     """What the user brings; ``None`` means "use the card's / the fixtures'".
 
     Attributes:
-        preprocess: the user's preprocessing (``path -> array``).
-        images: image files to diagnose on (default: the first ``count`` fixtures).
-        count: how many fixture images to use when ``images`` is not given.
+        preprocess: the user's preprocessing, any form of :mod:`parity.doctor.inputs`.
+        images: image files to diagnose on (default: every fixture for
+            ``preprocessing``, the first ``count`` for the other checks).
+        count: how many fixture images the model checks use when ``images`` is not given.
+        model: the user's torch model object as they use it (its mode is kept: a model
+            left in training mode is diagnosed as such).
         calibration: int8 calibration data: ``"images"``, ``"noise"`` or an NCHW batch.
+        port: a Keras port (``.keras``) or an ONNX/TFLite file to lint.
     """
 
-    preprocess: UserPreprocess | None = None
+    preprocess: Any | None = None
     images: Sequence[Path] | None = None
     count: int = 4
+    model: Any | None = None
     calibration: str | np.ndarray = "images"
+    port: Path | None = None
 
-    def paths(self, session: Any) -> list[Path]:
+    def paths(self, session: Any, every_fixture: bool = False) -> list[Path]:
         """The images to diagnose on."""
         if self.images is not None:
             return [Path(p) for p in self.images]
-        return [f.path for f in session.fixtures[: self.count]]
+        fixtures = session.fixtures if every_fixture else session.fixtures[: self.count]
+        return [f.path for f in fixtures]
+
+    def batch(self, session: Any) -> np.ndarray:
+        """The images as the card preprocesses them (NCHW float32)."""
+        if self.images is None:
+            return np.asarray(session.batch[: self.count])
+        spec = session.card.preprocess.replace(layout="NCHW", dtype="float32")
+        return preprocess_batch(self.paths(session), spec)
+
+    def module(self, session: Any) -> Any:
+        """The user's model object, else the card's torch module."""
+        return self.model if self.model is not None else session.model().module
 
 
 CheckFunction = Callable[[Any, DoctorInputs], Finding]
@@ -62,15 +82,17 @@ def _preprocessing(session: Any, inputs: DoctorInputs) -> Finding:
     if inputs.preprocess is None:
         return Finding("preprocessing", SKIPPED, "no user preprocessing given (--preprocess)")
     return diagnose_preprocessing(
-        session.card, inputs.preprocess, inputs.paths(session), session.model().module
+        session.card, inputs.preprocess, inputs.paths(session, True), inputs.module(session)
     )
 
 
 def _batchnorm(session: Any, inputs: DoctorInputs) -> Finding:
-    return diagnose_batchnorm(session.model().module, session.batch[: inputs.count])
+    return diagnose_batchnorm(inputs.module(session), inputs.batch(session))
 
 
 def _port_lint(session: Any, inputs: DoctorInputs) -> Finding:
+    if inputs.port is not None:
+        return lint_port_file(inputs.port)
     if session.card.keras_twin is None:
         return Finding("port_lint", SKIPPED, "the card has no Keras twin")
     from parity import lazy
@@ -109,7 +131,8 @@ CHECKS: dict[str, Check] = {
         ),
         Check(
             "port_lint",
-            "a Keras port's BatchNorm epsilon, 'same' padding on strided conv/pooling",
+            "a Keras port (the card's twin, or your .keras / .onnx / .tflite): BatchNorm "
+            "epsilon, 'same' padding on strided conv and pooling, and more",
             _port_lint,
         ),
         Check(

@@ -3,7 +3,8 @@
 An exporter is a function ``export(ctx, out_dir) -> metadata`` that writes its files into
 ``out_dir``; :mod:`parity.artifacts` caches the result by a content key (weights hash,
 preprocessing hash, exporter name and options, package versions, upstream artifacts).
-Adding an exporter is one function plus one line in :data:`EXPORTERS`.
+Adding an exporter is one function plus one :class:`Exporter` in the backend whose
+framework makes it (:mod:`parity.backends`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Exporter:
         packages: distributions whose versions are part of the cache key.
         requires: exporters whose artifacts this one is built from.
         options: passed to the function; part of the cache key.
+        imports: Python modules it imports (an ``n/a`` reason names a missing one).
     """
 
     name: str
@@ -41,6 +43,7 @@ class Exporter:
     packages: tuple[str, ...]
     requires: tuple[str, ...] = ()
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    imports: tuple[str, ...] = ()
 
     def function(self) -> ExportFunction:
         module, _, attr = self.target.partition(":")
@@ -48,33 +51,10 @@ class Exporter:
         return fn
 
 
-_TORCH_ONNX = ("torch", "onnx", "onnxscript")
-_KERAS = ("torch", "tensorflow-cpu", "keras")
-
-# fmt: off
-EXPORTERS: dict[str, Exporter] = {e.name: e for e in [
-    Exporter("onnx_dynamo", "parity.export.onnx:export_onnx", "model.onnx", _TORCH_ONNX,
-             options={"dynamo": True}),
-    Exporter("onnx_torchscript", "parity.export.onnx:export_onnx", "model.onnx", _TORCH_ONNX,
-             options={"dynamo": False}),
-    Exporter("keras", "parity.export.keras.artifact:export_keras", "model.keras", _KERAS),
-    Exporter("tf2onnx", "parity.export.tf2onnx:export_tf2onnx", "model.onnx",
-             ("torch", "tensorflow-cpu", "keras", "tf2onnx", "onnx"), requires=("keras",)),
-    Exporter("tflite_fp32", "parity.export.tflite:export_tflite", "model.tflite", _KERAS,
-             requires=("keras",), options={"mode": "fp32"}),
-    Exporter("tflite_fp16", "parity.export.tflite:export_tflite", "model.tflite", _KERAS,
-             requires=("keras",), options={"mode": "fp16"}),
-    Exporter("tflite_dynamic", "parity.export.tflite:export_tflite", "model.tflite", _KERAS,
-             requires=("keras",), options={"mode": "dynamic"}),
-    Exporter("tflite_int8", "parity.export.tflite:export_tflite", "model.tflite", _KERAS,
-             requires=("keras",), options={"mode": "int8"}),
-    Exporter("tflite_int8_io", "parity.export.tflite:export_tflite", "model.tflite", _KERAS,
-             requires=("keras",), options={"mode": "int8_io"}),
-]}
-# fmt: on
-
-
 def get_exporter(name: str) -> Exporter:
-    if name not in EXPORTERS:
-        raise ParityError(f"unknown exporter {name!r}; known: {', '.join(EXPORTERS)}")
-    return EXPORTERS[name]
+    """The exporter registered under ``name`` by the backend whose framework makes it."""
+    from parity.backends import exporters
+
+    if name not in exporters():
+        raise ParityError(f"unknown exporter {name!r}; known: {', '.join(exporters())}")
+    return exporters()[name]

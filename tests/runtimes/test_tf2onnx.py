@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from parity.backends.onnxruntime.runner import OnnxRuntimeRunner
 from parity.errors import TapError
 from parity.export.tf2onnx import OPSET, locate_tap_values, node_layers
 from parity.harness import Session, make_runner
-from parity.runtimes.onnxruntime import OnnxRuntimeRunner
 from parity.taps import Tap
 from parity.variants import VARIANTS
 

@@ -1,0 +1,195 @@
+"""The backend registry: everything parity knows about one runtime, in one package.
+
+A backend (``parity/backends/<name>/``) declares a :class:`Backend`: its variants (data),
+the exporters whose artifacts its framework makes, the probe that reads a file made
+elsewhere, the pytest marker, the extra that installs it and the modules it imports.
+Backends are registered by one entry point each in the ``parity.backends`` group::
+
+    [project.entry-points."parity.backends"]
+    litert = "parity.backends.litert:BACKEND"
+
+so a third-party package adds a backend without editing parity. Every list of families
+(variants, markers, extras, probes, CLI choices, bundle versions) is derived from here.
+Loading the registry imports the backend packages only: no framework.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import importlib.metadata
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from parity.errors import ParityError
+from parity.export import Exporter
+
+#: Entry-point group a backend registers in.
+GROUP = "parity.backends"
+
+#: What a variant runs on: the torch module itself, an artifact parity exports, a file
+#: made elsewhere (``parity run --artifact``).
+RunsOn = Literal["module", "artifact", "file"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One way of running the model.
+
+    Attributes:
+        name: registry name, used in reports, budgets and test ids (``ort_dynamo``).
+        family: the backend that runs it (pytest marker, ``--runtime`` shorthand).
+        runner: ``module:Class`` of the :class:`~parity.backends.base.Runner`.
+        exporter: name of the artifact it runs (``None`` for the torch reference).
+        description: one line for ``parity list``.
+        module: the Python module the family needs installed.
+        options: keyword arguments for the runner.
+        reference: this variant's outputs are the reference others are compared with
+            (a compiled or GPU torch variant is not: it is judged like any other).
+        runs_on: ``"module"``, ``"artifact"`` or ``"file"``.
+        taps: how it locates taps (one line, for ``parity list``).
+        machine: ``module:function`` taking :attr:`options` and returning why this machine
+            cannot run the variant (no CUDA GPU, no bf16 execution), or ``None``.
+    """
+
+    name: str
+    family: str
+    runner: str
+    exporter: str | None
+    description: str
+    module: str
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    reference: bool = False
+    runs_on: RunsOn = "artifact"
+    taps: str = ""
+    machine: str | None = None
+
+    def runner_class(self) -> type:
+        module, _, cls = self.runner.partition(":")
+        runner_cls: type = getattr(importlib.import_module(module), cls)
+        return runner_cls
+
+    def unavailable(self) -> str | None:
+        """Why this machine cannot run the variant (an ``n/a`` row), or ``None``."""
+        if self.machine is None:
+            return None
+        module, _, function = self.machine.partition(":")
+        reason: str | None = getattr(importlib.import_module(module), function)(self.options)
+        return reason
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """One runtime as parity knows it.
+
+    Attributes:
+        name: family name: pytest marker, ``--runtime`` shorthand, worker name.
+        description: one line (the pytest marker's help).
+        extra: the ``pip install 'parity[extra]'`` that installs it.
+        imports: the modules its worker imports (the first is the one that must be
+            installed for its variants to run).
+        variants: its variants, in listing order.
+        exporters: the artifacts its framework makes (exported in its worker).
+        probe: ``module:Class`` of the :class:`~parity.detect.Probe` reading a file made
+            elsewhere, or ``None`` when it cannot run foreign files.
+        suffixes: file suffixes its probe reads (``.tflite``).
+        versions: distributions whose versions a bundle records.
+    """
+
+    name: str
+    description: str
+    extra: str
+    imports: tuple[str, ...]
+    variants: tuple[Variant, ...] = ()
+    exporters: tuple[Exporter, ...] = ()
+    probe: str | None = None
+    suffixes: tuple[str, ...] = ()
+    versions: tuple[str, ...] = ()
+
+    @property
+    def module(self) -> str:
+        """The module whose presence means the backend is installed."""
+        return self.imports[0]
+
+    def probe_class(self) -> Any:
+        if self.probe is None:
+            raise ParityError(f"backend {self.name!r} cannot read files made elsewhere")
+        module, _, cls = self.probe.partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+@functools.cache
+def backends() -> dict[str, Backend]:
+    """Every registered backend by name, the reference's backend first."""
+    found: dict[str, Backend] = {}
+    for entry in importlib.metadata.entry_points(group=GROUP):
+        if entry.name in found:
+            continue  # the same distribution seen twice on sys.path
+        backend = entry.load()
+        if not isinstance(backend, Backend) or backend.name != entry.name:
+            raise ParityError(
+                f"entry point {entry.name} = {entry.value!r} in group {GROUP!r} is not a "
+                f"parity.backends.Backend named {entry.name!r}"
+            )
+        found[entry.name] = backend
+    if not found:
+        raise ParityError(
+            f"no backend registered in the entry-point group {GROUP!r}: parity's metadata is "
+            "missing or stale; reinstall it (pip install -e .)"
+        )
+    return dict(sorted(found.items(), key=lambda kv: not any(v.reference for v in kv[1].variants)))
+
+
+def backend(name: str) -> Backend:
+    if name not in backends():
+        raise ParityError(f"unknown runtime family {name!r}; known: {', '.join(backends())}")
+    return backends()[name]
+
+
+@functools.cache
+def variants() -> dict[str, Variant]:
+    """Every registered variant by name, in backend then declaration order."""
+    found: dict[str, Variant] = {}
+    for b in backends().values():
+        for v in b.variants:
+            if v.name in found:
+                raise ParityError(f"variant {v.name!r} is registered by two backends")
+            if v.family != b.name:
+                raise ParityError(
+                    f"variant {v.name!r} of backend {b.name!r} says family {v.family!r}"
+                )
+            found[v.name] = v
+    return found
+
+
+@functools.cache
+def exporters() -> dict[str, Exporter]:
+    """Every exporter by name."""
+    return {e.name: e for b in backends().values() for e in b.exporters}
+
+
+def maker(exporter: str) -> Backend:
+    """The backend whose framework makes ``exporter``'s artifact (its worker exports it)."""
+    for b in backends().values():
+        if any(e.name == exporter for e in b.exporters):
+            return b
+    raise ParityError(f"unknown exporter {exporter!r}; known: {', '.join(exporters())}")
+
+
+def reference() -> Variant:
+    """The one reference variant (torch eager)."""
+    found = [v for v in variants().values() if v.reference]
+    if len(found) != 1:
+        raise ParityError(f"exactly one reference variant must be registered, found {found}")
+    return found[0]
+
+
+def extras() -> dict[str, str]:
+    """Importable module -> the extra that installs it."""
+    return {m: b.extra for b in backends().values() for m in b.imports}
+
+
+def markers() -> dict[str, str]:
+    """pytest marker -> description, one per backend."""
+    return {b.name: b.description for b in backends().values()}

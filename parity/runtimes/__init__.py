@@ -1,1 +1,0 @@
-"""Runners: one per runtime, one interface (:class:`parity.runtimes.base.Runner`)."""

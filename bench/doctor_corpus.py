@@ -46,6 +46,7 @@ def _old_doctor(commit: str) -> Any:
     spec = importlib.util.spec_from_file_location("doctor_before", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 

@@ -435,7 +435,7 @@ def test_internal_error_exits_3_and_says_where_the_traceback_is(
         raise ZeroDivisionError("injected bug")
 
     monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(parity.cli, "_cmd_list", bug)
+    monkeypatch.setattr(parity.cli, "list_command", bug)
     assert main(["list"]) == 3
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
@@ -458,7 +458,7 @@ def build(weights=None, num_classes=1000, **kwargs):
 BUILDER_FAULTS = {
     "module raises on import": ("raise RuntimeError('no GPU here')", "return None", "no GPU here"),
     "builder raises": ("", "raise ValueError('depth must be even')", "depth must be even"),
-    "builder returns no module": ("", "return 42", "not a torch.nn.Module"),
+    "builder returns no module": ("", "return 42", "expected a torch.nn.Module"),
     "builder kwarg unknown": (
         "",
         "return torchvision.models.resnet18(**kwargs, num_classes=num_classes)",

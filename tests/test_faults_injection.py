@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,16 +21,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from parity import atomic
 from parity.cli import main
 from parity.compare import TolerancePolicy
 from parity.config import load_gate_config
 from parity.errors import ParityError
-from parity.fixtures import Fixture
+from parity.fixtures import Fixture, load_fixtures
 from parity.golden import GoldenStore
 from parity.paths import bundled_dir
-from parity.preprocess import PreprocessSpec
+from parity.preprocess import (
+    MAX_IMAGE_PIXELS,
+    PreprocessSpec,
+    _center_crop,
+    _resize,
+    _resize_window,
+    preprocess_batch,
+)
 from parity.tapmatch import load_tap_map
 from parity.taps import Tap
 from parity.zoo import load_card
@@ -233,9 +242,16 @@ WRITER = """
 import sys, resource, signal
 from pathlib import Path
 import numpy as np
-from parity.fixtures import Fixture
+from parity.fixtures import Fixture, load_fixtures
 from parity.golden import OUTPUT_KEY, GoldenStore
-from parity.preprocess import PreprocessSpec
+from parity.preprocess import (
+    MAX_IMAGE_PIXELS,
+    PreprocessSpec,
+    _center_crop,
+    _resize,
+    _resize_window,
+    preprocess_batch,
+)
 from parity.taps import Tap
 
 root, version, count = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
@@ -501,3 +517,82 @@ def test_truncated_cached_weights_are_computed_again(
     monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path))
     assert load_model(card).sha256 == expected
     assert (tmp_path / "weights" / cached.name).stat().st_size == cached.stat().st_size
+
+
+# -- 3. fixture folders: every entry becomes an image or is an error naming it ---------
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(bundled_dir("fixtures") / "images" / "chelsea.png", folder / "chelsea.png")
+    return folder
+
+
+FOLDER_FAULTS: dict[str, tuple[Callable[[Path], None], str, str]] = {
+    "broken link": (lambda d: (d / "gone.png").symlink_to(d / "nowhere.png"), "gone.png", "broken"),
+    "link loop": (lambda d: (d / "loop.png").symlink_to(d / "loop.png"), "loop.png", "loop"),
+    "folder": (lambda d: (d / "more.png").mkdir(), "more.png", "folder"),
+    "broken link without suffix": (lambda d: (d / "x").symlink_to(d / "y"), "x", "broken"),
+    "fifo": (lambda d: os.mkfifo(d / "pipe.png"), "pipe.png", "not a regular file"),
+    "empty image": (lambda d: (d / "empty.png").write_bytes(b""), "empty.png", "not an image"),
+}
+
+
+@pytest.mark.parametrize("fault", FOLDER_FAULTS, ids=list(FOLDER_FAULTS))
+def test_fixture_folder_entries_are_images_or_errors(
+    capsys: pytest.CaptureFixture[str], image_folder: Path, fault: str
+):
+    make, name, problem = FOLDER_FAULTS[fault]
+    make(image_folder)
+    if fault == "empty image":  # listed fine, refused when decoded
+        with pytest.raises(ParityError, match=problem):
+            preprocess_batch([f.path for f in load_fixtures(image_folder)])
+        return
+    one_line_error(capsys, ["run", "--fixtures", str(image_folder)], name, problem)
+
+
+def test_decompression_bomb_is_refused_with_the_limit(image_folder: Path):
+    bomb = image_folder / "bomb.png"
+    Image.new("1", (9000, 9000)).save(bomb)  # 81 Mpx declared in a few kB
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(ParityError) as info:
+        preprocess_batch([bomb])
+    assert "bomb.png" in str(info.value) and f"{MAX_IMAGE_PIXELS:,}" in str(info.value)
+
+
+STRIP = """
+import re, sys
+from pathlib import Path
+from parity.preprocess import PreprocessSpec, preprocess
+spec = PreprocessSpec(antialias=sys.argv[2] == "aa")
+tensor = preprocess(Path(sys.argv[1]), spec)
+assert tensor.shape == (3, 224, 224), tensor.shape
+# VmHWM, not ru_maxrss: the latter keeps the forking pytest's size across exec
+print(int(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text())[1]) // 1024)
+"""
+
+
+@pytest.mark.parametrize("antialias", ["aa", "no-aa"])
+def test_a_tiny_strip_image_does_not_take_gigabytes(tmp_path: Path, antialias: str):
+    """A 1 x 12000 PNG resizes to 256 x 3,072,000 before the crop: only the window is made."""
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (1, 12000), (200, 100, 50)).save(strip)
+    assert strip.stat().st_size < 1000
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", STRIP, str(strip), antialias],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    peak_mib = int(done.stdout.strip())
+    assert peak_mib < 400, f"peak RSS {peak_mib} MiB"
+
+
+def test_resize_window_equals_the_full_resize_without_antialias():
+    """The windowed path computes the same values as the full one (no antialias)."""
+    image = Image.open(bundled_dir("fixtures") / "images" / "panorama.jpg").convert("RGB")
+    spec = PreprocessSpec(antialias=False, resize=(300,), crop=(224, 224))
+    full = np.asarray(_center_crop(_resize(image, spec), (224, 224)))
+    window = np.asarray(_center_crop(_resize_window(image, spec), (224, 224)))
+    np.testing.assert_array_equal(full, window)

@@ -47,15 +47,17 @@ class ReferenceCache:
         return self.root / f"{model}-{key}.npz"
 
     def load(self, model: str, key: str, taps: Sequence[Tap]) -> dict[str, np.ndarray] | None:
-        """The cached taps, or None when absent or unreadable (then recompute)."""
+        """Every stored output (the taps and the model's output), or None when absent,
+        unreadable or missing a tap (then recompute)."""
         path = self.path(model, key)
         if not path.is_file():
             return None
         try:
             with np.load(path, allow_pickle=False) as data:
-                return {tap.name: data[tap.name] for tap in taps}
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+                arrays = {name: data[name] for name in data.files}
+        except (OSError, ValueError, zipfile.BadZipFile):
             return None
+        return arrays if all(tap.name in arrays for tap in taps) else None
 
     def store(self, model: str, key: str, taps: Mapping[str, np.ndarray]) -> None:
         """Write the taps atomically (a temporary file renamed into place)."""

@@ -18,6 +18,7 @@ import pytest
 from parity.harness import Session, make_runner
 from parity.preprocess import tensor_sha256
 from parity.reference import ReferenceCache, reference_key
+from parity.taps import select_taps
 from parity.variants import VARIANTS
 
 pytestmark = [pytest.mark.torch, pytest.mark.onnxruntime]
@@ -61,6 +62,13 @@ def test_golden_only_check_imports_no_torch(warm: Session, tmp_path: Path):
 
 
 def test_an_unseen_tap_list_computes_the_reference_with_torch(warm: Session, tmp_path: Path):
+    stem = select_taps(warm.card.taps, ["stem"])
+    key = reference_key(
+        warm.local_weights_sha256(), tensor_sha256(warm.batch), stem, warm.card.preprocess.sha256
+    )
+    ReferenceCache().path(warm.card.name, key).unlink(
+        missing_ok=True
+    )  # unseen, even in a reused cache
     done = _parity("run", "-r", "ort_dynamo", "--tap", "stem", "--summary", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "reference: computed" in done.stdout

@@ -167,3 +167,58 @@ def test_cli_bad_inputs_are_one_line_exit_2(
             assert err.startswith("parity: error:") and "Traceback" not in err, err
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def test_port_lint_onnx_file(tmp_path: Path) -> None:
+    """A hand-built ONNX graph with TF-style padding; a clean one passes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from parity.doctor.port_files import lint_port_file
+
+    weight = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+
+    def save(name: str, nodes: list[onnx.NodeProto]) -> Path:
+        graph = helper.make_graph(
+            nodes,
+            name,
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [weight],
+        )
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(helper.make_model(graph), str(path))
+        return path
+
+    conv = helper.make_node(
+        "Conv", ["x", "w"], ["c"], "conv", strides=[2, 2], auto_pad="SAME_UPPER"
+    )
+    pool = helper.make_node("AveragePool", ["c"], ["y"], "pool", kernel_shape=[3, 3], pads=[1] * 4)
+    faulty = save("faulty", [conv, pool])
+    finding = lint_port_file(faulty)
+    assert finding.status == PROBLEM
+    assert finding.evidence["stride2_same_padding"] == ["conv (Conv)"]
+    assert finding.evidence["avgpool_excludes_padding"] == ["pool (AveragePool)"]
+    clean = save(
+        "clean",
+        [helper.make_node("Conv", ["x", "w"], ["y"], "conv", strides=[2, 2], pads=[1, 1, 1, 1])],
+    )
+    assert lint_port_file(clean).status == OK
+
+
+@pytest.mark.keras
+def test_port_lint_tflite_file(tmp_path: Path) -> None:
+    """A Keras port with a strided 'same' conv, converted to TFLite: the op is named."""
+    from parity import lazy
+    from parity.doctor.port_files import lint_port_file
+    from parity.export.tflite import convert_keras_model
+
+    lazy.tensorflow()
+    keras = lazy.require("keras")
+    inputs = keras.Input((16, 16, 3))
+    outputs = keras.layers.Conv2D(4, 3, strides=2, padding="same")(inputs)
+    path = tmp_path / "port.tflite"
+    path.write_bytes(convert_keras_model(keras.Model(inputs, outputs), "fp32"))
+    finding = lint_port_file(path)
+    assert finding.status == PROBLEM, finding.cause
+    assert [op.split(" ")[-1] for op in finding.evidence["stride2_same_padding"]] == ["(CONV_2D)"]

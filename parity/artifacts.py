@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
 from parity.errors import ArtifactError
 from parity.export import Exporter, get_exporter
@@ -33,6 +34,8 @@ from parity.zoo import ModelCard
 
 #: Bump when an exporter's code changes what it writes.
 CACHE_FORMAT = 1
+#: Append-only log in the cache root: one line per artifact exported, with the process id.
+EXPORT_LOG = "exports.log"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,11 +138,15 @@ class ArtifactCache:
         if key in self._memo:
             return self._memo[key]
         folder = self.root / ctx.card.name / f"{exporter.name}-{key}"
-        if folder.is_dir() and self.rebuild:
-            shutil.rmtree(folder)
-        artifact = self._read(folder, exporter, key) if folder.is_dir() else None
-        if artifact is None:
-            artifact = self._build(folder, exporter, key, ctx)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # Across processes (pytest-xdist workers, parallel CI jobs on one cache): the first
+        # exports while the others wait, then read its result; nothing is exported twice.
+        with FileLock(folder.with_name(f"{folder.name}.lock")):
+            if folder.is_dir() and self.rebuild:
+                shutil.rmtree(folder)
+            artifact = self._read(folder, exporter, key) if folder.is_dir() else None
+            if artifact is None:
+                artifact = self._build(folder, exporter, key, ctx)
         self._memo[key] = artifact
         return artifact
 
@@ -188,4 +195,7 @@ class ArtifactCache:
         except OSError:  # another process won the race: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)
             return self._read(folder, exporter, key)
+        with open(self.root / EXPORT_LOG, "a") as log:  # who built what (one line per export)
+            log.write(f"{folder.relative_to(self.root)} pid={os.getpid()} "
+                      f"seconds={metadata['export_seconds']}\n")  # fmt: skip
         return Artifact(exporter.name, folder / exporter.filename, key, metadata, built=True)

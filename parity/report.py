@@ -272,6 +272,26 @@ def gate_to_dict(reports: Sequence[ParityReport]) -> dict[str, Any]:
     }
 
 
+def merge_gates(gates: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One gate dict from several (pytest-xdist workers): each model's variants together."""
+    models: dict[str, dict[str, Any]] = {}
+    for gate in gates:
+        for model in gate["models"]:
+            if model["model"] not in models:
+                models[model["model"]] = {**model, "variants": []}
+            merged = models[model["model"]]
+            seen = {(v["name"], v["mode"]) for v in merged["variants"]}
+            new = [v for v in model["variants"] if (v["name"], v["mode"]) not in seen]
+            merged["variants"] += new
+            merged["passed"] = merged["passed"] and model["passed"]
+            merged["wall_seconds"] = max(merged["wall_seconds"], model["wall_seconds"])
+    return {
+        **gates[0],
+        "passed": all(m["passed"] for m in models.values()),
+        "models": list(models.values()),
+    }
+
+
 def write_reports(gate: dict[str, Any], folder: Path) -> list[Path]:
     """Write ``report.json``, ``summary.md``, ``junit.xml`` and ``report.html`` into ``folder``."""
     from parity.render import render_html, render_junit, render_markdown

@@ -163,6 +163,20 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write(results: dict[str, Any], markdown_path: Path, started: float) -> None:
+    """Write what is measured so far (the JSON and the RESULTS.md region)."""
+    results["load_end"] = load()
+    results["seconds"] = time.perf_counter() - started
+    (ROOT / "bench" / "results_speed.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = markdown_path.read_text() if markdown_path.is_file() else "# Benchmarks\n"
+    region = markdown(results)
+    if START in text:
+        text = text[: text.index(START)] + region + text[text.index(END) + len(END) + 1 :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + region
+    markdown_path.write_text(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="mobilenet_v2,resnet18")
@@ -178,32 +192,27 @@ def main() -> None:
         "baseline": {},
         "notes": [],
     }
+    # compare and threads first, in this process, on the user's (warm or not) cache
+    results["compare"]["mobilenet_v2"] = compare_and_threads("mobilenet_v2")
+    write(results, args.markdown, started)
     short = {"mobilenet_v2": "mnv2", "resnet18": "r18"}
     for model in args.models.split(","):
-        with tempfile.TemporaryDirectory(prefix="parity-bench-") as cache:
-            root = Path(cache)
-            runs = {
-                "cold all-variant": timed_run(["-m", model, *ALL, "--summary"], root),
-                "warm all-variant": timed_run(["-m", model, *ALL, "--summary"], root),
-                "warm ONNX-only": timed_run(["-m", model, "-r", "onnxruntime", "--summary"], root),
-            }
-        results["runs"][model] = runs
         for label, name in (("cold all-variant", "cold"), ("warm all-variant", "warm")):
             old = baseline(args.baseline / f"{short.get(model, model)}_{name}.txt")
             if old:
                 results["baseline"][f"{model}/{label}"] = old
-    results["compare"]["mobilenet_v2"] = compare_and_threads("mobilenet_v2")
-    results["load_end"] = load()
-    results["seconds"] = time.perf_counter() - started
-    (ROOT / "bench" / "results_speed.json").write_text(json.dumps(results, indent=2) + "\n")
-    text = args.markdown.read_text() if args.markdown.is_file() else "# Benchmarks\n"
-    region = markdown(results)
-    if START in text:
-        text = text[: text.index(START)] + region + text[text.index(END) + len(END) + 1 :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + region
-    args.markdown.write_text(text)
-    print(region)
+        runs: dict[str, Any] = {}
+        results["runs"][model] = runs
+        with tempfile.TemporaryDirectory(prefix="parity-bench-") as cache:
+            steps = {
+                "cold all-variant": ["-m", model, *ALL, "--summary"],
+                "warm all-variant": ["-m", model, *ALL, "--summary"],
+                "warm ONNX-only": ["-m", model, "-r", "onnxruntime", "--summary"],
+            }
+            for label, run_args in steps.items():
+                runs[label] = timed_run(run_args, Path(cache))
+                write(results, args.markdown, started)
+    print(markdown(results))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from parity.preprocess import preprocess_batch, tensor_sha256
 from parity.reference import ReferenceCache, reference_key
 from parity.result import ParityReport, VariantResult
 from parity.taps import select_taps
+from parity.threads import REFERENCE_THREADS
 from parity.variants import REFERENCE, VARIANTS, Variant, resolve_variants
 from parity.weights import LoadedModel, cached_weights_sha256, load_model
 from parity.zoo import get_card
@@ -172,7 +173,8 @@ class Session:
             return cached
         module = self.model().module
         self.progress(f"running the torch reference on {len(self.fixtures)} images")
-        with make_runner(VARIANTS[REFERENCE], module, self.config.threads) as runner:
+        threads = min(self.config.threads, REFERENCE_THREADS)
+        with make_runner(VARIANTS[REFERENCE], module, threads) as runner:
             start = time.perf_counter()
             outputs = runner.run(self.batch, self.taps)
             self.reference_seconds = time.perf_counter() - start

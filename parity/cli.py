@@ -16,6 +16,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -504,8 +505,29 @@ def _cmd_doctor(args: argparse.Namespace, console: Console) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``parity`` console script; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of the ``parity`` console script; returns the exit code.
+
+    Called as the process's entry (``argv`` None: the console script, ``python -m
+    parity.cli``) it does not return: once every report is written and the standard
+    streams are flushed it leaves with :func:`os._exit`, skipping the interpreter teardown
+    that costs seconds with torch and TensorFlow loaded. Called with ``argv`` (tests,
+    embedding) it returns the code.
+    """
+    if argv is None:
+        _exit_now(_main(sys.argv[1:]))
+    return _main(argv)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Flush stdout/stderr and end the process with ``code``, without interpreter teardown."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
+            stream.flush()
+    os._exit(code)
+
+
+def _main(argv: Sequence[str]) -> int:
+    argv = list(argv)
     debug = "--debug" in argv or bool(os.environ.get("PARITY_DEBUG"))
     argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -651,3 +652,16 @@ def test_every_report_marks_every_failed_metric(capsys: pytest.CaptureFixture[st
     for render in (render_markdown, render_junit, render_html):
         text = render(data)
         assert "features.3" in text and "unmatched, left out of the verdict" in text, render
+
+
+@pytest.mark.torch
+def test_junit_classname_is_stable_and_relative(tmp_path: Path):
+    """pytest's JUnit names generated tests parity.<model>.<variant>, not the install path."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    xml = tmp_path / "junit.xml"
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-k", "chelsea",
+            "--parity-models", "mobilenet_v2", "--parity-runtimes", "torch",
+            f"--junitxml={xml}"]  # fmt: skip
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.findall(r'classname="([^"]*)"', xml.read_text()) == ["parity.mobilenet_v2.torch"]

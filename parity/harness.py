@@ -437,16 +437,15 @@ def run_parity(
     results = []
     if "golden" in modes:
         _ = session.goldens  # a stale or missing golden fails before any export
-    external = None
+    external: dict[str, Any] | None = None
     if config.artifact is not None:
         runtime, _what = sniff_runtime(Path(config.artifact), config.artifact_runtime)
         tap_map = str(config.tap_map) if config.tap_map is not None else None
         external = {"path": str(config.artifact), "runtime": runtime}
         external.update(input_layout=config.input_layout, tap_map=tap_map)
     session.prefetch(variants, external)
-    if "golden" in modes:
-        if installed("torch"):
-            results.append(session.check_golden(VARIANTS[REFERENCE]))
+    if "golden" in modes and installed("torch"):
+        results.append(session.check_golden(VARIANTS[REFERENCE]))
     for variant in variants:
         if "live" in modes:
             results.append(session.check(variant))

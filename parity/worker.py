@@ -125,9 +125,7 @@ def _reference(session: Any, run_dir: Path, phases: Phases, state_dict: bool) ->
     _done(run_dir / REFERENCE_TASK, seconds=session.reference_seconds)
 
 
-def _task(
-    session: Any, job: dict[str, Any], task: dict[str, Any], run_dir: Path, phases: Phases
-) -> None:
+def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> None:
     from parity.export import get_exporter
     from parity.harness import make_runner
     from parity.variants import VARIANTS

@@ -38,6 +38,9 @@ def not_applicable_reason(variant: Variant, card: ModelCard, exporting: bool = T
     """
     if not installed(variant.module):
         return _missing(variant.module, f"the {variant.family} runtime")
+    unavailable = variant.unavailable()  # the machine lacks what it needs (a GPU, bf16)
+    if unavailable is not None:
+        return unavailable
     if variant.exporter is None:
         return None
     chain = _chain(variant.exporter)

@@ -15,13 +15,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from parity import __version__
+from parity import __version__, atomic
 from parity.artifacts import Artifact
 from parity.backends import backends
 from parity.errors import ArtifactError, ParityError
@@ -175,7 +174,5 @@ def write_bundle(
         },
         "models": entries,
     }
-    tmp = root / f".{MANIFEST}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, root / MANIFEST)
+    atomic.write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return root / MANIFEST

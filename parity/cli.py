@@ -1,30 +1,37 @@
-"""The ``parity`` command line.
+"""The ``parity`` command line: the one boundary where exceptions become exit codes.
 
-Exit codes: 0 every check passed; 1 a tolerance (or runtime) failure; 2 usage error or
-bad input (unknown model, missing or corrupt file, ...), reported in one line.
+Exit codes: 0 every check passed; 1 a budget broken or a runtime failed on an artifact;
+2 usage error or bad input (unknown model, missing or corrupt file, a full disk, ...),
+reported in one line; 3 an internal error (a bug in parity): one line saying where the
+traceback was written (``--debug`` prints it instead). 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
+import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
-from parity import __version__
+from parity import __version__, atomic
 from parity.backends import backends
 from parity.cli_project import add_parsers as add_project_parsers
 from parity.cli_project import run_command as run_project_command
 from parity.errors import ParityError
+from parity.paths import cache_dir
 
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 EPILOG = """\
-exit codes: 0 pass, 1 a budget broken or a runtime failed, 2 usage error or bad input.
+exit codes: 0 pass, 1 a budget broken or a runtime failed, 2 usage error or bad input,
+3 internal error (traceback written to a file; --debug prints it).
 
 examples:
   parity run                                    mobilenet_v2, both ONNX exports, bundled fixtures
@@ -519,7 +526,7 @@ def _cmd_doctor(args: argparse.Namespace, console: Console) -> int:
     console.print(table)
     if args.json:
         payload = {"model": session.card.name, "findings": [f.to_dict() for f in findings]}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        atomic.write_text(args.json, json.dumps(payload, indent=2) + "\n")
         console.print(f"JSON: {args.json}")
     return EXIT_FAIL if any(f.status == PROBLEM for f in findings) else EXIT_PASS
 
@@ -527,6 +534,8 @@ def _cmd_doctor(args: argparse.Namespace, console: Console) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``parity`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or bool(os.environ.get("PARITY_DEBUG"))
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "run")
     args = _parser().parse_args(argv)
@@ -555,6 +564,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         errors.print("parity: interrupted")
         return 130
+    except Exception as exc:  # a bug in parity, not the user's input nor a failed check
+        if debug:
+            errors.print(traceback.format_exc(), markup=False, highlight=False)
+        where = _save_traceback()
+        errors.print(
+            f"[bold red]parity: internal error:[/] {escape(type(exc).__name__)}: "
+            f"{escape(str(exc).strip().splitlines()[0] if str(exc).strip() else '')} "
+            f"(a bug in parity; traceback: {escape(where)}; --debug shows it)",
+            soft_wrap=True,
+        )
+        return EXIT_INTERNAL
+
+
+def _save_traceback() -> str:
+    """Write the current exception's traceback to a file; its path (or why not)."""
+    text = traceback.format_exc()
+    try:
+        folder = cache_dir() / "logs"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = folder / f"traceback-{stamp}-{os.getpid()}.txt"
+        atomic.write_text(path, text)
+        return str(path)
+    except Exception as exc:  # not even the cache is writable: say so, keep the exit code
+        return f"not written ({exc})"
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""User-facing errors.
+"""User-facing errors, and how each kind of failure is classified.
 
-Every error a user can meet is a :class:`ParityError`: one line saying what is wrong,
-where, and what to do. The CLI prints it and exits with code 2; nothing else in parity
-turns an exception into a message.
+* :class:`ParityError`: bad input or environment (a user's file, card, path, a full
+  disk): one line saying what is wrong, where, and what to do; the CLI exits 2.
+* :class:`RuntimeFailure`: a runtime refused or crashed on an artifact parity built:
+  not bad input but a failed variant, reported in its row; the run exits 1.
+* anything else is a bug in parity: the CLI writes the traceback to a file, prints
+  where, and exits 3 (never 1, which means "a budget broken or a runtime failed").
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ class TapError(ParityError):
 
 class ToleranceError(ParityError):
     """The tolerance table is malformed."""
+
+
+class RuntimeFailure(Exception):
+    """A runtime failed on an artifact parity built (a failed variant, exit 1)."""
 
 
 class MissingRuntimeError(ParityError):

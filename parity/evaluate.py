@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from parity import atomic
 from parity.backends.base import OUTPUT
 from parity.errors import FixtureError, ParityError
 from parity.fixtures import IMAGE_SUFFIXES
@@ -361,7 +362,7 @@ class EvalResult:
 def write_result(result: EvalResult, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+    atomic.write_text(path, json.dumps(result.to_dict(), indent=1) + "\n")
 
 
 def read_result(path: Path) -> EvalResult:

@@ -7,6 +7,7 @@ resize) and expects the verdict to name the layer where it was broken.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,3 +56,26 @@ def perturb_onnx_conv(
             onnx.save(model, str(target))
             return str(node.name)
     raise TapError(f"{source}: no Conv node inside module '{module}'")
+
+
+def perturb_torch_conv(
+    module: Any, path: str, relative_noise: float = 0.01, seed: int = 0
+) -> tuple[Any, str]:
+    """A copy of ``module`` with noise added to the weight of the first Conv inside ``path``.
+
+    The same fault as :func:`perturb_onnx_conv`, made in the torch module itself (before it
+    is compiled, moved or autocast by a torch variant). Returns the copy and the name of
+    the perturbed conv.
+    """
+    torch = lazy.torch()
+    broken = copy.deepcopy(module)
+    for name, layer in broken.named_modules():
+        inside = name == path or name.startswith(path + ".")
+        if inside and isinstance(layer, torch.nn.Conv2d):
+            weight = layer.weight.detach().numpy()
+            rng = np.random.default_rng(seed)
+            noise = rng.standard_normal(weight.shape) * weight.std() * relative_noise
+            with torch.no_grad():
+                layer.weight.add_(torch.from_numpy(noise.astype(weight.dtype)))
+            return broken, name
+    raise TapError(f"no Conv2d inside module '{path}'")

@@ -8,8 +8,11 @@ fixture is an error rather than a silently different golden.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -80,11 +83,7 @@ def load_fixtures(root: Path, roles: Sequence[str] = ("golden", "awkward")) -> l
     if (root / MANIFEST).is_file():
         return load_manifest(root, roles)
     files = sorted(
-        (
-            p
-            for p in root.iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-        ),
+        (p for p in root.iterdir() if not p.name.startswith(".") and _is_image_entry(p)),
         key=lambda p: (p.stem, p.name),
     )
     if not files:
@@ -96,6 +95,33 @@ def load_fixtures(root: Path, roles: Sequence[str] = ("golden", "awkward")) -> l
     if clashes:
         raise FixtureError(f"{root}: several files share the names {clashes}")
     return [Fixture(p.stem, p) for p in files]
+
+
+def _is_image_entry(path: Path) -> bool:
+    """True for an image file, False for what is plainly not one (``README.txt``, a
+    sub-folder); an entry that should be an image but cannot be is an error naming it.
+
+    A broken link, a link loop, an unreadable file or a non-file with an image suffix
+    would otherwise shrink the fixture set without a word. Hidden entries are skipped
+    by the caller.
+    """
+    try:
+        mode = path.stat().st_mode  # follows links
+    except FileNotFoundError:
+        raise FixtureError(f"{path}: broken symbolic link (its target does not exist)") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FixtureError(f"{path}: symbolic link loop") from None
+        raise FixtureError(f"{path}: cannot read ({exc.strerror})") from None
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return False
+    if stat.S_ISDIR(mode):
+        raise FixtureError(f"{path}: a folder named like an image")
+    if not stat.S_ISREG(mode):
+        raise FixtureError(f"{path}: not a regular file")
+    if not os.access(path, os.R_OK):
+        raise FixtureError(f"{path}: cannot read (permission denied)")
+    return True
 
 
 def calibration_images(root: Path) -> list[Fixture]:

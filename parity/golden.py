@@ -15,9 +15,13 @@ What is stored per tap (chosen to keep every default model's goldens a few MB):
   estimated from it see an error *anywhere* in the tensor, even one the subsample
   misses. Hashes are integer arithmetic, fixed forever (not a numpy RNG stream).
 
-Writes are atomic (temporary file + rename), provenance last, and record each npz's
-sha256; a golden whose weights, preprocessing or input differ from the current run is
-a :class:`StaleGoldenError` that says what changed, never a silent regeneration.
+An update is a transaction (:mod:`parity.transaction`): the whole new set (every npz and
+provenance.json, which records each npz's sha256) is written to a staging folder and
+swapped in with one rename, under a lock; an interrupted update leaves the old set.
+A golden whose weights, preprocessing, taps or input differ from the current run is a
+:class:`StaleGoldenError` that says what changed, never a silent regeneration. What a
+failing variant obtained is written to the cache (``<cache>/obtained/<model>/``), never
+into the goldens' folder.
 """
 
 from __future__ import annotations
@@ -27,14 +31,13 @@ import datetime
 import hashlib
 import json
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from parity import __version__
+from parity import __version__, atomic
 from parity.compare import (
     REL_FLOOR,
     TapMetrics,
@@ -47,8 +50,10 @@ from parity.compare import (
 )
 from parity.errors import ParityError
 from parity.fixtures import Fixture, file_sha256
+from parity.paths import cache_dir
 from parity.preprocess import PreprocessSpec, tensor_sha256
 from parity.taps import Tap
+from parity.transaction import recover, replace_folder
 
 FULL_LIMIT = 4096
 SAMPLE = 512
@@ -166,19 +171,46 @@ class TapRecord:
         )
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     import io
 
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
     return buffer.getvalue()
+
+
+_IMAGE_KEYS = ("file", "file_sha256", "input_sha256", "npz_sha256")
+
+
+def _provenance_problem(data: Any) -> str | None:
+    """What is structurally wrong with a provenance.json, or ``None``."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    shapes: list[tuple[str, Any, type]] = [
+        ("format", data.get("format"), int),
+        ("versions", data.get("versions"), dict),
+        ("weights", data.get("weights"), dict),
+        ("preprocess", data.get("preprocess"), dict),
+        ("taps", data.get("taps"), list),
+        ("images", data.get("images"), dict),
+    ]
+    for key, value, kind in shapes:
+        if not isinstance(value, kind):
+            return f"'{key}' missing or not a {kind.__name__}"
+    if not isinstance(data["weights"].get("sha256"), str):
+        return "'weights.sha256' missing"
+    if not isinstance(data["preprocess"].get("sha256"), str) or not isinstance(
+        data["preprocess"].get("spec"), dict
+    ):
+        return "'preprocess.sha256' or 'preprocess.spec' missing"
+    if not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in data["taps"]):
+        return "a 'taps' entry has no name"
+    for name, entry in data["images"].items():
+        if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(k), str) for k in _IMAGE_KEYS
+        ):
+            return f"image '{name}' lacks one of {list(_IMAGE_KEYS)}"
+    return None
 
 
 @dataclasses.dataclass
@@ -217,9 +249,11 @@ class GoldenStore:
         return self.folder / f"{fixture}.npz"
 
     def obtained_path(self, fixture: str, variant: str) -> Path:
-        return self.folder / f"{fixture}.obtained.{variant}.npz"
+        """Where a failing variant's arrays for one image go: the cache, not the goldens."""
+        return cache_dir() / "obtained" / self.model / variant / f"{fixture}.npz"
 
     def exists(self) -> bool:
+        recover(self.folder)
         return self.provenance_path.is_file()
 
     def provenance(self) -> Provenance:
@@ -229,9 +263,18 @@ class GoldenStore:
                 f"`parity update-goldens --model {self.model}`"
             )
         try:
-            return Provenance(json.loads(self.provenance_path.read_text()))
-        except json.JSONDecodeError as exc:
+            data = json.loads(self.provenance_path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ParityError(f"{self.provenance_path}: not valid JSON ({exc})") from None
+        except OSError as exc:
+            raise ParityError(f"{self.provenance_path}: cannot read ({exc.strerror})") from None
+        problem = _provenance_problem(data)
+        if problem:
+            raise ParityError(
+                f"{self.provenance_path}: malformed provenance ({problem}); restore it from "
+                f"version control or run `parity update-goldens --model {self.model}`"
+            )
+        return Provenance(data)
 
     def write(
         self,
@@ -245,14 +288,33 @@ class GoldenStore:
         spec: PreprocessSpec,
         versions: Mapping[str, str],
     ) -> None:
-        """Write every fixture's npz, then the provenance (each atomically)."""
+        """Replace the whole set (every fixture's npz and the provenance) in one step."""
+        with replace_folder(self.folder) as staging:
+            self._write_set(
+                staging, fixtures, batch, outputs, taps, weights_source=weights_source,
+                weights_sha256=weights_sha256, spec=spec, versions=versions,
+            )  # fmt: skip
+
+    def _write_set(
+        self,
+        folder: Path,
+        fixtures: Sequence[Fixture],
+        batch: np.ndarray,
+        outputs: Mapping[str, np.ndarray],
+        taps: Sequence[Tap],
+        *,
+        weights_source: str,
+        weights_sha256: str,
+        spec: PreprocessSpec,
+        versions: Mapping[str, str],
+    ) -> None:
         images = {}
         for index, fixture in enumerate(fixtures):
             arrays = {OUTPUT_KEY + "/full": np.asarray(outputs[OUTPUT_KEY][index], np.float32)}
             for tap in taps:
                 arrays.update(TapRecord.of(outputs[tap.name][index]).to_arrays(tap.name))
             data = _npz_bytes(arrays)
-            _atomic_write_bytes(self.npz_path(fixture.name), data)
+            (folder / self.npz_path(fixture.name).name).write_bytes(data)
             images[fixture.name] = {
                 "file": fixture.path.name,
                 "file_sha256": fixture.sha256 or file_sha256(fixture.path),
@@ -280,7 +342,7 @@ class GoldenStore:
             "images": images,
         }
         text = json.dumps(provenance, indent=2, sort_keys=True) + "\n"
-        _atomic_write_bytes(self.provenance_path, text.encode())
+        (folder / self.provenance_path.name).write_text(text, encoding="utf-8")
 
     def check_fresh(
         self,
@@ -288,6 +350,7 @@ class GoldenStore:
         batch: np.ndarray,
         spec: PreprocessSpec,
         weights_sha256: Callable[[], str | None],
+        taps: Sequence[Tap] = (),
     ) -> Provenance:
         """Raise :class:`StaleGoldenError` saying what changed; return the provenance.
 
@@ -307,6 +370,13 @@ class GoldenStore:
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
             raise StaleGoldenError(f"{where}: preprocessing changed ({details}); {fix}")
+        stored = {t["name"] for t in provenance.data["taps"]}
+        missing = [t.name for t in taps if t.name not in stored]
+        if missing:
+            raise StaleGoldenError(
+                f"{where}: the goldens have no tap {missing[0]!r} (the card gained "
+                f"{len(missing)} tap(s) since they were made); {fix}"
+            )
         weights = weights_sha256()
         if weights is not None and provenance.weights_sha256 != weights:
             raise StaleGoldenError(
@@ -346,10 +416,10 @@ class GoldenStore:
     def write_obtained(
         self, fixture: str, variant: str, outputs: Mapping[str, np.ndarray], index: int
     ) -> Path:
-        """Save what a failing variant produced for one image, in full, beside the golden."""
+        """Save what a failing variant produced for one image, in full, in the cache."""
         path = self.obtained_path(fixture, variant)
         arrays = {key: np.asarray(value[index]) for key, value in outputs.items()}
-        _atomic_write_bytes(path, _npz_bytes(arrays))
+        atomic.write_bytes(path, _npz_bytes(arrays))
         return path
 
 

@@ -216,9 +216,11 @@ class Session:
             message, artifact = self._failures[variant.name]
             raise RuntimeFailure(message, artifact)
         if variant.name not in self._outputs:
-            artifact = self.artifact(variant)
+            # A torch variant that is not the reference runs on (a copy of) the module.
+            artifact = self.artifact(variant) if variant.exporter else None
+            source = artifact or self.model().module
             self.progress(f"running {variant.name}")
-            with make_runner(variant, artifact, self.config.threads) as runner:
+            with make_runner(variant, source, self.config.threads) as runner:
                 self._outputs[variant.name] = (runner.run(self.batch, self.taps), artifact)
         return self._outputs[variant.name]
 
@@ -312,6 +314,7 @@ class Session:
             self.batch,
             self.card.preprocess,
             lambda: self.weights()[1] if self.bundle or installed("torch") else None,
+            self.taps,
         )
         return store
 

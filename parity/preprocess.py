@@ -28,6 +28,14 @@ from parity.errors import FixtureError
 Layout = Literal["NCHW", "NHWC"]
 ResizeFilter = Literal["nearest", "bilinear", "bicubic", "lanczos", "area"]
 
+#: Images with more pixels are refused before decoding (a decompression-bomb guard:
+#: a few hundred bytes of PNG can declare gigapixels). 8192 x 8192.
+MAX_IMAGE_PIXELS = 8192 * 8192
+#: A resize whose full output would be larger is done only inside the centre-crop window
+#: (memory stays bounded for a 1 x 12000 strip). Ordinary images (aspect ratio up to
+#: about 1:250 at 256) never reach it, so their bytes are those of the full resize.
+MAX_RESIZED_PIXELS = 4096 * 4096
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -156,11 +164,19 @@ def load_image(path: Path, spec: PreprocessSpec = PreprocessSpec()) -> Image.Ima
         raise FixtureError(f"{path}: no such image file")
     try:
         with Image.open(path) as opened:
+            pixels = opened.width * opened.height
+            if pixels > MAX_IMAGE_PIXELS:
+                raise FixtureError(
+                    f"{path}: {opened.width}x{opened.height} = {pixels:,} pixels, over the "
+                    f"limit of {MAX_IMAGE_PIXELS:,} (8192x8192; a decompression bomb?)"
+                )
             opened.load()
             image = opened.copy()
             image.info = dict(opened.info)
     except UnidentifiedImageError:
         raise FixtureError(f"{path}: not an image file PIL can decode") from None
+    except Image.DecompressionBombError as exc:
+        raise FixtureError(f"{path}: refused as a decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise FixtureError(f"{path}: corrupt or truncated image ({exc})") from None
     if spec.exif_transpose:
@@ -202,8 +218,38 @@ def _resize(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
     return Image.fromarray(np.clip(np.round(out), 0, 255).astype(np.uint8))
 
 
-def _sample_no_antialias(array: np.ndarray, out_h: int, out_w: int, mode: str) -> np.ndarray:
-    """Half-pixel-centre resampling without a low-pass filter (``tf.image.resize``)."""
+def _resize_window(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """The part of a resize that the centre crop keeps, computed alone (bounded memory).
+
+    With antialias off the window is sliced from the same per-axis weights (identical
+    values); with PIL's filters it is a box resize, which can differ by 1 in a few pixels
+    from the full resize: used only above :data:`MAX_RESIZED_PIXELS`.
+    """
+    assert spec.resize is not None and spec.crop is not None
+    width, height = resized_size(image.width, image.height, spec.resize)
+    crop_h, crop_w = spec.crop
+    left = int(round((width - crop_w) / 2.0)) if width > crop_w else 0
+    top = int(round((height - crop_h) / 2.0)) if height > crop_h else 0
+    right, bottom = min(left + crop_w, width), min(top + crop_h, height)
+    if not spec.antialias and spec.resize_filter in ("nearest", "bilinear"):
+        array = np.asarray(image, dtype=np.float32)
+        window = (slice(top, bottom), slice(left, right))
+        out = _sample_no_antialias(array, height, width, spec.resize_filter, window)
+        return Image.fromarray(np.clip(np.round(out), 0, 255).astype(np.uint8))
+    sx, sy = image.width / width, image.height / height
+    box = (left * sx, top * sy, right * sx, bottom * sy)
+    return image.resize((right - left, bottom - top), _PIL_FILTERS[spec.resize_filter], box=box)
+
+
+def _sample_no_antialias(
+    array: np.ndarray,
+    out_h: int,
+    out_w: int,
+    mode: str,
+    window: tuple[slice, slice] = (slice(None), slice(None)),
+) -> np.ndarray:
+    """Half-pixel-centre resampling without a low-pass filter (``tf.image.resize``);
+    ``window`` selects the output rows and columns to compute."""
 
     def axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         centres = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
@@ -215,8 +261,8 @@ def _sample_no_antialias(array: np.ndarray, out_h: int, out_w: int, mode: str) -
         high = np.minimum(low + 1, n_in - 1)
         return low, high, (centres - low).astype(np.float32)
 
-    y0, y1, wy = axis_weights(array.shape[0], out_h)
-    x0, x1, wx = axis_weights(array.shape[1], out_w)
+    y0, y1, wy = (w[window[0]] for w in axis_weights(array.shape[0], out_h))
+    x0, x1, wx = (w[window[1]] for w in axis_weights(array.shape[1], out_w))
     rows = array[y0] * (1 - wy)[:, None, None] + array[y1] * wy[:, None, None]
     return rows[:, x0] * (1 - wx)[None, :, None] + rows[:, x1] * wx[None, :, None]
 
@@ -239,7 +285,17 @@ def to_tensor(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     if spec.crop_first and spec.crop is not None:
         image = _center_crop(image, spec.crop)
     if spec.resize is not None:
-        image = _resize(image, spec)
+        width, height = resized_size(image.width, image.height, spec.resize)
+        windowed = spec.crop is not None and not spec.crop_first
+        if width * height > MAX_RESIZED_PIXELS and windowed:
+            image = _resize_window(image, spec)
+        elif width * height > MAX_RESIZED_PIXELS:
+            raise FixtureError(
+                f"{image.width}x{image.height} image resizes to {width}x{height}, over the "
+                f"limit of {MAX_RESIZED_PIXELS:,} pixels with no crop after the resize"
+            )
+        else:
+            image = _resize(image, spec)
     if not spec.crop_first and spec.crop is not None:
         image = _center_crop(image, spec.crop)
     pixels = np.asarray(image, dtype=np.float32)
@@ -254,7 +310,11 @@ def to_tensor(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
 
 def preprocess(path: Path, spec: PreprocessSpec = PreprocessSpec()) -> np.ndarray:
     """One image file to one tensor (no batch axis), by the spec."""
-    return to_tensor(load_image(path, spec), spec)
+    image = load_image(path, spec)
+    try:
+        return to_tensor(image, spec)
+    except FixtureError as exc:
+        raise FixtureError(f"{path}: {exc}") from None
 
 
 def preprocess_batch(paths: Sequence[Path], spec: PreprocessSpec = PreprocessSpec()) -> np.ndarray:

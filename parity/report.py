@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from parity import __version__
+from parity import __version__, atomic
 from parity.compare import TapVerdict, metrics_to_dict
 from parity.golden import GoldenMoves
 from parity.preprocess import describe
@@ -231,7 +230,7 @@ def report_to_dict(report: ParityReport) -> dict[str, Any]:
 
 def write_json(data: dict[str, Any], path: Path) -> None:
     """Write JSON atomically (temp file in the same folder, then rename)."""
-    _atomic_text(Path(path), json.dumps(data, indent=2) + "\n")
+    atomic.write_text(Path(path), json.dumps(data, indent=2) + "\n")
 
 
 def print_golden_moves(model: str, moves: GoldenMoves, console: Console) -> None:
@@ -274,13 +273,6 @@ def write_reports(gate: dict[str, Any], folder: Path) -> list[Path]:
         ("junit.xml", render_junit),
         ("report.html", render_html),
     ):
-        _atomic_text(folder / name, render(gate))
+        atomic.write_text(folder / name, render(gate))
         paths.append(folder / name)
     return paths
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from parity import lazy
+from parity import atomic, lazy
 from parity.errors import ModelCardError, WeightsError
 from parity.fixtures import calibration_images
 from parity.paths import cache_dir, calibration_dir
@@ -97,16 +97,38 @@ def state_dict_sha256(state_dict: Mapping[str, Any]) -> str:
 def _builder(card: ModelCard) -> Any:
     module_name, _, function = card.builder.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), function)
-    except (ImportError, AttributeError) as exc:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
         raise ModelCardError(f"{card.path}: builder {card.builder!r} not found ({exc})") from None
+    except Exception as exc:  # the user's module raised while being imported
+        raise ModelCardError(
+            f"{card.path}: importing builder module {module_name!r} raised "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    builder = getattr(module, function, None)
+    if not callable(builder):
+        raise ModelCardError(f"{card.path}: builder {card.builder!r} not found (no function)")
+    return builder
 
 
 def build_module(card: ModelCard, **kwargs: Any) -> Any:
     """The card's architecture with fresh (uninitialised-for-parity) weights."""
-    lazy.torch()
+    torch = lazy.torch()
     builder = _builder(card)
-    return builder(weights=None, num_classes=card.num_classes, **card.builder_kwargs, **kwargs)
+    try:
+        module = builder(
+            weights=None, num_classes=card.num_classes, **card.builder_kwargs, **kwargs
+        )
+    except Exception as exc:  # the user's builder (or its kwargs from the card) failed
+        raise ModelCardError(
+            f"{card.path}: builder {card.builder!r} raised {type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(module, torch.nn.Module):
+        raise ModelCardError(
+            f"{card.path}: builder {card.builder!r} returned a {type(module).__name__}, "
+            "not a torch.nn.Module"
+        )
+    return module
 
 
 def load_model(card: ModelCard, weights: str | None = None) -> LoadedModel:
@@ -138,9 +160,17 @@ def _from_state_dict_file(card: ModelCard, path: Path) -> Any:
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict):
         raise WeightsError(f"{path}: holds a {type(loaded).__name__}, not a state_dict")
-    loaded = {k.removeprefix("module."): v for k, v in loaded.items()}
+    loaded = {str(k).removeprefix("module."): v for k, v in loaded.items()}
+    bad = [k for k, v in loaded.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise WeightsError(
+            f"{path}: value of {bad[0]!r} is a {type(loaded[bad[0]]).__name__}, not a tensor"
+        )
     module = build_module(card)
-    result = module.load_state_dict(loaded, strict=False)
+    try:
+        result = module.load_state_dict(loaded, strict=False)
+    except RuntimeError as exc:  # shapes that do not fit the card's architecture
+        raise WeightsError(f"{path}: does not fit {card.name} ({_first_line(exc)})") from None
     if result.missing_keys or result.unexpected_keys:
         raise WeightsError(
             f"{path}: does not fit {card.name}: missing {result.missing_keys[:5]}, "
@@ -162,6 +192,9 @@ def _trained(card: ModelCard, script: str) -> Any:
         sys.modules[name] = importlib.util.module_from_spec(spec)
         try:
             spec.loader.exec_module(sys.modules[name])
+        except Exception as exc:  # the user's script raised while being imported
+            del sys.modules[name]
+            raise WeightsError(f"{path}: importing it raised {type(exc).__name__}: {exc}") from None
         except BaseException:
             del sys.modules[name]
             raise
@@ -171,9 +204,16 @@ def _trained(card: ModelCard, script: str) -> Any:
     module = build_module(card)
     try:
         module.load_state_dict(function(card))
-    except RuntimeError as exc:  # strict load: missing/unexpected keys, shapes
-        raise WeightsError(f"{path}: its state_dict does not fit {card.name} ({exc})") from None
+    except (RuntimeError, TypeError, AttributeError) as exc:  # keys, shapes, non-tensors
+        raise WeightsError(
+            f"{path}: its state_dict does not fit {card.name} ({_first_line(exc)})"
+        ) from None
     return module
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _from_torchvision(card: ModelCard, member: str) -> Any:
@@ -258,8 +298,11 @@ def _calibrated(card: ModelCard) -> Any:
     path = _weights_path(card, key)
     if path.is_file():
         module = build_module(card)
-        module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return module
+        try:
+            module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return module
+        except Exception:  # a damaged cache entry (truncated, foreign): compute it again
+            path.unlink(missing_ok=True)
     shipped = _shipped_statistics(card, key)
     module = _seeded_with_statistics(card, shipped)
     sha256 = state_dict_sha256(module.state_dict())
@@ -267,7 +310,7 @@ def _calibrated(card: ModelCard) -> Any:
         module = _seeded_with_statistics(card, None)
         sha256 = state_dict_sha256(module.state_dict())
     _atomic_save(torch, module.state_dict(), path)
-    path.with_suffix(".sha256").write_text(sha256 + "\n")
+    atomic.write_text(path.with_suffix(".sha256"), sha256 + "\n")
     return module
 
 
@@ -350,10 +393,8 @@ def estimate_batchnorm_statistics(module: Any, norms: Iterable[Any], batch: Any)
 
 
 def _atomic_save(torch: Any, state_dict: Mapping[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(dict(state_dict), tmp)
-    os.replace(tmp, path)
+    with atomic.replacing(path) as tmp:
+        torch.save(dict(state_dict), tmp)
 
 
 def class_names(card: ModelCard) -> list[str] | None:

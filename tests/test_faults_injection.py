@@ -9,19 +9,41 @@ pass or a half-written file. Most cases need no framework and run in millisecond
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from parity import atomic
 from parity.cli import main
 from parity.compare import TolerancePolicy
 from parity.config import load_gate_config
 from parity.errors import ParityError
+from parity.fixtures import Fixture, load_fixtures
+from parity.golden import GoldenStore
 from parity.paths import bundled_dir
+from parity.preprocess import (
+    MAX_IMAGE_PIXELS,
+    PreprocessSpec,
+    _center_crop,
+    _resize,
+    _resize_window,
+    preprocess_batch,
+)
 from parity.tapmatch import load_tap_map
 from parity.taps import Tap
 from parity.zoo import load_card
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], *fragments: str) -> str:
@@ -210,3 +232,367 @@ def test_tap_map_json_not_a_table(tmp_path: Path):
     path = tmp_path / "taps.json"
     path.write_text('["stem"]')
     refused(lambda p: load_tap_map(p, TAPS), path, "must hold a table")
+
+
+# -- 4. golden updates are transactions; disk full leaves nothing half-written ---------
+
+# A synthetic golden set (no framework): VERSION fills every array, so a set mixing two
+# updates is visible. Run as a script so it can be killed or starved of disk.
+WRITER = """
+import sys, resource, signal
+from pathlib import Path
+import numpy as np
+from parity.fixtures import Fixture, load_fixtures
+from parity.golden import OUTPUT_KEY, GoldenStore
+from parity.preprocess import (
+    MAX_IMAGE_PIXELS,
+    PreprocessSpec,
+    _center_crop,
+    _resize,
+    _resize_window,
+    preprocess_batch,
+)
+from parity.taps import Tap
+
+root, version, count = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+if len(sys.argv) > 4:  # disk full: writes past this size fail with EFBIG
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[4]), int(sys.argv[4])))
+images = root.parent / "images"
+names = [f"img{i:02d}" for i in range(count)]
+fixtures = [Fixture(n, images / f"{n}.png", sha256="0" * 64) for n in names]
+taps = [Tap("stem", "features.0", "output", "stem"), Tap("logits", "fc", "output", "logits")]
+batch = np.zeros((count, 3, 4, 4), np.float32)
+rng = np.random.default_rng(0)
+stem = rng.normal(size=(count, 64, 56, 56)).astype(np.float32) + version
+logits = rng.normal(size=(count, 10)).astype(np.float32) + version
+outputs = {OUTPUT_KEY: logits, "stem": stem, "logits": logits}
+try:
+    GoldenStore(root, "m").write(fixtures, batch, outputs, taps, weights_source="w",
+        weights_sha256=str(version), spec=PreprocessSpec(), versions={})
+except Exception as exc:
+    print(type(exc).__name__, exc, file=sys.stderr)
+    sys.exit(2)
+"""
+
+SYNTHETIC_TAPS = [
+    Tap("stem", "features.0", "output", "stem"),
+    Tap("logits", "fc", "output", "logits"),
+]
+
+
+def start_writer(root: Path, version: int, count: int = 6, *limit: int) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-c", WRITER, str(root), str(version), str(count), *map(str, limit)]
+    return subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+
+
+def write_set(root: Path, version: int, count: int = 6, *limit: int) -> tuple[int, str]:
+    proc = start_writer(root, version, count, *limit)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def accepted_version(root: Path, count: int = 6) -> float:
+    """Assert the set in ``root`` is complete and consistent; return its version."""
+    store = GoldenStore(root, "m")
+    fixtures = [
+        Fixture(f"img{i:02d}", root / f"img{i:02d}.png", sha256="0" * 64) for i in range(count)
+    ]
+    batch = np.zeros((count, 3, 4, 4), np.float32)
+    provenance = store.check_fresh(fixtures, batch, PreprocessSpec(), lambda: None, SYNTHETIC_TAPS)
+    version = float(provenance.weights_sha256)
+    for fixture in fixtures:  # every npz belongs to the same update as the provenance
+        logits = store.record(fixture.name, "logits").full
+        assert logits is not None and abs(float(np.median(logits)) - version) < 1.0
+    leftovers = [p.name for p in root.iterdir() if p.name.startswith(".m.") and p.suffix != ".lock"]
+    assert leftovers == [], leftovers
+    assert not [p for p in store.folder.iterdir() if ".tmp" in p.name]
+    return version
+
+
+@pytest.fixture
+def golden_root(tmp_path: Path) -> Path:
+    root = tmp_path / "goldens"
+    assert write_set(root, 1) == (0, "")
+    assert accepted_version(root) == 1.0
+    return root
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGINT], ids=["KILL", "INT"])
+def test_interrupted_update_leaves_a_set_that_check_accepts(golden_root: Path, signal_number: int):
+    """Kill updates at many moments of writing the staged set: old or new set, whole."""
+    staging, kept = golden_root / ".m.staging", []
+    for attempt, delay in enumerate(np.linspace(0.0, 1.2, 4)):
+        proc = start_writer(golden_root, 2 + attempt, 40)  # 40 images: ~2 s of writing
+        deadline = time.monotonic() + 120
+        while not staging.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(float(delay))
+        proc.send_signal(signal_number)
+        proc.communicate(timeout=120)
+        kept.append(accepted_version(golden_root) != 2 + attempt)
+    assert kept[0], "the first kill, as soon as staging began, must keep the old set"
+
+
+def test_leftovers_of_a_killed_update_are_cleaned_or_rolled_back(golden_root: Path):
+    staging = golden_root / ".m.staging"
+    staging.mkdir()
+    (staging / "img00.npz").write_bytes(b"half")
+    assert accepted_version(golden_root) == 1.0  # staging removed before reading
+    # Killed between the two renames of the fallback swap: only ".old" holds the set.
+    (golden_root / "m").rename(golden_root / ".m.old")
+    assert accepted_version(golden_root) == 1.0
+
+
+def test_concurrent_updates_serialise(golden_root: Path):
+    procs = [start_writer(golden_root, version) for version in (5, 6, 7)]
+    assert [p.communicate(timeout=300)[0:1] and p.returncode for p in procs] == [0, 0, 0]
+    assert accepted_version(golden_root) in (5.0, 6.0, 7.0)
+
+
+def test_disk_full_during_update_keeps_the_old_set(golden_root: Path):
+    code, err = write_set(golden_root, 9, 6, 5000)  # each npz is ~7 kB
+    assert code == 2 and "File too large" in err and str(golden_root / "m") in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert accepted_version(golden_root) == 1.0
+
+
+DISK_FULL = """
+import sys, resource, signal
+from pathlib import Path
+from parity import atomic
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+try:
+    atomic.write_text(Path(sys.argv[1]), "x" * 5000)
+except Exception as exc:
+    print(type(exc).__name__, exc, file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def test_disk_full_writing_a_report_leaves_no_file_and_no_litter(tmp_path: Path):
+    target = tmp_path / "report" / "summary.md"
+    target.parent.mkdir()
+    target.write_text("previous report\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", DISK_FULL, str(target)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "ParityError" in done.stderr and "File too large" in done.stderr
+    assert target.read_text() == "previous report\n"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["summary.md"]
+
+
+def test_json_path_under_an_existing_file_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ParityError, match="cannot write") as info:
+        atomic.write_text(blocker / "report.json", "{}")
+    assert str(blocker / "report.json") in str(info.value)
+
+
+def test_obtained_arrays_never_land_in_the_goldens_namespace(golden_root: Path):
+    store = GoldenStore(golden_root, "m")
+    for fixture in ("img00", "img00.obtained.torch", "provenance"):
+        path = store.obtained_path(fixture, "torch")
+        assert store.folder not in path.parents
+    written = store.write_obtained("img00", "torch", {"logits": np.ones((1, 10))}, 0)
+    assert written.is_file() and accepted_version(golden_root) == 1.0
+
+
+def test_malformed_provenance_and_a_missing_tap_are_one_line_errors(golden_root: Path):
+    store = GoldenStore(golden_root, "m")
+    fixtures = [Fixture("img00", golden_root / "img00.png", sha256="0" * 64)]
+    batch = np.zeros((1, 3, 4, 4), np.float32)
+    gained = [*SYNTHETIC_TAPS, Tap("pooled", "avgpool", "output", "pooled")]
+    with pytest.raises(ParityError, match="no tap 'pooled'"):
+        store.check_fresh(fixtures, batch, PreprocessSpec(), lambda: None, gained)
+    data = json.loads(store.provenance_path.read_text())
+    for breakage in ({"images": {"img00": {}}}, {"taps": "stem"}, {"weights": None}):
+        store.provenance_path.write_text(json.dumps({**data, **breakage}))
+        with pytest.raises(ParityError, match="malformed provenance"):
+            store.provenance()
+    store.provenance_path.write_bytes(b"\xff")
+    with pytest.raises(ParityError, match="not valid JSON"):
+        store.provenance()
+
+
+# -- 2. one boundary: user input exits 2, a bug exits 3, never 1 -----------------------
+
+
+def test_internal_error_exits_3_and_says_where_the_traceback_is(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """A bug (injected: `parity list` raising) is not 'a budget broken' (1) nor bad input."""
+    import parity.cli
+
+    def bug(console: object) -> int:
+        raise ZeroDivisionError("injected bug")
+
+    monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(parity.cli, "_cmd_list", bug)
+    assert main(["list"]) == 3
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "internal error: ZeroDivisionError: injected bug" in lines[0], err
+    (written,) = (tmp_path / "logs").glob("traceback-*.txt")
+    assert str(written) in lines[0] and "Traceback" in written.read_text()
+    assert main(["list", "--debug"]) == 3
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+USER_MODULE = """
+import torchvision
+
+{body}
+
+def build(weights=None, num_classes=1000, **kwargs):
+    {build}
+"""
+
+BUILDER_FAULTS = {
+    "module raises on import": ("raise RuntimeError('no GPU here')", "return None", "no GPU here"),
+    "builder raises": ("", "raise ValueError('depth must be even')", "depth must be even"),
+    "builder returns no module": ("", "return 42", "not a torch.nn.Module"),
+    "builder kwarg unknown": (
+        "",
+        "return torchvision.models.resnet18(**kwargs, num_classes=num_classes)",
+        "builder",
+    ),
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("fault", BUILDER_FAULTS, ids=list(BUILDER_FAULTS))
+def test_user_builder_faults_are_one_line_errors(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fault: str
+):
+    body, build, problem = BUILDER_FAULTS[fault]
+    name = f"user_model_{abs(hash(fault))}"
+    (tmp_path / f"{name}.py").write_text(USER_MODULE.format(body=body, build=build))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    card = tmp_path / "mine.toml"
+    text = CARD.replace('"torchvision.models:mobilenet_v2"', f'"{name}:build"')
+    if fault == "builder kwarg unknown":
+        text = text.replace("[weights]", "[builder_kwargs]\nwidth = 3\n\n[weights]")
+    card.write_text(text)
+    one_line_error(capsys, ["run", "-q", "--model", str(card)], "mine.toml", problem)
+
+
+@pytest.mark.torch
+def test_bad_state_dicts_are_one_line_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path):
+    import torch
+    import torchvision
+
+    good = torchvision.models.mobilenet_v2(num_classes=1000).state_dict()
+    shape = {**good, "classifier.1.weight": torch.zeros(10, 1280)}
+    not_tensor = {**good, "classifier.1.bias": [0.0] * 1000}
+    for name, state, problem in (
+        ("shape.pt", shape, "does not fit mobilenet_v2"),
+        ("value.pt", not_tensor, "not a tensor"),
+    ):
+        torch.save(state, tmp_path / name)
+        one_line_error(capsys, ["run", "-q", "--weights", str(tmp_path / name)], name, problem)
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "shape.pt").read_bytes()[:5000])
+    one_line_error(capsys, ["run", "-q", "--weights", str(tmp_path / "cut.pt")], "cut.pt")
+
+
+@pytest.mark.torch
+def test_truncated_cached_weights_are_computed_again(
+    parity_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """The cache is parity's own: a damaged entry is rebuilt, never a traceback."""
+    from parity.weights import calibration_key, load_model
+    from parity.zoo import get_card
+
+    card = get_card("mobilenet_v2")
+    expected = load_model(card).sha256  # fills the session cache
+    cached = parity_cache / "weights" / f"mobilenet_v2-calibrated-{calibration_key(card)}.pt"
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / cached.name).write_bytes(cached.read_bytes()[:4096])
+    monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path))
+    assert load_model(card).sha256 == expected
+    assert (tmp_path / "weights" / cached.name).stat().st_size == cached.stat().st_size
+
+
+# -- 3. fixture folders: every entry becomes an image or is an error naming it ---------
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(bundled_dir("fixtures") / "images" / "chelsea.png", folder / "chelsea.png")
+    return folder
+
+
+FOLDER_FAULTS: dict[str, tuple[Callable[[Path], None], str, str]] = {
+    "broken link": (lambda d: (d / "gone.png").symlink_to(d / "nowhere.png"), "gone.png", "broken"),
+    "link loop": (lambda d: (d / "loop.png").symlink_to(d / "loop.png"), "loop.png", "loop"),
+    "folder": (lambda d: (d / "more.png").mkdir(), "more.png", "folder"),
+    "broken link without suffix": (lambda d: (d / "x").symlink_to(d / "y"), "x", "broken"),
+    "fifo": (lambda d: os.mkfifo(d / "pipe.png"), "pipe.png", "not a regular file"),
+    "empty image": (lambda d: (d / "empty.png").write_bytes(b""), "empty.png", "not an image"),
+}
+
+
+@pytest.mark.parametrize("fault", FOLDER_FAULTS, ids=list(FOLDER_FAULTS))
+def test_fixture_folder_entries_are_images_or_errors(
+    capsys: pytest.CaptureFixture[str], image_folder: Path, fault: str
+):
+    make, name, problem = FOLDER_FAULTS[fault]
+    make(image_folder)
+    if fault == "empty image":  # listed fine, refused when decoded
+        with pytest.raises(ParityError, match=problem):
+            preprocess_batch([f.path for f in load_fixtures(image_folder)])
+        return
+    one_line_error(capsys, ["run", "--fixtures", str(image_folder)], name, problem)
+
+
+def test_decompression_bomb_is_refused_with_the_limit(image_folder: Path):
+    bomb = image_folder / "bomb.png"
+    Image.new("1", (9000, 9000)).save(bomb)  # 81 Mpx declared in a few kB
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(ParityError) as info:
+        preprocess_batch([bomb])
+    assert "bomb.png" in str(info.value) and f"{MAX_IMAGE_PIXELS:,}" in str(info.value)
+
+
+STRIP = """
+import re, sys
+from pathlib import Path
+from parity.preprocess import PreprocessSpec, preprocess
+spec = PreprocessSpec(antialias=sys.argv[2] == "aa")
+tensor = preprocess(Path(sys.argv[1]), spec)
+assert tensor.shape == (3, 224, 224), tensor.shape
+# VmHWM, not ru_maxrss: the latter keeps the forking pytest's size across exec
+print(int(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text())[1]) // 1024)
+"""
+
+
+@pytest.mark.parametrize("antialias", ["aa", "no-aa"])
+def test_a_tiny_strip_image_does_not_take_gigabytes(tmp_path: Path, antialias: str):
+    """A 1 x 12000 PNG resizes to 256 x 3,072,000 before the crop: only the window is made."""
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (1, 12000), (200, 100, 50)).save(strip)
+    assert strip.stat().st_size < 1000
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", STRIP, str(strip), antialias],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    peak_mib = int(done.stdout.strip())
+    assert peak_mib < 400, f"peak RSS {peak_mib} MiB"
+
+
+def test_resize_window_equals_the_full_resize_without_antialias():
+    """The windowed path computes the same values as the full one (no antialias)."""
+    image = Image.open(bundled_dir("fixtures") / "images" / "panorama.jpg").convert("RGB")
+    spec = PreprocessSpec(antialias=False, resize=(300,), crop=(224, 224))
+    full = np.asarray(_center_crop(_resize(image, spec), (224, 224)))
+    window = np.asarray(_center_crop(_resize_window(image, spec), (224, 224)))
+    np.testing.assert_array_equal(full, window)

@@ -49,6 +49,8 @@ class Variant:
             (a compiled or GPU torch variant is not: it is judged like any other).
         runs_on: ``"module"``, ``"artifact"`` or ``"file"``.
         taps: how it locates taps (one line, for ``parity list``).
+        machine: ``module:function`` taking :attr:`options` and returning why this machine
+            cannot run the variant (no CUDA GPU, no bf16 execution), or ``None``.
     """
 
     name: str
@@ -61,11 +63,20 @@ class Variant:
     reference: bool = False
     runs_on: RunsOn = "artifact"
     taps: str = ""
+    machine: str | None = None
 
     def runner_class(self) -> type:
         module, _, cls = self.runner.partition(":")
         runner_cls: type = getattr(importlib.import_module(module), cls)
         return runner_cls
+
+    def unavailable(self) -> str | None:
+        """Why this machine cannot run the variant (an ``n/a`` row), or ``None``."""
+        if self.machine is None:
+            return None
+        module, _, function = self.machine.partition(":")
+        reason: str | None = getattr(importlib.import_module(module), function)(self.options)
+        return reason
 
 
 @dataclasses.dataclass(frozen=True)

@@ -93,12 +93,20 @@ def _set(recipe: Recipe, fields: dict[str, Any]) -> Recipe:
 
 def changes_for(card_spec: PreprocessSpec, user_hw: tuple[int, int]) -> list[Change]:
     """Every single-factor change worth trying against ``card_spec``."""
-    spec = card_spec
-    out: list[Change] = []
+    return _geometry_changes(card_spec, user_hw) + _value_changes(card_spec)
 
+
+def _adder(out: list[Change]) -> Callable[..., None]:
     def add(factor: str, label: str, fix: str, sets_size: bool = False, **fields: Any) -> None:
         out.append(Change(factor, label, fix, functools.partial(_set, fields=fields), sets_size))
 
+    return add
+
+
+def _geometry_changes(spec: PreprocessSpec, user_hw: tuple[int, int]) -> list[Change]:
+    """Resize filter, antialias, crop offset / no crop / crop order, resize size."""
+    out: list[Change] = []
+    add = _adder(out)
     card_filter = (
         f"resize with {spec.resize_filter} (PIL Image.Resampling.{spec.resize_filter.upper()})"
     )
@@ -155,6 +163,13 @@ def changes_for(card_spec: PreprocessSpec, user_hw: tuple[int, int]) -> list[Cha
             "compute the resized size as int(long_side * size / short_side)",
             size_rounding="round",
         )
+    return out
+
+
+def _value_changes(spec: PreprocessSpec) -> list[Change]:
+    """Decoding (EXIF, 16-bit, alpha), channel order, mean/std order, normalisation."""
+    out: list[Change] = []
+    add = _adder(out)
     add(
         "exif",
         "EXIF orientation not applied" if spec.exif_transpose else "EXIF orientation applied",

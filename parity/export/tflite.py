@@ -1,8 +1,12 @@
 """TFLite artifacts converted from the cached Keras twin, one per quantisation mode.
 
-Every variant comes from the same ``.keras`` file through
-``tf.lite.TFLiteConverter.from_keras_model`` (``from_concrete_functions`` silently makes
-NaN models here, see ../shared/STACK.md). Modes:
+Convert once, quantise many: the Keras twin is written once as a SavedModel (its own
+cached artifact, ``keras_savedmodel``: the inference endpoint exactly as
+``TFLiteConverter.from_keras_model`` would export it for every mode) and every mode is
+converted from it with ``TFLiteConverter.from_saved_model``; the models are the ones
+``from_keras_model`` makes (same tensors and outputs, to the bit; only the flatbuffer's
+conversion metadata names the source type). ``from_concrete_functions`` silently makes
+NaN models here (../shared/STACK.md). Modes:
 
 * ``fp32``: plain conversion.
 * ``fp16``: float16 weights (dequantised to float32 at load time by the CPU kernels).
@@ -23,6 +27,7 @@ The artifact's ``runner_options`` are the Keras artifact's (``tap_layers``) plus
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import time
 import warnings
@@ -66,12 +71,44 @@ def convert_keras_model(model: Any, mode: str, representative: np.ndarray | None
         mode: one of :data:`MODES`.
         representative: NHWC float32 calibration batch; required by the int8 modes.
     """
+    _check_mode(mode, representative)
+    tf = lazy.tensorflow()
+    return _convert(tf.lite.TFLiteConverter.from_keras_model(model), mode, representative)
+
+
+def convert_saved_model(folder: Path, mode: str, representative: np.ndarray | None = None) -> bytes:
+    """Convert a SavedModel written by :func:`write_saved_model` to TFLite in ``mode``."""
+    _check_mode(mode, representative)
+    tf = lazy.tensorflow()
+    return _convert(tf.lite.TFLiteConverter.from_saved_model(str(folder)), mode, representative)
+
+
+def write_saved_model(model: Any, folder: Path) -> None:
+    """The model's inference endpoint as a SavedModel, as ``from_keras_model`` exports it.
+
+    The same ``ExportArchive`` endpoint (``__call__`` with ``training=False``, the model's
+    input specs by name) that the converter writes to a temporary folder for every mode.
+    """
+    tf = lazy.tensorflow()
+    keras = lazy.require("keras")
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    signature = [tf.TensorSpec(x.shape, dtype=x.dtype, name=x.name) for x in model.inputs]
+    archive.add_endpoint("serve", functools.partial(model.__call__, training=False), signature)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints the endpoint's signature
+        archive.write_out(str(folder))
+
+
+def _check_mode(mode: str, representative: np.ndarray | None) -> None:
     if mode not in MODES:
         raise ParityError(f"unknown TFLite mode {mode!r}; known: {', '.join(MODES)}")
     if mode in CALIBRATED_MODES and representative is None:
         raise ParityError(f"TFLite mode {mode!r} needs a representative dataset")
+
+
+def _convert(converter: Any, mode: str, representative: np.ndarray | None) -> bytes:
+    """Set ``converter`` up for ``mode`` and convert."""
     tf = lazy.tensorflow()
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if mode != "fp32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if mode == "fp16":
@@ -89,8 +126,8 @@ def convert_keras_model(model: Any, mode: str, representative: np.ndarray | None
     if mode == "int8_io":
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    # The converter saves the model first and prints its signature (hundreds of lines);
-    # for int8 I/O it warns that no input statistics were given (it uses the dataset).
+    # The converter prints the model's signature (hundreds of lines); for int8 I/O it
+    # warns that no input statistics were given (it uses the dataset).
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
         content: bytes = converter.convert()
@@ -133,32 +170,43 @@ def describe_tflite(content: bytes) -> dict[str, Any]:
     }
 
 
-def export_tflite(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> dict[str, Any]:
-    """Convert the cached ``keras`` artifact to ``out`` in ``options["mode"]``."""
-    mode = str(options["mode"])
-    calibration = str(options.get("calibration", "images"))
+def export_saved_model(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Write the cached ``keras`` artifact as a SavedModel into ``out``'s folder."""
     keras_artifact = ctx.artifact("keras")
     lazy.tensorflow()
     keras = lazy.require("keras")
     model = keras.models.load_model(keras_artifact.path, compile=False)
+    write_saved_model(model, out.parent)
+    runner_options = dict(keras_artifact.metadata.get("runner_options", {}))
+    runner_options["output_layer"] = output_layer(model)
+    return {
+        "exporter": "keras.export.ExportArchive of the Keras twin (inference endpoint)",
+        "runner_options": runner_options,
+        "keras_bytes": keras_artifact.size_bytes,
+    }
+
+
+def export_tflite(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Convert the cached ``keras_savedmodel`` artifact to ``out`` in ``options["mode"]``."""
+    mode = str(options["mode"])
+    calibration = str(options.get("calibration", "images"))
+    saved = ctx.artifact("keras_savedmodel")
     representative = None
     if mode in CALIBRATED_MODES:
         representative = representative_batch(ctx, calibration)
     start = time.perf_counter()
-    content = convert_keras_model(model, mode, representative)
+    content = convert_saved_model(saved.path.parent, mode, representative)
     seconds = time.perf_counter() - start
     out.write_bytes(content)
-    runner_options = dict(keras_artifact.metadata.get("runner_options", {}))
-    runner_options["output_layer"] = output_layer(model)
     return {
-        "exporter": "tf.lite.TFLiteConverter.from_keras_model on the Keras twin",
-        "runner_options": runner_options,
+        "exporter": "tf.lite.TFLiteConverter.from_saved_model on the Keras twin's SavedModel",
+        "runner_options": dict(saved.metadata["runner_options"]),
         "converter": {
             "mode": mode,
             "calibration": calibration if representative is not None else None,
             "calibration_images": 0 if representative is None else len(representative),
             "convert_seconds": round(seconds, 3),
-            "keras_bytes": keras_artifact.size_bytes,
+            "keras_bytes": saved.metadata["keras_bytes"],
             "tflite_bytes": len(content),
             **describe_tflite(content),
         },

@@ -39,7 +39,7 @@ pytestmark = [
     ),
 ]
 
-CORE = ("numpy==2.4.6", "pillow==13.0.0", "rich")
+CORE = ("numpy==2.4.6", "pillow==13.0.0", "rich", "filelock")
 #: env name -> (runtime packages, the variant it checks, the bundle file only it reads).
 ENVS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "ort": (("onnxruntime==1.31.1", "onnx==1.23.2"), "ort_dynamo", "onnx_dynamo"),

@@ -18,7 +18,7 @@ import pytest
 
 from parity.backends.keras.runner import KerasRunner
 from parity.compare import VariantVerdict, compare_taps
-from parity.errors import ArtifactError, TapError
+from parity.errors import ArtifactError, RuntimeFailure, TapError
 from parity.harness import Session
 from parity.taps import Tap
 from parity.variants import VARIANTS
@@ -181,7 +181,7 @@ def test_truncated_keras_file_is_a_clear_error(
     source = session_for("mobilenet_v2").artifact(VARIANTS["keras"]).path
     truncated = tmp_path / "truncated.keras"
     truncated.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
-    with pytest.raises(ArtifactError, match=r"truncated\.keras: Keras cannot load it"):
+    with pytest.raises(RuntimeFailure, match=r"truncated\.keras: Keras cannot load it"):
         KerasRunner("keras", truncated).activate()
 
 

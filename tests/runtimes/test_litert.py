@@ -8,6 +8,7 @@ padding) and check the gate names the first tap they reach.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from parity.backends.litert.runner import LiteRTRunner, dequantize, keras_layer_of, quantize
 from parity.compare import compare_taps
-from parity.errors import ArtifactError, ParityError, TapError
+from parity.errors import ArtifactError, ParityError, RuntimeFailure, TapError
 from parity.export import get_exporter
 from parity.export.keras.artifact import tap_layers, twin_for
 from parity.export.tflite import convert_keras_model, output_layer, representative_batch
@@ -238,7 +239,7 @@ def test_truncated_tflite_file_is_a_clear_error(
     source = session_for("mobilenet_v2").artifact(VARIANTS["litert_fp32"]).path
     truncated = tmp_path / "truncated.tflite"
     truncated.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
-    with pytest.raises(ArtifactError, match=r"truncated\.tflite: LiteRT cannot load it"):
+    with pytest.raises(RuntimeFailure, match=r"truncated\.tflite: LiteRT cannot load it"):
         LiteRTRunner("litert_fp32", truncated).activate()
 
 
@@ -267,6 +268,31 @@ def test_artifact_metadata_records_the_conversion(session_for: Callable[[str], S
     assert int8.metadata["converter"]["calibration_images"] == 32
     assert int8.metadata["converter"]["inputs"][0]["dtype"] == "float32"
     assert fp16.metadata["converter"]["ops"]["DEQUANTIZE"] > 0  # fp16 weights -> fp32
+
+
+@pytest.mark.parametrize(
+    "mode",
+    ["fp32", *(pytest.param(m, marks=pytest.mark.heavy) for m in ("fp16", "dynamic", "int8"))],
+)
+def test_converting_the_cached_saved_model_equals_from_keras_model(
+    session_for: Callable[[str], Session], mode: str, tmp_path: Path
+):
+    """Convert once, quantise many changes no number: the artifact (converted from the
+    cached SavedModel) and ``from_keras_model`` on the twin give every tap to the bit."""
+    keras = pytest.importorskip("keras")
+    session = session_for("mobilenet_v2")
+    variant = VARIANTS[f"litert_{mode}"]
+    artifact = session.artifact(variant)
+    twin = keras.models.load_model(session.context.artifact("keras").path, compile=False)
+    representative = representative_batch(session.context) if mode == "int8" else None
+    direct = tmp_path / "direct.tflite"
+    direct.write_bytes(convert_keras_model(twin, mode, representative))
+    outputs = []
+    for path in (artifact.path, direct):
+        with make_runner(variant, dataclasses.replace(artifact, path=path), 1) as runner:
+            outputs.append(runner.run(session.batch[:4], session.taps))
+    for tap in session.taps:
+        np.testing.assert_array_equal(outputs[0][tap.name], outputs[1][tap.name], tap.name)
 
 
 def test_representative_data_is_the_calibration_images_in_nhwc(

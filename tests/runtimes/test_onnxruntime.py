@@ -15,7 +15,7 @@ import pytest
 
 from parity.backends.onnxruntime.runner import OnnxRuntimeRunner
 from parity.compare import compare_taps
-from parity.errors import ArtifactError, TapError
+from parity.errors import ArtifactError, RuntimeFailure, TapError
 from parity.faults import perturb_onnx_conv
 from parity.harness import Session, make_runner
 from parity.taps import Tap
@@ -91,7 +91,7 @@ def test_truncated_onnx_file_is_a_clear_error(
     source = session_for("mobilenet_v2").artifact(VARIANTS["ort_torchscript"]).path
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
-    with pytest.raises(ArtifactError, match=r"truncated\.onnx: ONNX Runtime cannot load it"):
+    with pytest.raises(RuntimeFailure, match=r"truncated\.onnx: ONNX Runtime cannot load it"):
         OnnxRuntimeRunner("ort_torchscript", truncated).activate()
 
 

@@ -14,7 +14,7 @@ def _tflite(mode: str) -> Exporter:
         "parity.export.tflite:export_tflite",
         "model.tflite",
         _KERAS,
-        requires=("keras",),
+        requires=("keras_savedmodel",),
         options={"mode": mode},
     )
 
@@ -35,6 +35,8 @@ BACKEND = Backend(
         Exporter("tf2onnx", "parity.export.tf2onnx:export_tf2onnx", "model.onnx",
                  ("torch", "tensorflow-cpu", "keras", "tf2onnx", "onnx"), requires=("keras",),
                  imports=("tensorflow", "tf2onnx", "onnx")),
+        Exporter("keras_savedmodel", "parity.export.tflite:export_saved_model", "saved_model.pb",
+                 _KERAS, requires=("keras",), imports=("tensorflow", "keras")),
         *(_tflite(mode) for mode in ("fp32", "fp16", "dynamic", "int8", "int8_io")),
     ),
     probe="parity.backends.keras.probe:KerasProbe",

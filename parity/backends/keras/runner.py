@@ -10,7 +10,7 @@ import numpy as np
 
 from parity import lazy
 from parity.backends.base import OUTPUT, Runner
-from parity.errors import ArtifactError, TapError
+from parity.errors import ArtifactError, RuntimeFailure, TapError
 from parity.taps import Tap
 
 
@@ -56,7 +56,7 @@ class KerasRunner(Runner):
             try:
                 self.model = self.keras.models.load_model(path, compile=False)
             except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors, ...
-                raise ArtifactError(
+                raise RuntimeFailure(
                     f"{path}: Keras cannot load it ({type(exc).__name__}: {exc})"
                 ) from None
         else:

@@ -37,7 +37,7 @@ import numpy as np
 
 from parity import lazy
 from parity.backends.base import OUTPUT, Runner
-from parity.errors import ArtifactError, TapError
+from parity.errors import ArtifactError, RuntimeFailure, TapError
 from parity.taps import Tap
 
 _SCOPE_SUFFIX = re.compile(r"_\d+$")
@@ -142,7 +142,7 @@ class LiteRTRunner(Runner):
                 warnings.filterwarnings("ignore", ".*experimental_preserve_all_tensors")
                 return module.Interpreter(model_path=str(self.path), **options)
         except (ValueError, RuntimeError) as exc:
-            raise ArtifactError(
+            raise RuntimeFailure(
                 f"{self.path}: LiteRT cannot load it ({type(exc).__name__}: {exc})"
             ) from None
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from parity import lazy
 from parity.backends.base import OUTPUT, Runner
-from parity.errors import ArtifactError, TapError
+from parity.errors import ArtifactError, RuntimeFailure, TapError
 from parity.taps import Tap
 
 #: Graph optimisation levels by name.
@@ -145,7 +145,7 @@ class OnnxRuntimeRunner(Runner):
             first_line = (
                 str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             )
-            raise ArtifactError(
+            raise RuntimeFailure(
                 f"{self.path}: ONNX Runtime cannot load it ({first_line})"
             ) from None
 

@@ -1,0 +1,84 @@
+"""Torch variants that are not the reference: torch.compile and autocast on the CPU, CUDA.
+
+Real torch on the real fixtures. Each variant runs on its own copy of the module and is
+judged against the eager CPU reference, never handed the reference's outputs. A fault
+(noise in one conv's weight of the module before it is compiled or autocast) must fail
+the variant at that conv's tap. CUDA variants are ``n/a`` without a GPU, with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from parity.backends.torch.runner import cuda_unavailable
+from parity.compare import VariantVerdict, compare_taps
+from parity.faults import perturb_torch_conv
+from parity.harness import Session, make_runner
+from parity.variants import VARIANTS
+
+torch = pytest.importorskip("torch")
+
+pytestmark = [pytest.mark.torch, pytest.mark.torch_cpu]
+
+CUDA = [name for name, v in VARIANTS.items() if v.family == "torch_cuda"]
+NO_GPU = cuda_unavailable()
+
+
+def broken_verdict(session: Session, variant: str, target: str, noise: float) -> VariantVerdict:
+    """The variant run on a copy of the module with one conv inside ``target`` perturbed."""
+    broken, _ = perturb_torch_conv(session.model().module, target, relative_noise=noise)
+    with make_runner(VARIANTS[variant], broken, session.config.threads) as runner:
+        obtained = runner.run(session.batch, session.taps)
+    card = session.card.name
+    return compare_taps(card, variant, session.taps, session.reference, obtained, session.policy)
+
+
+def assert_first_failure(verdict: VariantVerdict, target: str) -> None:
+    assert verdict.first_failure is not None
+    assert verdict.first_failure.tap.name == target, verdict.explain()
+    index = [t.tap.name for t in verdict.taps].index(target)
+    assert all(t.passed for t in verdict.taps[:index]), verdict.explain()
+
+
+def test_compile_every_tap_within_the_fp32_budget(fp32_parity, session_for):
+    result = fp32_parity("mobilenet_v2", "torch_compile")
+    session = session_for("mobilenet_v2")
+    # Its own outputs, from its own compiled copy: never the reference's.
+    obtained, _ = session.outputs(VARIANTS["torch_compile"])
+    assert obtained["logits"] is not session.reference["logits"]
+    assert result.verdict.taps[-1].metrics.max_abs_norm > 0
+    module = session.model().module
+    assert type(module).__name__ == "MobileNetV2"  # the reference is not compiled
+    assert not any(m._forward_hooks for m in module.modules())  # nor left hooked
+
+
+def test_compile_perturbed_conv_fails_at_its_tap(session_for: Callable[[str], Session]):
+    session = session_for("mobilenet_v2")
+    assert_first_failure(broken_verdict(session, "torch_compile", "features.5", 0.01), "features.5")
+
+
+@pytest.mark.parametrize("variant", CUDA)
+@pytest.mark.skipif(NO_GPU is None, reason="a CUDA GPU is present: the variants run instead")
+def test_cuda_variants_are_not_applicable_without_a_gpu(
+    session_for: Callable[[str], Session], variant: str
+):
+    result = session_for("mobilenet_v2").check(VARIANTS[variant])
+    assert result.status == "n/a"
+    assert result.reason == NO_GPU and "torch.cuda.is_available() is False" in result.reason
+
+
+@pytest.mark.torch_cuda
+@pytest.mark.skipif(NO_GPU is not None, reason=f"CUDA variants: {NO_GPU}")
+@pytest.mark.parametrize("variant", ["torch_cuda_fp32", "torch_cuda_channels_last"])
+def test_cuda_strict_fp32_within_the_fp32_budget(fp32_parity, variant: str):
+    fp32_parity("mobilenet_v2", variant)
+
+
+@pytest.mark.torch_cuda
+@pytest.mark.skipif(NO_GPU is not None, reason=f"CUDA variants: {NO_GPU}")
+def test_cuda_fp32_perturbed_conv_fails_at_its_tap(session_for: Callable[[str], Session]):
+    session = session_for("mobilenet_v2")
+    verdict = broken_verdict(session, "torch_cuda_fp32", "features.5", 0.01)
+    assert_first_failure(verdict, "features.5")

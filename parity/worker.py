@@ -151,11 +151,17 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
     variant = VARIANTS[task["variant"]]
     artifact = None
     try:
-        phases.enter(name, f"reading the {variant.exporter} artifact")
-        artifact = session.artifact(variant)
-        phases.enter(name, f"loading {artifact.path.name}")
-        with make_runner(variant, artifact, session.config.threads) as runner:
-            phases.enter(name, f"running {artifact.path.name} on {len(session.batch)} images")
+        if variant.runs_on == "module":  # a torch variant that is not the reference
+            session.handed = None  # this worker has torch: load the module itself
+            phases.enter(name, "loading the torch module")
+            source, label = session.model().module, "the torch module"
+        else:
+            phases.enter(name, f"reading the {variant.exporter} artifact")
+            artifact = source = session.artifact(variant)
+            label = artifact.path.name
+        phases.enter(name, f"loading {label}")
+        with make_runner(variant, source, session.config.threads) as runner:
+            phases.enter(name, f"running {label} on {len(session.batch)} images")
             outputs = runner.run(session.batch, session.taps)
         phases.enter(name, "writing the taps")
         save_arrays(folder, outputs)

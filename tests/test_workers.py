@@ -51,7 +51,7 @@ def test_plan_exports_in_the_worker_of_the_framework_that_makes_them():
     jobs = {j.backend: j for j in plan(["ort_tf2onnx", "litert_int8"], VARIANTS, None, True)}
     assert jobs["torch"].reference and jobs["torch"].state_dict  # handed to the TF worker
     keras = [t["exporter"] for t in jobs["keras"].tasks]
-    assert keras == ["keras", "tf2onnx", "tflite_int8"]
+    assert keras[0] == "keras" and {"tf2onnx", "tflite_int8"} <= set(keras)
     assert jobs["onnxruntime"].needs == {"torch", "keras"}
     assert [t["name"] for t in jobs["litert"].tasks] == ["litert_int8"]
 

@@ -590,10 +590,6 @@ def _save_traceback() -> str:
         return f"not written ({exc})"
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _add_worker_options(parser: argparse.ArgumentParser) -> None:
     """``--jobs`` and ``--timeout``: how the backends' worker processes run."""
     from parity.workers import DEFAULT_TIMEOUT
@@ -611,3 +607,7 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
         help=f"seconds one export or variant may take before its worker is killed and it "
         f"fails (default {DEFAULT_TIMEOUT:g})",
     )  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -36,7 +36,7 @@ def parity_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 def statuses(report: Path) -> dict[str, dict[str, str]]:
     data = json.loads(report.read_text())
     models = data.get("models", [data])
-    return {v["variant"]: v for m in models for v in m["variants"]}
+    return {v["name"]: v for m in models for v in m["variants"]}
 
 
 def test_registry_is_derived_from_entry_points():

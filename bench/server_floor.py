@@ -28,7 +28,14 @@ from parity.compare import TapMetrics, tap_metrics
 from parity.harness import RunConfig, Session, make_runner
 from parity.variants import VARIANTS
 
-CPU_VARIANTS = ["torch_compile", "torch_cpu_bf16", "openvino_f32", "openvino_bf16", "openvino_f16"]
+CPU_VARIANTS = [
+    "torch_compile",
+    "torch_cpu_bf16",
+    "openvino_onnx",
+    "openvino_f32",
+    "openvino_bf16",
+    "openvino_f16",
+]
 
 #: torch._inductor.config settings tried against the compile drift (logits only).
 COMPILE_SETTINGS: dict[str, dict[str, Any]] = {

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
 from parity.errors import ArtifactError
 from parity.export import Exporter, get_exporter
@@ -33,6 +34,8 @@ from parity.zoo import ModelCard
 
 #: Bump when an exporter's code changes what it writes.
 CACHE_FORMAT = 1
+#: Append-only log in the cache root: one line per artifact exported, with the process id.
+EXPORT_LOG = "exports.log"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,15 +74,21 @@ class BuildContext:
         model: Callable[[], Weights],
         cache: ArtifactCache,
         progress: Callable[[str], None] = lambda message: None,
+        weights_sha256: Callable[[], str] | None = None,
     ) -> None:
         self.card = card
         self._model = model
+        self._weights_sha256 = weights_sha256
         self.cache = cache
         self.progress = progress
         self._calibration: np.ndarray | None = None
 
     def model(self) -> Weights:
         return self._model()
+
+    def weights_sha256(self) -> str:
+        """The weights' hash (part of every cache key), without loading them when known."""
+        return self._weights_sha256() if self._weights_sha256 else self.model().sha256
 
     def artifact(self, exporter: str) -> Artifact:
         """An upstream artifact, built or read from the cache."""
@@ -112,7 +121,7 @@ class ArtifactCache:
             "format": CACHE_FORMAT,
             "exporter": exporter.name,
             "options": dict(exporter.options),
-            "weights": ctx.model().sha256,
+            "weights": ctx.weights_sha256(),
             "preprocess": ctx.card.preprocess.sha256,
             "input_shape": ctx.card.input_shape,
             "versions": {p: package_version(p) for p in exporter.packages},
@@ -129,11 +138,15 @@ class ArtifactCache:
         if key in self._memo:
             return self._memo[key]
         folder = self.root / ctx.card.name / f"{exporter.name}-{key}"
-        if folder.is_dir() and self.rebuild:
-            shutil.rmtree(folder)
-        artifact = self._read(folder, exporter, key) if folder.is_dir() else None
-        if artifact is None:
-            artifact = self._build(folder, exporter, key, ctx)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # Across processes (pytest-xdist workers, parallel CI jobs on one cache): the first
+        # exports while the others wait, then read its result; nothing is exported twice.
+        with FileLock(folder.with_name(f"{folder.name}.lock")):
+            if folder.is_dir() and self.rebuild:
+                shutil.rmtree(folder)
+            artifact = self._read(folder, exporter, key) if folder.is_dir() else None
+            if artifact is None:
+                artifact = self._build(folder, exporter, key, ctx)
         self._memo[key] = artifact
         return artifact
 
@@ -169,7 +182,7 @@ class ArtifactCache:
             exporter_name=exporter.name,
             key=key,
             model=ctx.card.name,
-            weights_sha256=ctx.model().sha256,
+            weights_sha256=ctx.weights_sha256(),
             preprocess_sha256=ctx.card.preprocess.sha256,
             versions={p: package_version(p) for p in exporter.packages},
             export_seconds=round(time.perf_counter() - start, 3),
@@ -182,4 +195,7 @@ class ArtifactCache:
         except OSError:  # another process won the race: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)
             return self._read(folder, exporter, key)
+        with open(self.root / EXPORT_LOG, "a") as log:  # who built what (one line per export)
+            log.write(f"{folder.relative_to(self.root)} pid={os.getpid()} "
+                      f"seconds={metadata['export_seconds']}\n")  # fmt: skip
         return Artifact(exporter.name, folder / exporter.filename, key, metadata, built=True)

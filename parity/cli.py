@@ -16,6 +16,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -23,6 +24,7 @@ from rich.markup import escape
 from parity import __version__, atomic
 from parity.backends import backends
 from parity.cli_project import add_parsers as add_project_parsers
+from parity.cli_project import list_command
 from parity.cli_project import run_command as run_project_command
 from parity.errors import ParityError
 from parity.paths import cache_dir
@@ -123,6 +125,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--runtime", "-r", action="append", metavar="R", help="override runtimes")
     check.add_argument(
         "--strict", action="store_true", help="an n/a variant fails ([tool.parity] strict)"
+    )
+    check.add_argument(
+        "--artifact",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="check a file made elsewhere (ONNX, TFLite, Keras) against the model; repeatable",
     )
     check.add_argument("--report", type=Path, metavar="DIR", help="report folder")
     check.add_argument("--no-live", action="store_true", help="only compare with the goldens")
@@ -318,9 +327,17 @@ def _cmd_check(args: argparse.Namespace, console: Console) -> int:
         # run_parity checks torch only where it is installed: asked for explicitly (-r torch)
         # where it is not, the gate would otherwise pass with nothing checked.
         require("torch")
+    if args.artifact and len(models) != 1:
+        raise ParityError(f"--artifact checks one model; pass --model (configured: {models})")
     reports = []
     with _progress(console, args.quiet) as progress:
-        for model in models:
+        for artifact in args.artifact or ():
+            config = RunConfig(
+                model=models[0], fixtures=gate.fixtures, tolerances=gate.tolerances,
+                threads=gate.threads, artifact=artifact, strict=args.strict or gate.strict,
+            )  # fmt: skip
+            reports.append(run_parity(config, progress, ("live",)))
+        for model in [] if args.artifact else models:
             config = RunConfig(
                 model=model,
                 runtimes=args.runtime or gate.runtimes,
@@ -442,44 +459,6 @@ def _cmd_eval(args: argparse.Namespace, console: Console) -> int:
     return EXIT_FAIL if result.failed else EXIT_PASS
 
 
-def _cmd_list(console: Console) -> int:
-    from rich.table import Table
-
-    from parity.fixtures import load_fixtures
-    from parity.lazy import installed
-    from parity.paths import find_project
-    from parity.variants import VARIANTS
-    from parity.zoo import card_paths, load_card
-
-    project = find_project()
-    fixtures_dir = project.fixtures
-    console.print(f"config: {project.config_label}")
-    console.print(f"tolerances: {project.tolerances}")
-    models = Table(title="models", title_justify="left")
-    for column in ("name", "builder", "weights", "taps", "input", "heavy", "card"):
-        models.add_column(column)
-    for path in card_paths().values():
-        card = load_card(path)
-        models.add_row(
-            card.name, card.builder, card.weights, str(len(card.taps)),
-            "x".join(map(str, card.input_shape[1:])), "yes" if card.heavy else "", str(path),
-        )  # fmt: skip
-    variants = Table(title="runtime variants", title_justify="left")
-    for column in ("name", "family", "artifact", "installed", "description"):
-        variants.add_column(column)
-    for v in VARIANTS.values():
-        ok = "[green]yes[/]" if installed(v.module) else "[red]no[/]"
-        variants.add_row(v.name, v.family, v.exporter or "-", ok, v.description)
-    images = Table(title=f"fixtures ({fixtures_dir})", title_justify="left")
-    for column in ("name", "role", "file"):
-        images.add_column(column)
-    for fixture in load_fixtures(fixtures_dir):
-        images.add_row(fixture.name, fixture.role, str(fixture.path.relative_to(fixtures_dir)))
-    for table in (models, variants, images):
-        console.print(table)
-    return EXIT_PASS
-
-
 def _cmd_doctor(args: argparse.Namespace, console: Console) -> int:
     import json
 
@@ -532,8 +511,29 @@ def _cmd_doctor(args: argparse.Namespace, console: Console) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``parity`` console script; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of the ``parity`` console script; returns the exit code.
+
+    Called as the process's entry (``argv`` None: the console script, ``python -m
+    parity.cli``) it does not return: once every report is written and the standard
+    streams are flushed it leaves with :func:`os._exit`, skipping the interpreter teardown
+    that costs seconds with torch and TensorFlow loaded. Called with ``argv`` (tests,
+    embedding) it returns the code.
+    """
+    if argv is None:
+        _exit_now(_main(sys.argv[1:]))
+    return _main(argv)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Flush stdout/stderr and end the process with ``code``, without interpreter teardown."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
+            stream.flush()
+    os._exit(code)
+
+
+def _main(argv: Sequence[str]) -> int:
+    argv = list(argv)
     debug = "--debug" in argv or bool(os.environ.get("PARITY_DEBUG"))
     argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
@@ -544,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     errors = Console(stderr=True, highlight=False)
     try:
         if args.command == "list":
-            return _cmd_list(console)
+            return list_command(console)
         if args.command in ("init", "budgets"):
             return run_project_command(args, console)
         if args.command == "check":

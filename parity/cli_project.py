@@ -1,4 +1,4 @@
-"""The project commands of the CLI: ``parity init`` and ``parity budgets``."""
+"""The project commands of the CLI: ``parity init``, ``parity budgets`` and ``parity list``."""
 
 from __future__ import annotations
 
@@ -71,4 +71,43 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
         target = project.tolerances if args.write is True else Path(args.write)
         write_rules(target, measured.model, text)
         console.print(f"wrote {target}")
+    return 0
+
+
+def list_command(console: Console) -> int:
+    """``parity list``: the project config, cards, variants and fixture images."""
+    from rich.table import Table
+
+    from parity.fixtures import load_fixtures
+    from parity.lazy import installed
+    from parity.paths import find_project
+    from parity.variants import VARIANTS
+    from parity.zoo import card_paths, load_card
+
+    project = find_project()
+    fixtures_dir = project.fixtures
+    console.print(f"config: {project.config_label}")
+    console.print(f"tolerances: {project.tolerances}")
+    models = Table(title="models", title_justify="left")
+    for column in ("name", "builder", "weights", "taps", "input", "heavy", "card"):
+        models.add_column(column)
+    for path in card_paths().values():
+        card = load_card(path)
+        models.add_row(
+            card.name, card.builder, card.weights, str(len(card.taps)),
+            "x".join(map(str, card.input_shape[1:])), "yes" if card.heavy else "", str(path),
+        )  # fmt: skip
+    variants = Table(title="runtime variants", title_justify="left")
+    for column in ("name", "family", "artifact", "installed", "description"):
+        variants.add_column(column)
+    for v in VARIANTS.values():
+        ok = "[green]yes[/]" if installed(v.module) else "[red]no[/]"
+        variants.add_row(v.name, v.family, v.exporter or "-", ok, v.description)
+    images = Table(title=f"fixtures ({fixtures_dir})", title_justify="left")
+    for column in ("name", "role", "file"):
+        images.add_column(column)
+    for fixture in load_fixtures(fixtures_dir):
+        images.add_row(fixture.name, fixture.role, str(fixture.path.relative_to(fixtures_dir)))
+    for table in (models, variants, images):
+        console.print(table)
     return 0

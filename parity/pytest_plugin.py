@@ -281,6 +281,10 @@ class ParityPlugin:
         self.ran: dict[str, list[Variant]] = {}
         self.written: list[Path] = []
         self.report_errors: list[str] = []
+        #: models whose goldens --parity-update-goldens rewrote: their tests fail this run.
+        self.rewritten: set[str] = set()
+        #: report dicts sent by pytest-xdist workers, merged into one report.
+        self.worker_reports: list[dict[str, Any]] = []
 
     # -- shared state ---------------------------------------------------------------
 
@@ -344,6 +348,12 @@ class ParityPlugin:
         from parity.variants import VARIANTS
 
         variant = VARIANTS[case.variant]
+        if case.model in self.rewritten:  # like --force-regen: never green while regenerating
+            pytest.fail(
+                f"the goldens of {case.card} were rewritten by --parity-update-goldens in this "
+                "run (what moved is printed above); rerun without it to check against them",
+                pytrace=False,
+            )
         session, obtained, message = self._prepare(case, variant)
         if message is not None:  # failing outside the except block: no chained exception
             pytest.fail(message, pytrace=False)
@@ -543,6 +553,7 @@ class ParityPlugin:
                 console = Console(file=buffer, width=width, color_system=None, highlight=False)
                 print_golden_moves(parity_session.card.name, moves, console)
                 parity_session.write_goldens()
+                self.rewritten.add(model)
             except ParityError as exc:
                 raise pytest.UsageError(f"parity: cannot update goldens: {exc}") from None
             text = buffer.getvalue() + f"wrote {parity_session.goldens_folder}\n"
@@ -554,10 +565,11 @@ class ParityPlugin:
                 sys.stdout.write(text)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """--parity-report: the gate reports of the variants that ran."""
-        if self.options.report is None or not self.ran or hasattr(session.config, "workerinput"):
+        """--parity-report: the gate reports of the variants that ran (under pytest-xdist,
+        each worker sends its part and the controller writes one merged report)."""
+        if self.options.report is None:
             return
-        from parity.report import gate_to_dict, write_reports
+        from parity.report import gate_to_dict, merge_gates, write_reports
 
         reports = []
         for model in self.ran:
@@ -565,7 +577,23 @@ class ParityPlugin:
                 reports.append(self.report(model))
             except ParityError as exc:  # e.g. weights that never loaded: say so, report the rest
                 self.report_errors.append(f"parity report: {model} left out: {exc}")
-        self.written = write_reports(gate_to_dict(reports), self.options.report)
+        worker = getattr(session.config, "workeroutput", None)
+        if worker is not None:
+            worker["parity_report"] = gate_to_dict(reports) if reports else None
+            worker["parity_report_errors"] = self.report_errors
+            return
+        gates = [gate_to_dict(reports)] if reports else []
+        gates += self.worker_reports
+        if gates:
+            self.written = write_reports(merge_gates(gates), self.options.report)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """pytest-xdist: collect a finished worker's part of the report."""
+        output = getattr(node, "workeroutput", {})
+        if output.get("parity_report"):
+            self.worker_reports.append(output["parity_report"])
+        self.report_errors.extend(output.get("parity_report_errors") or ())
 
     def report(self, model: str) -> ParityReport:
         """One model's :class:`ParityReport` over the whole batch (outputs are cached)."""
@@ -703,6 +731,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if not plugin.options.models:
         return
     plugin.validate()
+    if plugin.options.update_goldens and getattr(config.option, "numprocesses", None):
+        raise pytest.UsageError(
+            "parity: --parity-update-goldens rewrites the goldens once, before any test; it "
+            "cannot run under pytest-xdist (-n). Run it without -n, then the suite with -n"
+        )
     if not config.option.collectonly:  # before user modules may import TensorFlow
         try:
             _torch_first()

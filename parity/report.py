@@ -130,6 +130,16 @@ def print_report(report: ParityReport, console: Console, per_tap: bool = True) -
         style="dim",
     )
     console.print(f"config {report.config or '-'}; tolerances {report.tolerances}", style="dim")
+    if report.reference_source:
+        console.print(
+            f"reference: {report.reference_source}"
+            + (
+                f" ({report.reference_seconds:.2f} s)"
+                if report.reference_source == "computed"
+                else ""
+            ),
+            style="dim",
+        )
     if not report.measured_budgets:
         console.print(budgets_note(report.card.name), style="yellow")
     names = report.image_names
@@ -222,6 +232,7 @@ def report_to_dict(report: ParityReport) -> dict[str, Any]:
             "measured_budgets": report.measured_budgets,
             "strict": report.strict,
             "reference_seconds": round(report.reference_seconds, 4),
+            "reference": report.reference_source,
             "wall_seconds": round(report.wall_seconds, 3),
             "variants": variants,
         }
@@ -258,6 +269,26 @@ def gate_to_dict(reports: Sequence[ParityReport]) -> dict[str, Any]:
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "passed": all(r.passed for r in reports),
         "models": [report_to_dict(r) for r in reports],
+    }
+
+
+def merge_gates(gates: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One gate dict from several (pytest-xdist workers): each model's variants together."""
+    models: dict[str, dict[str, Any]] = {}
+    for gate in gates:
+        for model in gate["models"]:
+            if model["model"] not in models:
+                models[model["model"]] = {**model, "variants": []}
+            merged = models[model["model"]]
+            seen = {(v["name"], v["mode"]) for v in merged["variants"]}
+            new = [v for v in model["variants"] if (v["name"], v["mode"]) not in seen]
+            merged["variants"] += new
+            merged["passed"] = merged["passed"] and model["passed"]
+            merged["wall_seconds"] = max(merged["wall_seconds"], model["wall_seconds"])
+    return {
+        **gates[0],
+        "passed": all(m["passed"] for m in models.values()),
+        "models": list(models.values()),
     }
 
 

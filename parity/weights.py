@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
 from parity import atomic, lazy
 from parity.errors import ModelCardError, WeightsError
 from parity.fixtures import calibration_images
-from parity.paths import cache_dir, calibration_dir
+from parity.paths import cache_dir, calibration_dir, find_project
 from parity.preprocess import preprocess_batch
 from parity.threads import BN_THREADS, threads
 from parity.zoo import ModelCard
@@ -94,12 +95,23 @@ def state_dict_sha256(state_dict: Mapping[str, Any]) -> str:
     return digest.hexdigest()
 
 
+#: How a card's builder is called (docs/model-cards.md).
+SIGNATURE = "builder(weights=None, num_classes=<num_classes>, **builder_kwargs) -> torch.nn.Module"
+
+
 def _builder(card: ModelCard) -> Any:
+    """The card's builder function, imported with the project root on ``sys.path``."""
+    root = find_project().root
+    if root is not None and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
     module_name, _, function = card.builder.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ModelCardError(f"{card.path}: builder {card.builder!r} not found ({exc})") from None
+        raise ModelCardError(
+            f"{card.path}: builder {card.builder!r} not found ({exc}); "
+            f"importable from the project root {root or Path.cwd()}?"
+        ) from None
     except Exception as exc:  # the user's module raised while being imported
         raise ModelCardError(
             f"{card.path}: importing builder module {module_name!r} raised "
@@ -121,12 +133,13 @@ def build_module(card: ModelCard, **kwargs: Any) -> Any:
         )
     except Exception as exc:  # the user's builder (or its kwargs from the card) failed
         raise ModelCardError(
-            f"{card.path}: builder {card.builder!r} raised {type(exc).__name__}: {exc}"
+            f"{card.path}: builder {card.builder!r} raised {type(exc).__name__}: {exc} "
+            f"(it is called as {SIGNATURE})"
         ) from None
     if not isinstance(module, torch.nn.Module):
         raise ModelCardError(
             f"{card.path}: builder {card.builder!r} returned a {type(module).__name__}, "
-            "not a torch.nn.Module"
+            f"expected a torch.nn.Module ({SIGNATURE})"
         )
     return module
 
@@ -139,7 +152,10 @@ def load_model(card: ModelCard, weights: str | None = None) -> LoadedModel:
     elif source.startswith(TRAINED):
         module = _trained(card, source.removeprefix(TRAINED))
     elif Path(source).suffix in (".pt", ".pth", ".bin") or os.sep in source:
-        module = _from_state_dict_file(card, Path(source))
+        path = Path(source)
+        if weights is None and not path.is_absolute():  # the card's own path: from its file
+            path = card.path.parent / path
+        module = _from_state_dict_file(card, path)
     else:
         module = _from_torchvision(card, source)
     module.eval()
@@ -167,9 +183,17 @@ def _from_state_dict_file(card: ModelCard, path: Path) -> Any:
             f"{path}: value of {bad[0]!r} is a {type(loaded[bad[0]]).__name__}, not a tensor"
         )
     module = build_module(card)
+    expected = module.state_dict()
+    for key, tensor in loaded.items():
+        if key in expected and tuple(tensor.shape) != tuple(expected[key].shape):
+            raise WeightsError(
+                f"{path}: does not fit {card.path.name}: tensor '{key}' has shape "
+                f"{tuple(tensor.shape)}, the card's model expects {tuple(expected[key].shape)} "
+                f"(num_classes = {card.num_classes}?)"
+            )
     try:
         result = module.load_state_dict(loaded, strict=False)
-    except RuntimeError as exc:  # shapes that do not fit the card's architecture
+    except RuntimeError as exc:  # anything else that does not fit the card's architecture
         raise WeightsError(f"{path}: does not fit {card.name} ({_first_line(exc)})") from None
     if result.missing_keys or result.unexpected_keys:
         raise WeightsError(
@@ -296,21 +320,23 @@ def _calibrated(card: ModelCard) -> Any:
     torch = lazy.torch()
     key = calibration_key(card)
     path = _weights_path(card, key)
-    if path.is_file():
-        module = build_module(card)
-        try:
-            module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return module
-        except Exception:  # a damaged cache entry (truncated, foreign): compute it again
-            path.unlink(missing_ok=True)
-    shipped = _shipped_statistics(card, key)
-    module = _seeded_with_statistics(card, shipped)
-    sha256 = state_dict_sha256(module.state_dict())
-    if shipped is not None and sha256 != str(shipped["sha256"]):  # never trust a stale file
-        module = _seeded_with_statistics(card, None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(path.with_suffix(".lock")):  # computed once across processes
+        if path.is_file():
+            module = build_module(card)
+            try:
+                module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+                return module
+            except Exception:  # a damaged cache entry (truncated, foreign): compute it again
+                path.unlink(missing_ok=True)
+        shipped = _shipped_statistics(card, key)
+        module = _seeded_with_statistics(card, shipped)
         sha256 = state_dict_sha256(module.state_dict())
-    _atomic_save(torch, module.state_dict(), path)
-    atomic.write_text(path.with_suffix(".sha256"), sha256 + "\n")
+        if shipped is not None and sha256 != str(shipped["sha256"]):  # never trust a stale file
+            module = _seeded_with_statistics(card, None)
+            sha256 = state_dict_sha256(module.state_dict())
+        _atomic_save(torch, module.state_dict(), path)
+        atomic.write_text(path.with_suffix(".sha256"), sha256 + "\n")
     return module
 
 

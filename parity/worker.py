@@ -113,14 +113,13 @@ _CONFIG_FIELDS = (
 
 
 def _reference(session: Any, run_dir: Path, phases: Phases, state_dict: bool) -> None:
-    phases.enter(REFERENCE_TASK, "loading the torch weights")
-    loaded = session.model()
-    phases.enter(REFERENCE_TASK, "running the torch reference")
+    phases.enter(REFERENCE_TASK, "running the torch reference (or reading it from the cache)")
     save_arrays(run_dir / "reference", session.reference)
     if state_dict:
         phases.enter(REFERENCE_TASK, "writing the state_dict for the other workers")
-        np.savez(run_dir / "state_dict.npz", **loaded.state_dict_numpy())
-    record = {"source": loaded.source, "sha256": loaded.sha256}
+        np.savez(run_dir / "state_dict.npz", **session.model().state_dict_numpy())
+    source, sha256 = session.weights()
+    record = {"source": source, "sha256": sha256}
     (run_dir / "weights.json").write_text(json.dumps(record))
     _done(run_dir / REFERENCE_TASK, seconds=session.reference_seconds)
 

@@ -222,3 +222,28 @@ def test_port_lint_tflite_file(tmp_path: Path) -> None:
     finding = lint_port_file(path)
     assert finding.status == PROBLEM, finding.cause
     assert [op.split(" ")[-1] for op in finding.evidence["stride2_same_padding"]] == ["(CONV_2D)"]
+
+
+@pytest.mark.litert
+def test_cli_calibration_from_a_representative_generator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--representative mod:fn`` in TFLite's convention drives the int8 calibration check."""
+    (tmp_path / "userdata.py").write_text(
+        "import numpy as np\n"
+        "def representative_dataset():\n"
+        "    rng = np.random.default_rng(0)\n"
+        "    for _ in range(8):\n"
+        "        yield [rng.uniform(0, 255, (1, 224, 224, 3)).astype(np.float32)]\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "doctor.json"
+    code = main(
+        ["doctor", "-m", "resnet18", "--check", "calibration", "--representative",
+         "userdata:representative_dataset", "--json", str(out)]
+    )  # fmt: skip
+    assert code == 1
+    (finding,) = json.loads(out.read_text())["findings"]
+    assert finding["evidence"]["calibration"] == "user batch"
+    assert finding["evidence"]["stats_calibration"]["images"] == 8
+    assert "outside the range" in finding["cause"]  # raw 0-255 pixels, not preprocessed

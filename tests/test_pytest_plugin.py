@@ -233,20 +233,23 @@ def test_moved_golden_fails_naming_logits_and_the_accept_command(run: Run, tmp_p
     ]
 
 
-def test_update_goldens_prints_what_moved_then_passes(run: Run, tmp_path: Path):
+def test_update_goldens_prints_what_moved_and_fails_the_tests_it_rewrote(run: Run, tmp_path: Path):
     goldens = golden_copy(tmp_path)
     move_logits(goldens)
-    result = run(*MODEL, "--parity-runtimes", "torch", "--parity-goldens", str(goldens),
-                 "--parity-update-goldens", "-k", "chelsea")  # fmt: skip
-    result.assert_outcomes(passed=1)
+    options = ["--parity-runtimes", "torch", "--parity-goldens", str(goldens), "-k", "chelsea"]
+    result = run(*MODEL, *options, "--parity-update-goldens")
+    # Like pytest-regressions' --force-regen: a regenerating run is never green.
+    result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
             "*parity: updated goldens of mobilenet_v2*",
             "mobilenet_v2: provenance unchanged",
             "*logits*yes*",
             f"wrote {goldens / 'mobilenet_v2'}",
+            "*goldens of mobilenet_v2 were rewritten by --parity-update-goldens*",
         ]
     )
+    run(*MODEL, *options).assert_outcomes(passed=1)  # the next run checks against them
     assert "features.17" in result.stdout.str()  # every tap is listed, moved or not
     # The rewritten goldens are fresh (this raises if not) and hold torch's logits again.
     store = Session(RunConfig(model="mobilenet_v2", goldens=goldens)).goldens
@@ -254,3 +257,35 @@ def test_update_goldens_prints_what_moved_then_passes(run: Run, tmp_path: Path):
     committed = GoldenStore(GOLDENS, "mobilenet_v2").record("chelsea", "logits").full
     assert logits is not None and committed is not None
     np.testing.assert_allclose(logits, committed, rtol=0, atol=1e-5 * np.abs(committed).max())
+
+
+def test_xdist_workers_export_once_and_write_one_merged_report(
+    run: Run,
+    pytester: pytest.Pytester,
+    tmp_path: Path,
+    parity_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """``-n 2`` on a cold artifact cache: one export, one merged report; no -n goldens update."""
+    pytest.importorskip("xdist")
+    from parity.scaffold import init_project
+
+    init_project(pytester.path)  # a user's project, as `parity init` lays it out
+    cache = tmp_path / "cache"
+    shutil.copytree(parity_cache / "weights", cache / "weights")  # weights are not artifacts
+    monkeypatch.setenv("PARITY_CACHE_DIR", str(cache))
+    report = tmp_path / "report"
+    # --dist each: both workers run every test, so both need the artifact at once.
+    result = run("-n", "2", "--dist", "each", *MODEL, *ORT, "--parity-report", str(report),
+                 "-k", "chelsea or coffee")  # fmt: skip
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    exports = (cache / "artifacts" / "exports.log").read_text().splitlines()
+    assert len(exports) == 1 and exports[0].startswith("mobilenet_v2/onnx_torchscript-"), exports
+    (model,) = json.loads((report / "report.json").read_text())["models"]
+    ran = {(v["name"], v["mode"]) for v in model["variants"]}
+    assert ran == {("torch", "golden"), ("ort_torchscript", "golden")}
+    assert model["passed"] is True
+    assert model["config"] == str(pytester.path / "parity.toml")
+    refused = run("-n", "2", *MODEL, *ORT, "--parity-update-goldens")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines(["*--parity-update-goldens*cannot run under pytest-xdist*"])

@@ -153,3 +153,138 @@ def test_own_torchvision_card_passes_check_with_na_rows_and_strict_fails(
     code, out, err = cli(capsys, "check", "-q", "--summary", "--strict", "-m", "mnv3s", *runtimes)
     assert code == 1, out + err
     assert "strict" in out
+
+
+FT10_CARD = """\
+builder = "torchvision.models:mobilenet_v2"
+num_classes = 10
+keras_twin = "mobilenet_v2"
+
+[weights]
+default = "weights/ft10.pt"
+
+[taps]
+stem = "features.0"
+blocks = ["features.{1..17}"]
+features = "features.18"
+pooled = "input:classifier"
+logits = "classifier"
+"""
+
+
+def fine_tuned_state_dict(path: Path, classes: int = 10) -> None:
+    """The calibrated mobilenet_v2 weights with a new, seeded ``classes``-way head."""
+    import torch
+
+    from parity.weights import load_model
+
+    state = load_model(get_card("mobilenet_v2")).module.state_dict()
+    generator = torch.Generator().manual_seed(10)
+    state["classifier.1.weight"] = torch.randn(classes, 1280, generator=generator) * 0.05
+    state["classifier.1.bias"] = torch.randn(classes, generator=generator) * 0.05
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+
+
+@pytest.mark.torch
+def test_state_dict_that_does_not_fit_is_one_line(project: Path, capsys):
+    fine_tuned_state_dict(project / "parity/models/weights/ft10.pt", classes=37)
+    (project / "parity/models/ft10.toml").write_text(FT10_CARD)
+    code, _, err = cli(capsys, "run", "-q", "-m", "ft10")
+    assert code == 2 and "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.strip()]
+    for fragment in ("ft10.pt", "classifier.1.weight", "(37, 1280)", "(10, 1280)"):
+        assert fragment in line, line
+
+
+@pytest.mark.torch
+def test_own_builder_from_the_project_root_and_its_errors(project: Path, capsys):
+    package = project / "mynet"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text(
+        "import torch\n\n"
+        "def build(weights=None, num_classes=1000, width=8):\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, width, 3), torch.nn.ReLU(),\n"
+        "        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),\n"
+        "        torch.nn.Linear(width, num_classes))\n\n"
+        "def wrong(width=8):\n"
+        "    return None\n"
+    )
+    card = 'builder = "mynet.models:{fn}"\nnum_classes = 4\n[taps]\nstem = "0"\nlogits = "4"\n'
+    (project / "parity/models/tiny.toml").write_text(card.format(fn="build"))
+    from parity.weights import build_module
+
+    assert build_module(get_card("tiny"))[4].out_features == 4
+    (project / "parity/models/bad.toml").write_text(card.format(fn="wrong"))
+    code, _, err = cli(capsys, "run", "-q", "-m", "bad", "-r", "ort_dynamo")
+    assert code == 2 and "Traceback" not in err
+    assert "bad.toml" in err and "builder(weights=None, num_classes=" in err
+
+
+@pytest.mark.onnxruntime
+def test_fine_tuned_state_dict_passes_check_with_measured_budgets(project: Path, capsys):
+    """Done-when flow (ONNX Runtime): a 10-class fine-tune, budgets measured, then check."""
+    fine_tuned_state_dict(project / "parity/models/weights/ft10.pt")
+    (project / "parity/models/ft10.toml").write_text(FT10_CARD)
+    runtimes = ("-r", "ort_dynamo", "-r", "ort_dynamo_noopt")
+    code, out, err = cli(capsys, "budgets", "-q", "-m", "ft10", *runtimes, "--write")
+    assert code == 0, out + err
+    tolerances = (project / "parity/tolerances.toml").read_text()
+    assert '[budget."ft10/*/*"]' in tolerances and "measured by `parity budgets`" in tolerances
+    assert "ort_dynamo_noopt@1t" in tolerances  # thread counts and optimisation off measured
+    # Measuring again replaces the block instead of adding a second one.
+    assert cli(capsys, "budgets", "-q", "-m", "ft10", "-r", "ort_dynamo", "--write")[0] == 0
+    assert (project / "parity/tolerances.toml").read_text().count('"ft10/*/*"') == 1
+    policy = TolerancePolicy.load(project / "parity/tolerances.toml")
+    assert policy.measured_for("ft10")
+    assert cli(capsys, "update-goldens", "-q", "-m", "ft10")[0] == 0
+    code, out, err = cli(capsys, "check", "-q", "--summary", "-m", "ft10", *runtimes)
+    assert code == 0, out + err
+    assert "no measured budget" not in out
+    (model,) = json.loads((project / "parity-report/report.json").read_text())["models"]
+    assert model["measured_budgets"] is True
+    assert {v["status"] for v in model["variants"]} == {"pass"}
+    logits = model["variants"][-1]["taps"][-1]
+    assert logits["name"] == "logits" and logits["budget_sources"]["max_abs_norm"] == "ft10/*/*"
+
+
+@pytest.mark.onnxruntime
+def test_check_artifacts_made_elsewhere_writes_the_gate_reports(
+    tmp_path: Path, session_for, capsys: pytest.CaptureFixture[str]
+):
+    from parity.faults import perturb_onnx_conv
+
+    exported = session_for("mobilenet_v2").artifact(VARIANTS["ort_dynamo"]).path
+    good, broken = tmp_path / "vendor.onnx", tmp_path / "broken.onnx"
+    good.write_bytes(exported.read_bytes())
+    perturb_onnx_conv(exported, broken, "features.7")
+    report = tmp_path / "report"
+    argv = ["check", "-q", "--summary", "-m", "mobilenet_v2", "--report", str(report)]
+    code, out, err = cli(capsys, *argv, "--artifact", str(good))
+    assert code == 0, out + err
+    code, out, err = cli(capsys, *argv, "--artifact", str(good), "--artifact", str(broken))
+    assert code == 1, out + err
+    models = json.loads((report / "report.json").read_text())["models"]
+    verdicts = [(m["variants"][0]["name"], m["variants"][0]["status"]) for m in models]
+    assert verdicts == [("external_onnxruntime", "pass"), ("external_onnxruntime", "fail")]
+    assert models[1]["variants"][0]["first_divergent_tap"] == "features.7"
+    assert (report / "junit.xml").is_file() and (report / "summary.md").is_file()
+
+
+@pytest.mark.heavy
+def test_fine_tuned_state_dict_every_runtime(project: Path, capsys):
+    """Done-when flow, every runtime (Keras twin, tf2onnx, LiteRT incl. quantised)."""
+    fine_tuned_state_dict(project / "parity/models/weights/ft10.pt")
+    (project / "parity/models/ft10.toml").write_text(FT10_CARD)
+    everything = ("-r", "onnxruntime", "-r", "keras", "-r", "litert")
+    code, out, err = cli(capsys, "budgets", "-q", "-m", "ft10", *everything, "--write")
+    assert code == 0, out + err
+    tolerances = (project / "parity/tolerances.toml").read_text()
+    for rule in ('"ft10/*/*"', '"ft10/litert_int8*/*"', '"ft10/litert_fp16*/logits"'):
+        assert rule in tolerances, rule
+    assert cli(capsys, "update-goldens", "-q", "-m", "ft10")[0] == 0
+    code, out, err = cli(capsys, "check", "-q", "--summary", "-m", "ft10", *everything)
+    assert code == 0, out + err
+    (model,) = json.loads((project / "parity-report/report.json").read_text())["models"]
+    assert {v["status"] for v in model["variants"]} == {"pass"}

@@ -18,7 +18,13 @@ def _ort(name: str, exporter: str, description: str, **options: str) -> Variant:
         "onnxruntime",
         options,
         taps=_SCOPES if exporter != "tf2onnx" else "Keras layer names in value names",
+        machine=_PROVIDER if "provider" in options else None,
     )
+
+
+_PROVIDER = "parity.backends.onnxruntime.runner:provider_unavailable"
+#: Execution providers other than the CPU's, used when the installed build has them.
+_PROVIDERS = {"cuda": "CUDA", "tensorrt": "Tensorrt", "openvino": "OpenVINO"}
 
 
 BACKEND = Backend(
@@ -35,6 +41,10 @@ BACKEND = Backend(
              graph_optimization="disabled"),
         _ort("ort_tf2onnx", "tf2onnx",
              "ONNX Runtime CPU on the Keras twin converted by tf2onnx (NHWC input)"),
+        *(_ort(f"ort_dynamo_{key}", "onnx_dynamo",
+               f"ONNX Runtime {ep}ExecutionProvider on the dynamo export (n/a without it)",
+               provider=f"{ep}ExecutionProvider")
+          for key, ep in _PROVIDERS.items()),
     ),
     probe="parity.backends.onnxruntime.probe:OnnxProbe",
     suffixes=(".onnx",),

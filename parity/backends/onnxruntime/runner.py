@@ -23,6 +23,9 @@ from parity.backends.base import OUTPUT, Runner
 from parity.errors import ArtifactError, RuntimeFailure, TapError
 from parity.taps import Tap
 
+#: The CPU execution provider (every other provider falls back to it per node).
+CPU = "CPUExecutionProvider"
+
 #: Graph optimisation levels by name.
 OPTIMIZATION_LEVELS = ("disabled", "basic", "extended", "all")
 
@@ -73,8 +76,22 @@ def locate_taps(
     return located
 
 
+def provider_unavailable(options: Mapping[str, Any]) -> str | None:
+    """Why the installed ONNX Runtime cannot run ``options["provider"]``, or ``None``."""
+    provider = options.get("provider", CPU)
+    ort = lazy.require("onnxruntime")
+    available = ort.get_available_providers()
+    if provider not in available:
+        return (
+            f"onnxruntime {ort.__version__} here has no {provider} (available: "
+            f"{', '.join(available)}); it needs an onnxruntime build with it (e.g. "
+            "onnxruntime-gpu for CUDA/TensorRT, onnxruntime-openvino) and its device"
+        )
+    return None
+
+
 class OnnxRuntimeRunner(Runner):
-    """Runs an ``.onnx`` file on ONNX Runtime's CPU provider.
+    """Runs an ``.onnx`` file on an ONNX Runtime execution provider (default: CPU).
 
     Args:
         name: variant name.
@@ -86,6 +103,8 @@ class OnnxRuntimeRunner(Runner):
         scope_of: how to read a node's module scope (default: torch exporters).
         tap_values: tap name -> ONNX value name, recorded by exporters whose graphs carry
             no torch module scopes (tf2onnx); when given, used instead of ``scope_of``.
+        provider: the execution provider (``CUDAExecutionProvider``...); nodes it does not
+            support fall back to the CPU provider, as they do for users.
     """
 
     def __init__(
@@ -98,6 +117,7 @@ class OnnxRuntimeRunner(Runner):
         tap_layout: str = "NCHW",
         scope_of: Callable[[Any], Scope] = torch_scope,
         tap_values: Mapping[str, str] | None = None,
+        provider: str = CPU,
     ) -> None:
         super().__init__(name)
         if graph_optimization not in OPTIMIZATION_LEVELS:
@@ -109,6 +129,7 @@ class OnnxRuntimeRunner(Runner):
         self.tap_layout = tap_layout  # type: ignore[assignment]
         self.scope_of = scope_of
         self.tap_values = None if tap_values is None else dict(tap_values)
+        self.provider = provider
         self._sessions: dict[frozenset[str], tuple[Any, list[str]]] = {}
 
     def _activate(self) -> None:
@@ -137,10 +158,9 @@ class OnnxRuntimeRunner(Runner):
             "all": level.ORT_ENABLE_ALL,
         }[self.graph_optimization]
         options.log_severity_level = 3
+        providers = list(dict.fromkeys([self.provider, CPU]))
         try:
-            return self.ort.InferenceSession(
-                model_bytes, options, providers=["CPUExecutionProvider"]
-            )
+            session = self.ort.InferenceSession(model_bytes, options, providers=providers)
         except Exception as exc:  # ORT raises its own exception types
             first_line = (
                 str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -148,6 +168,12 @@ class OnnxRuntimeRunner(Runner):
             raise RuntimeFailure(
                 f"{self.path}: ONNX Runtime cannot load it ({first_line})"
             ) from None
+        if self.provider not in session.get_providers():  # ORT dropped it: never run on CPU
+            raise RuntimeFailure(
+                f"{self.path}: ONNX Runtime did not enable {self.provider} "
+                f"(session providers: {', '.join(session.get_providers())})"
+            )
+        return session
 
     def _tapped_session(self, taps: Sequence[Tap]) -> tuple[Any, list[str]]:
         key = frozenset(t.name for t in taps)

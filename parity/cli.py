@@ -197,6 +197,11 @@ def _parser() -> argparse.ArgumentParser:
     evals.add_argument("--json", type=Path, metavar="FILE", help="write the result as JSON")
     evals.add_argument("--batch-size", type=int, default=64, help="images per batch (64)")
     evals.add_argument("--threads", type=int, default=2, help="runtime threads (default 2)")
+    evals.add_argument(
+        "--device", default="cpu", choices=("cpu", "cuda", "auto"),
+        help="where the torch reference runs: cpu (default), cuda (fp32, TF32 off), auto "
+        "(cuda when a GPU is usable); images/s are reported per variant",
+    )  # fmt: skip
     evals.add_argument("--rebuild", action="store_true", help="re-export even if cached")
     evals.add_argument(
         "--flips",
@@ -435,7 +440,7 @@ def _cmd_eval(args: argparse.Namespace, console: Console) -> int:
         config = ev.EvalConfig(
             data=args.data, model=args.model, runtimes=args.runtime, weights=args.weights,
             shard=shard, limit=args.limit, batch_size=args.batch_size, threads=args.threads,
-            rebuild=args.rebuild,
+            rebuild=args.rebuild, device=args.device,
         )  # fmt: skip
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip

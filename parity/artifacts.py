@@ -74,15 +74,21 @@ class BuildContext:
         model: Callable[[], LoadedModel],
         cache: ArtifactCache,
         progress: Callable[[str], None] = lambda message: None,
+        weights_sha256: Callable[[], str] | None = None,
     ) -> None:
         self.card = card
         self._model = model
+        self._weights_sha256 = weights_sha256
         self.cache = cache
         self.progress = progress
         self._calibration: np.ndarray | None = None
 
     def model(self) -> LoadedModel:
         return self._model()
+
+    def weights_sha256(self) -> str:
+        """The weights' hash (part of every cache key), without loading them when known."""
+        return self._weights_sha256() if self._weights_sha256 else self.model().sha256
 
     def artifact(self, exporter: str) -> Artifact:
         """An upstream artifact, built or read from the cache."""
@@ -115,7 +121,7 @@ class ArtifactCache:
             "format": CACHE_FORMAT,
             "exporter": exporter.name,
             "options": dict(exporter.options),
-            "weights": ctx.model().sha256,
+            "weights": ctx.weights_sha256(),
             "preprocess": ctx.card.preprocess.sha256,
             "input_shape": ctx.card.input_shape,
             "versions": {p: package_version(p) for p in exporter.packages},
@@ -176,7 +182,7 @@ class ArtifactCache:
             exporter_name=exporter.name,
             key=key,
             model=ctx.card.name,
-            weights_sha256=ctx.model().sha256,
+            weights_sha256=ctx.weights_sha256(),
             preprocess_sha256=ctx.card.preprocess.sha256,
             versions={p: package_version(p) for p in exporter.packages},
             export_seconds=round(time.perf_counter() - start, 3),

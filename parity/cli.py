@@ -16,6 +16,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -194,6 +195,11 @@ def _parser() -> argparse.ArgumentParser:
     evals.add_argument("--json", type=Path, metavar="FILE", help="write the result as JSON")
     evals.add_argument("--batch-size", type=int, default=64, help="images per batch (64)")
     evals.add_argument("--threads", type=int, default=2, help="runtime threads (default 2)")
+    evals.add_argument(
+        "--device", default="cpu", choices=("cpu", "cuda", "auto"),
+        help="where the torch reference runs: cpu (default), cuda (fp32, TF32 off), auto "
+        "(cuda when a GPU is usable); images/s are reported per variant",
+    )  # fmt: skip
     evals.add_argument("--rebuild", action="store_true", help="re-export even if cached")
     evals.add_argument(
         "--flips",
@@ -428,7 +434,7 @@ def _cmd_eval(args: argparse.Namespace, console: Console) -> int:
         config = ev.EvalConfig(
             data=args.data, model=args.model, runtimes=args.runtime, weights=args.weights,
             shard=shard, limit=args.limit, batch_size=args.batch_size, threads=args.threads,
-            rebuild=args.rebuild,
+            rebuild=args.rebuild, device=args.device,
         )  # fmt: skip
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
@@ -504,8 +510,29 @@ def _cmd_doctor(args: argparse.Namespace, console: Console) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``parity`` console script; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of the ``parity`` console script; returns the exit code.
+
+    Called as the process's entry (``argv`` None: the console script, ``python -m
+    parity.cli``) it does not return: once every report is written and the standard
+    streams are flushed it leaves with :func:`os._exit`, skipping the interpreter teardown
+    that costs seconds with torch and TensorFlow loaded. Called with ``argv`` (tests,
+    embedding) it returns the code.
+    """
+    if argv is None:
+        _exit_now(_main(sys.argv[1:]))
+    return _main(argv)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Flush stdout/stderr and end the process with ``code``, without interpreter teardown."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
+            stream.flush()
+    os._exit(code)
+
+
+def _main(argv: Sequence[str]) -> int:
+    argv = list(argv)
     debug = "--debug" in argv or bool(os.environ.get("PARITY_DEBUG"))
     argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):

@@ -39,10 +39,12 @@ from parity.golden import (
 from parity.lazy import installed, package_version
 from parity.paths import find_project
 from parity.preprocess import preprocess_batch, tensor_sha256
+from parity.reference import ReferenceCache, reference_key
 from parity.result import ParityReport, VariantResult
 from parity.taps import select_taps
+from parity.threads import REFERENCE_THREADS
 from parity.variants import REFERENCE, VARIANTS, Variant, resolve_variants
-from parity.weights import LoadedModel, load_model
+from parity.weights import LoadedModel, cached_weights_sha256, load_model
 from parity.zoo import get_card
 
 Progress = Callable[[str], None]
@@ -113,12 +115,17 @@ class Session:
         self.taps = select_taps(self.card.taps, config.taps)
         self.policy = TolerancePolicy.load(config.tolerances or default_tolerances())
         self.cache = ArtifactCache(config.cache_root, rebuild=config.rebuild)
-        self.context = BuildContext(self.card, self.model, self.cache, progress)
+        self.context = BuildContext(
+            self.card, self.model, self.cache, progress, self.local_weights_sha256
+        )
+        self.references = ReferenceCache()
         self.bundle = Bundle(config.bundle) if config.bundle is not None else None
         self.bundle_model = (
             self.bundle.model(self.card.name, self.card.preprocess.sha256) if self.bundle else None
         )
         self.reference_seconds = 0.0
+        #: "cached" (read from the reference cache, no torch) or "computed" (torch ran now).
+        self.reference_source = ""
         self._model: LoadedModel | None = None
         self._outputs: dict[str, tuple[dict[str, np.ndarray], Artifact | None]] = {}
 
@@ -141,15 +148,38 @@ class Session:
             self._model = load_model(self.card, self.config.weights)
         return self._model
 
+    def local_weights_sha256(self) -> str:
+        """The sha256 of the weights here: read without torch when cached, else loaded."""
+        if self._model is None:
+            known = cached_weights_sha256(self.card, self.config.weights)
+            if known is not None:
+                return known
+        return self.model().sha256
+
     @functools.cached_property
     def reference(self) -> dict[str, np.ndarray]:
-        """Torch outputs for every tap on the fixture batch."""
+        """Torch outputs for every tap on the fixture batch (from the reference cache if there)."""
+        key = reference_key(
+            self.local_weights_sha256(),
+            tensor_sha256(self.batch),
+            self.taps,
+            self.card.preprocess.sha256,
+        )
+        cached = (
+            None if self.config.rebuild else self.references.load(self.card.name, key, self.taps)
+        )
+        if cached is not None:
+            self.reference_source = "cached"
+            return cached
         module = self.model().module
         self.progress(f"running the torch reference on {len(self.fixtures)} images")
-        with make_runner(VARIANTS[REFERENCE], module, self.config.threads) as runner:
+        threads = min(self.config.threads, REFERENCE_THREADS)
+        with make_runner(VARIANTS[REFERENCE], module, threads) as runner:
             start = time.perf_counter()
             outputs = runner.run(self.batch, self.taps)
             self.reference_seconds = time.perf_counter() - start
+        self.reference_source = "computed"
+        self.references.store(self.card.name, key, outputs)
         return outputs
 
     @functools.cached_property
@@ -168,8 +198,7 @@ class Session:
         """(source, sha256) of the weights under test, without torch in bundle mode."""
         if self.bundle_model is not None:
             return self.bundle_model.weights_source, self.bundle_model.weights_sha256
-        loaded = self.model()
-        return loaded.source, loaded.sha256
+        return self.config.weights or self.card.weights, self.local_weights_sha256()
 
     def outputs(self, variant: Variant) -> tuple[dict[str, np.ndarray], Artifact | None]:
         """A variant's outputs and taps on the fixture batch, run once per session.
@@ -178,10 +207,11 @@ class Session:
         propagate; :meth:`check` and :meth:`check_golden` turn them into failed results.
         """
         if variant.reference:
-            if self.bundle_model is not None and self.model().sha256 != self.weights()[1]:
+            local = self.local_weights_sha256()
+            if self.bundle_model is not None and local != self.weights()[1]:
                 raise StaleGoldenError(
                     f"{self.config.bundle}: the bundle was built from weights "
-                    f"{self.weights()[1][:12]}, torch here has {self.model().sha256[:12]}; "
+                    f"{self.weights()[1][:12]}, torch here has {local[:12]}; "
                     "rebuild the bundle (tox -e build)"
                 )
             return self.reference, None
@@ -291,7 +321,7 @@ class Session:
         """What rewriting the goldens from torch now would change, and by how much."""
         return golden_moves(
             self._store(), self.fixtures, self.batch, self.reference, self.taps,
-            weights_sha256=self.model().sha256, spec=self.card.preprocess,
+            weights_sha256=self.local_weights_sha256(), spec=self.card.preprocess,
             versions=golden_versions(),
         )  # fmt: skip
 
@@ -308,6 +338,7 @@ class Session:
             tolerances=_relative(self.policy.source),
             results=results,
             reference_seconds=self.reference_seconds,
+            reference_source=self.reference_source,
             wall_seconds=time.perf_counter() - started,
             strict=self.config.strict,
             config=find_project().config_label,

@@ -107,6 +107,22 @@ class _Check:
         return sum(not t.passed for t in self.taps)
 
     @property
+    def unmatched(self) -> list[tuple[str, str]]:
+        """(tap, reason) of the taps a foreign artifact did not yield: not in the verdict."""
+        matching = (self.artifact or {}).get("tap_matching") or ()
+        return [
+            (str(m.get("tap")), _one_line(str(m.get("evidence", "")), 200))
+            for m in matching
+            if isinstance(m, Mapping) and m.get("how") == "unmatched"
+        ]
+
+    def unmatched_lines(self) -> list[str]:
+        """One line per unmatched tap, for every report format."""
+        return [
+            f"tap '{tap}' unmatched, left out of the verdict: {why}" for tap, why in self.unmatched
+        ]
+
+    @property
     def worst(self) -> float | None:
         values = [t.max_abs_norm for t in self.taps if t.max_abs_norm is not None]
         if not values:
@@ -129,10 +145,16 @@ def _num(value: Any) -> float | None:
     return None
 
 
+def _failed_metric(failure: str) -> str:
+    """The metric a verdict's failure line is about (``judge`` writes cosine as 1-cosine)."""
+    token = failure.split(" ", 1)[0]
+    return "cosine" if token == "1-cosine" else token
+
+
 def _reason(failure: str, metrics: Mapping[str, Any], budget: Mapping[str, Any]) -> str:
     """A readable phrase for one broken budget, from the numbers rather than the string
     (``judge`` prints cosine with 3 digits: '1 < 1'); the string is the fallback."""
-    metric = failure.split(" ", 1)[0]
+    metric = _failed_metric(failure)
     value, limit = _num(metrics.get(metric)), _num(budget.get(_BUDGET_OF.get(metric, "")))
     if value is None or limit is None:
         return failure
@@ -157,7 +179,7 @@ def _tap(index: int, data: Mapping[str, Any]) -> _Tap:
         name=str(data.get("name", f"#{index}")),
         where=f"{data.get('point', 'output')} of {module}",
         passed=bool(data.get("passed", not failures)),
-        failing=frozenset(f.split(" ", 1)[0] for f in failures),
+        failing=frozenset(_failed_metric(f) for f in failures),
         reasons=tuple(_reason(f, metrics, budget) for f in failures),
         max_abs_norm=_num(metrics.get("max_abs_norm")),
         budget_abs=_num(budget.get("max_abs_norm")),
@@ -401,6 +423,11 @@ def _md_provenance(gate: Mapping[str, Any], model: Mapping[str, Any]) -> str:
     )
 
 
+def _md_unmatched(checks: Sequence[_Check]) -> str:
+    lines = [f"- ⚠️ {_md(c.label)}: {_md(line)}" for c in checks for line in c.unmatched_lines()]
+    return "\n\n" + "\n".join(lines) if lines else ""
+
+
 def _md_details(check: _Check, compact: bool = False) -> str:
     """A failing check's ``<details>``: explanation and per-tap table (failing taps only if
     ``compact``)."""
@@ -500,7 +527,10 @@ def render_markdown(gate: Mapping[str, Any], max_bytes: int = MARKDOWN_LIMIT) ->
     note_reserve = 400  # room for the truncation notes
 
     # Essentials (always shown) and optional details, in display order.
-    essentials = [_md_summary(m, cs) + "\n\n" + _md_provenance(gate, m) for m, cs in models]
+    essentials = [
+        _md_summary(m, cs) + _md_unmatched(cs) + "\n\n" + _md_provenance(gate, m)
+        for m, cs in models
+    ]
     fixed = _size("\n".join(head)) + _size(footer) + sum(_size(e) + 4 for e in essentials)
     room = max_bytes - fixed - note_reserve
     failing = [[c for c in cs if not c.passed] for _, cs in models]
@@ -582,15 +612,19 @@ def _tap_lines(check: _Check) -> str:
         status = "ok" if t.passed else "FAIL"
         if t is check.first:
             status += " <- first"
+
+        def mark(text: str, *metrics: str, tap: _Tap = t) -> str:
+            return text + ("*" if tap.failing & set(metrics) else "")
+
         rows.append(
             (
                 t.name,
-                _sci(t.max_abs_norm),
+                mark(_sci(t.max_abs_norm), "max_abs_norm"),
                 _lim(t.budget_abs),
-                _sci(t.one_minus_cos),
+                mark(_sci(t.one_minus_cos), "cosine"),
                 _lim(t.budget_cos),
-                _fixed(t.sqnr_db, ".1f"),
-                _topk(t).replace(" ", "") or "-",
+                mark(_fixed(t.sqnr_db, ".1f"), "sqnr_db"),
+                mark(_topk(t).replace(" ", "") or "-", "top1_agreement", "top5_overlap"),
                 t.worst_image,
                 status,
             )
@@ -600,8 +634,9 @@ def _tap_lines(check: _Check) -> str:
     failing = [t for t in check.taps if not t.passed]
     detail = [f"  {t.name}: {t.reason}" for t in failing]
     return "\n".join(
-        [check.explanation, "", *lines, "", f"{len(failing)} tap(s) over budget:", *detail]
-    )
+        [check.explanation, "", *lines, "* over budget", "",
+         f"{len(failing)} tap(s) over budget:", *detail]
+    )  # fmt: skip
 
 
 def render_junit(gate: Mapping[str, Any]) -> str:
@@ -667,8 +702,9 @@ def render_junit(gate: Mapping[str, Any]) -> str:
                 )
                 failure.text = _xml(_tap_lines(check))
             artifact = _artifact_line(check.artifact)
-            if artifact:
-                ET.SubElement(case, "system-out").text = _xml(f"artifact: {artifact}")
+            out = ([f"artifact: {artifact}"] if artifact else []) + check.unmatched_lines()
+            if out:
+                ET.SubElement(case, "system-out").text = _xml("\n".join(out))
         for variant, vs, reason in skipped:
             case = ET.SubElement(
                 suite, "testcase", classname=_xml(f"parity.{name}"),
@@ -1197,6 +1233,8 @@ def _html_check(check: _Check, uid: str) -> str:
     if check.explanation:
         cls = "explain" if check.passed else "explain bad"
         parts.append(f'<p class="{cls}">{_e(check.explanation)}</p>')
+    for line in check.unmatched_lines():
+        parts.append(f'<p class="explain unmatched">⚠ {_e(line)}</p>')
     if check.taps:
         parts.append('<figure><div class="scroll">')
         parts.append(_plot(check, f"{uid}-plot"))

@@ -130,6 +130,16 @@ def print_report(report: ParityReport, console: Console, per_tap: bool = True) -
         style="dim",
     )
     console.print(f"config {report.config or '-'}; tolerances {report.tolerances}", style="dim")
+    if report.reference_source:
+        console.print(
+            f"reference: {report.reference_source}"
+            + (
+                f" ({report.reference_seconds:.2f} s)"
+                if report.reference_source == "computed"
+                else ""
+            ),
+            style="dim",
+        )
     if not report.measured_budgets:
         console.print(budgets_note(report.card.name), style="yellow")
     names = report.image_names
@@ -222,6 +232,7 @@ def report_to_dict(report: ParityReport) -> dict[str, Any]:
             "measured_budgets": report.measured_budgets,
             "strict": report.strict,
             "reference_seconds": round(report.reference_seconds, 4),
+            "reference": report.reference_source,
             "wall_seconds": round(report.wall_seconds, 3),
             "variants": variants,
         }

@@ -114,6 +114,8 @@ class ParityReport:
     results: list[VariantResult]
     reference_seconds: float
     wall_seconds: float = 0.0
+    #: "cached" (no torch ran) or "computed" ("" when no reference was needed).
+    reference_source: str = ""
     strict: bool = False
     #: The config file the run read (or that there was none), for the report header.
     config: str = ""

@@ -16,6 +16,9 @@ from typing import Any
 
 #: Threads for the float64 BatchNorm re-estimation (bench: 1 beat 2 under load).
 BN_THREADS = 1
+#: Threads for the torch reference on the fixture batch (bench/RESULTS.md, speed region:
+#: 3.4 s at 1 thread vs 6.3 s at 2 on 2 loaded cores, interleaved best of 3).
+REFERENCE_THREADS = 1
 
 
 def available_cores() -> int:

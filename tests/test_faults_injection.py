@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -39,6 +40,7 @@ from parity.preprocess import (
     _resize_window,
     preprocess_batch,
 )
+from parity.render import render_html, render_junit, render_markdown
 from parity.tapmatch import load_tap_map
 from parity.taps import Tap
 from parity.zoo import load_card
@@ -434,7 +436,7 @@ def test_internal_error_exits_3_and_says_where_the_traceback_is(
         raise ZeroDivisionError("injected bug")
 
     monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(parity.cli, "_cmd_list", bug)
+    monkeypatch.setattr(parity.cli, "list_command", bug)
     assert main(["list"]) == 3
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
@@ -457,7 +459,7 @@ def build(weights=None, num_classes=1000, **kwargs):
 BUILDER_FAULTS = {
     "module raises on import": ("raise RuntimeError('no GPU here')", "return None", "no GPU here"),
     "builder raises": ("", "raise ValueError('depth must be even')", "depth must be even"),
-    "builder returns no module": ("", "return 42", "not a torch.nn.Module"),
+    "builder returns no module": ("", "return 42", "expected a torch.nn.Module"),
     "builder kwarg unknown": (
         "",
         "return torchvision.models.resnet18(**kwargs, num_classes=num_classes)",
@@ -596,3 +598,70 @@ def test_resize_window_equals_the_full_resize_without_antialias():
     full = np.asarray(_center_crop(_resize(image, spec), (224, 224)))
     window = np.asarray(_center_crop(_resize_window(image, spec), (224, 224)))
     np.testing.assert_array_equal(full, window)
+
+
+# -- 5. reports match the verdict: every failed metric marked in every format ----------
+
+
+@pytest.mark.torch
+@pytest.mark.onnxruntime
+def test_every_report_marks_every_failed_metric(capsys: pytest.CaptureFixture[str], tmp_path: Path):
+    """A real failing check (budgets tighter than fp32 noise): in Markdown, JUnit and HTML
+    the stem's max_abs_norm, 1-cosine and SQNR are drawn as failed, none as passing."""
+    (tmp_path / "tight.toml").write_text(
+        '[budget."*/*/*"]\nmax_abs_norm = 1e-12\nmin_cosine = 0.999999999999999\n'
+        "min_sqnr_db = 300\n"
+    )
+    (tmp_path / "gate.toml").write_text(
+        'models = ["mobilenet_v2"]\nruntimes = ["ort_torchscript"]\n'
+        'tolerances = "tight.toml"\nreport = "report"\n'
+    )
+    assert main(["check", "--config", str(tmp_path / "gate.toml"), "--summary"]) == 1
+    capsys.readouterr()
+    report = tmp_path / "report"
+    data = json.loads((report / "report.json").read_text())
+    failing = [v for v in data["models"][0]["variants"] if v["name"] == "ort_torchscript"]
+    assert [v["mode"] for v in failing] == ["live", "golden"]
+    for variant in failing:
+        failed = {f.split(" ")[0] for f in variant["taps"][0]["failures"]}
+        assert failed == {"max_abs_norm", "1-cosine", "sqnr_db"}, variant["taps"][0]
+
+    markdown = (report / "summary.md").read_text()
+    stem = ("| <code>stem</code> |", "| **<code>stem</code>** |")
+    rows = [r for r in markdown.splitlines() if r.startswith(stem) and "❌" in r]
+    assert len(rows) == 2, markdown
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")[2:5]]
+        assert all(c.startswith("**") and c.endswith("**") for c in cells), row
+
+    junit = (report / "junit.xml").read_text()
+    rows = [r for r in junit.splitlines() if r.startswith("stem ") and "FAIL" in r]
+    assert len(rows) == 2 and all(r.count("*") == 3 for r in rows), rows
+
+    html = (report / "report.html").read_text()
+    rows = [r[: r.index("</tr>")] for r in html.split("<code>stem</code>")[1:]]
+    rows = [r for r in rows if "over budget" in r]
+    assert len(rows) == 2 and all(r.count('class="num bad"') == 3 for r in rows), rows
+
+    # A foreign artifact's unmatched taps (left out of the verdict) are listed everywhere.
+    entry = {"tap": "features.3", "how": "unmatched", "tensor": None, "layout": None}
+    failing[0]["artifact"] = {
+        **(failing[0].get("artifact") or {}),
+        "tap_matching": [{**entry, "evidence": "2 candidates within budget"}],
+    }
+    for render in (render_markdown, render_junit, render_html):
+        text = render(data)
+        assert "features.3" in text and "unmatched, left out of the verdict" in text, render
+
+
+@pytest.mark.torch
+def test_junit_classname_is_stable_and_relative(tmp_path: Path):
+    """pytest's JUnit names generated tests parity.<model>.<variant>, not the install path."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    xml = tmp_path / "junit.xml"
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-k", "chelsea",
+            "--parity-models", "mobilenet_v2", "--parity-runtimes", "torch",
+            f"--junitxml={xml}"]  # fmt: skip
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.findall(r'classname="([^"]*)"', xml.read_text()) == ["parity.mobilenet_v2.torch"]

@@ -32,7 +32,10 @@ def test_calibrated_weights_are_deterministic_and_cached(session_for: Callable[[
     assert again.source == "calibrated"
 
 
-@pytest.mark.parametrize("model", ["mobilenet_v2", "resnet18"])
+# resnet18's recorded sha256 is also re-derived by the tampered-statistics test below.
+@pytest.mark.parametrize(
+    "model", ["mobilenet_v2", pytest.param("resnet18", marks=pytest.mark.heavy)]
+)
 def test_shipped_statistics_are_what_recalibration_gives(model: str):
     """The shipped .calibrated.npz equals a fresh float64 re-estimation, to the bit."""
     card = get_card(model)

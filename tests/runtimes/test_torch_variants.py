@@ -26,13 +26,17 @@ CUDA = [name for name, v in VARIANTS.items() if v.family == "torch_cuda"]
 NO_GPU = cuda_unavailable()
 
 
-def broken_verdict(session: Session, variant: str, target: str, noise: float) -> VariantVerdict:
-    """The variant run on a copy of the module with one conv inside ``target`` perturbed."""
+def broken_verdict(
+    session: Session, variant: str, target: str, noise: float, images: int = 16
+) -> VariantVerdict:
+    """The variant run on a copy of the module with one conv inside ``target`` perturbed,
+    on the first ``images`` fixtures."""
     broken, _ = perturb_torch_conv(session.model().module, target, relative_noise=noise)
     with make_runner(VARIANTS[variant], broken, session.config.threads) as runner:
-        obtained = runner.run(session.batch, session.taps)
+        obtained = runner.run(session.batch[:images], session.taps)
+    reference = {name: value[:images] for name, value in session.reference.items()}
     card = session.card.name
-    return compare_taps(card, variant, session.taps, session.reference, obtained, session.policy)
+    return compare_taps(card, variant, session.taps, reference, obtained, session.policy)
 
 
 def assert_first_failure(verdict: VariantVerdict, target: str) -> None:
@@ -57,6 +61,25 @@ def test_compile_every_tap_within_the_fp32_budget(fp32_parity, session_for):
 def test_compile_perturbed_conv_fails_at_its_tap(session_for: Callable[[str], Session]):
     session = session_for("mobilenet_v2")
     assert_first_failure(broken_verdict(session, "torch_compile", "features.5", 0.01), "features.5")
+
+
+def test_cpu_bf16_within_its_reduced_precision_budgets(session_for: Callable[[str], Session]):
+    session = session_for("mobilenet_v2")
+    result = session.check(VARIANTS["torch_cpu_bf16"])
+    assert result.passed, result.verdict.explain() if result.verdict else result.error
+    taps = {t.tap.name: t for t in result.verdict.taps}
+    # Judged on its own tables, not the fp32 ones: the stem is tight, the depth bands looser.
+    assert (
+        taps["stem"].budget.limits["min_sqnr_db"] > taps["features.17"].budget.limits["min_sqnr_db"]
+    )
+    assert taps["logits"].metrics.top1_agreement < 1.0  # bf16 really ran
+
+
+def test_cpu_bf16_perturbed_conv_fails_at_its_tap(session_for: Callable[[str], Session]):
+    """30% weight noise in one conv (a wrong weight, not rounding): caught at its band."""
+    session = session_for("mobilenet_v2")
+    verdict = broken_verdict(session, "torch_cpu_bf16", "features.5", 0.3, images=4)
+    assert_first_failure(verdict, "features.5")
 
 
 @pytest.mark.parametrize("variant", CUDA)

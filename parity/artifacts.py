@@ -29,7 +29,7 @@ from parity.fixtures import calibration_images, file_sha256, load_fixtures
 from parity.lazy import package_version
 from parity.paths import cache_dir, calibration_dir
 from parity.preprocess import preprocess_batch
-from parity.weights import LoadedModel
+from parity.weights import Weights
 from parity.zoo import ModelCard
 
 #: Bump when an exporter's code changes what it writes.
@@ -71,7 +71,7 @@ class BuildContext:
     def __init__(
         self,
         card: ModelCard,
-        model: Callable[[], LoadedModel],
+        model: Callable[[], Weights],
         cache: ArtifactCache,
         progress: Callable[[str], None] = lambda message: None,
         weights_sha256: Callable[[], str] | None = None,
@@ -83,7 +83,7 @@ class BuildContext:
         self.progress = progress
         self._calibration: np.ndarray | None = None
 
-    def model(self) -> LoadedModel:
+    def model(self) -> Weights:
         return self._model()
 
     def weights_sha256(self) -> str:

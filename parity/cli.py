@@ -81,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--tolerances", type=Path, help="tolerance TOML (default: fixtures/...)")
     run.add_argument("--tap", action="append", metavar="NAME", help="only these taps (repeatable)")
     run.add_argument("--threads", type=int, default=2, help="runtime threads (default 2)")
+    _add_worker_options(run)
     run.add_argument("--strict", action="store_true", help="a variant that does not apply fails")
     run.add_argument("--rebuild", action="store_true", help="re-export even if cached")
     run.add_argument("--json", type=Path, metavar="FILE", help="also write a JSON report")
@@ -138,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
         "--bundle", type=Path, metavar="DIR", help="use a prebuilt bundle (no torch/TF needed)"
     )
     check.add_argument("--summary", action="store_true", help="summary tables only")
+    _add_worker_options(check)
     check.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
 
     add_project_parsers(commands)
@@ -195,6 +197,11 @@ def _parser() -> argparse.ArgumentParser:
     evals.add_argument("--json", type=Path, metavar="FILE", help="write the result as JSON")
     evals.add_argument("--batch-size", type=int, default=64, help="images per batch (64)")
     evals.add_argument("--threads", type=int, default=2, help="runtime threads (default 2)")
+    evals.add_argument(
+        "--device", default="cpu", choices=("cpu", "cuda", "auto"),
+        help="where the torch reference runs: cpu (default), cuda (fp32, TF32 off), auto "
+        "(cuda when a GPU is usable); images/s are reported per variant",
+    )  # fmt: skip
     evals.add_argument("--rebuild", action="store_true", help="re-export even if cached")
     evals.add_argument(
         "--flips",
@@ -284,6 +291,8 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         tap_map=args.tap_map,
         input_layout=args.input_layout,
         strict=args.strict,
+        jobs=args.jobs,
+        timeout=args.timeout,
     )
     with _progress(console, args.quiet) as progress:
         report = run_parity(config, progress)
@@ -343,6 +352,8 @@ def _cmd_check(args: argparse.Namespace, console: Console) -> int:
                 threads=gate.threads,
                 bundle=args.bundle,
                 strict=args.strict or gate.strict,
+                jobs=args.jobs,
+                timeout=args.timeout,
             )
             reports.append(run_parity(config, progress, modes))
     for report in reports:
@@ -429,7 +440,7 @@ def _cmd_eval(args: argparse.Namespace, console: Console) -> int:
         config = ev.EvalConfig(
             data=args.data, model=args.model, runtimes=args.runtime, weights=args.weights,
             shard=shard, limit=args.limit, batch_size=args.batch_size, threads=args.threads,
-            rebuild=args.rebuild,
+            rebuild=args.rebuild, device=args.device,
         )  # fmt: skip
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
@@ -582,6 +593,25 @@ def _save_traceback() -> str:
         return str(path)
     except Exception as exc:  # not even the cache is writable: say so, keep the exit code
         return f"not written ({exc})"
+
+
+def _add_worker_options(parser: argparse.ArgumentParser) -> None:
+    """``--jobs`` and ``--timeout``: how the backends' worker processes run."""
+    from parity.workers import DEFAULT_TIMEOUT
+
+    parser.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        metavar="N",
+        help="backends run side by side in N worker processes (default: one per core; "
+        "1: one at a time); runtime threads are shared out so jobs x threads <= cores",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
+        help=f"seconds one export or variant may take before its worker is killed and it "
+        f"fails (default {DEFAULT_TIMEOUT:g})",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

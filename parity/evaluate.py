@@ -236,6 +236,11 @@ class VariantScore:
     def agreement(self) -> float:
         return self.agree / self.images if self.images else math.nan
 
+    @property
+    def images_per_s(self) -> float:
+        """Inference throughput (preprocessing excluded)."""
+        return self.images / self.seconds if self.seconds > 0 else math.nan
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -247,6 +252,7 @@ class VariantScore:
             "flips": self.flips,
             "error": self.error,
             "seconds": round(self.seconds, 3),
+            "images_per_s": round(self.images_per_s, 1),
         }
 
     @classmethod
@@ -391,6 +397,23 @@ class EvalConfig:
     batch_size: int = DEFAULT_BATCH
     threads: int = 2
     rebuild: bool = False
+    #: Where the torch reference runs: ``cpu``, ``cuda`` (strict fp32, TF32 off) or
+    #: ``auto`` (cuda when a GPU is usable). The other variants run where they run.
+    device: str = "cpu"
+
+
+def reference_device(device: str) -> str:
+    """``cpu`` or ``cuda`` for ``--device``; a requested GPU that is not there is an error."""
+    if device not in ("cpu", "cuda", "auto"):
+        raise ParityError(f"--device {device!r}: must be cpu, cuda or auto")
+    if device == "cpu":
+        return device
+    from parity.backends.torch.runner import cuda_unavailable
+
+    reason = cuda_unavailable()
+    if reason is not None and device == "cuda":
+        raise ParityError(f"--device cuda: {reason}")
+    return "cpu" if reason is not None else "cuda"
 
 
 def evaluate(
@@ -439,12 +462,19 @@ def evaluate(
     ]
     spec = card.preprocess.replace(layout="NCHW")
     scores = {v.name: VariantScore(v.name) for v in variants}
+    device = reference_device(config.device)
+    progress(f"torch reference on {device}")
     with contextlib.ExitStack() as stack:
         runners = {}
         for variant in variants:
             try:
-                source = loaded.module if variant.reference else session.artifact(variant)
+                on_module = variant.runs_on == "module"
+                source = loaded.module if on_module else session.artifact(variant)
                 runner = make_runner(variant, source, config.threads)
+                if variant.reference and device != "cpu":
+                    runner = variant.runner_class()(
+                        variant.name, source, config.threads, device=device, tf32=False
+                    )
                 stack.enter_context(runner)
             except ParityError:
                 raise
@@ -610,7 +640,7 @@ def print_eval(result: EvalResult, console: Any, max_flips: int = 10) -> None:
     table = Table(title="dataset-level parity vs torch", title_justify="left")
     width = max(len(s.name) for s in result.scores)
     table.add_column("variant", no_wrap=True, min_width=width)
-    for column in ("images", "accuracy", "Δ vs torch", "top-1 agreement", "flips"):
+    for column in ("images", "accuracy", "Δ vs torch", "top-1 agreement", "flips", "images/s"):
         table.add_column(column, justify="right")
     table.add_column("status")
     for score in result.scores:
@@ -623,6 +653,7 @@ def print_eval(result: EvalResult, console: Any, max_flips: int = 10) -> None:
             "—" if score is reference else f"{drop:+.2f} pp",
             f"{score.agreement:.2%}",
             str(len(score.flips)),
+            f"{score.images_per_s:.1f}",
             status,
         )
     console.print(table)

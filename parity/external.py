@@ -204,16 +204,21 @@ def inspect_artifact(
     probe.load()
     detection = detect(probe, session.card, what, input_layout)
     explicit = load_tap_map(Path(tap_map), session.taps) if tap_map is not None else {}
-    variant = Variant(
+    return Inspection(probe, detection, explicit, external_variant(path, runtime, what))
+
+
+def external_variant(path: Path, runtime: str, what: str = "") -> Variant:
+    """The variant of a file made elsewhere: ``external_<runtime>``, run on the file."""
+    about = f" ({what})" if what else ""
+    return Variant(
         f"external_{runtime}",
         runtime,
         "parity.external:ExternalRunner",
         None,
-        f"{path.name} ({what}), made elsewhere",
-        reader.module,
+        f"{path.name}{about}, made elsewhere",
+        backend(runtime).module,
         runs_on="file",
     )
-    return Inspection(probe, detection, explicit, variant)
 
 
 def locate(session: Session, inspection: Inspection) -> ExternalPlan:
@@ -317,7 +322,9 @@ def check_external(
     except Exception as exc:  # a runtime failing on its artifact is a failed check
         artifact = inspection.artifact(inspection.detection.lines)
         seconds = time.perf_counter() - start
-        return VariantResult(inspection.variant, None, artifact, seconds, first_line(exc))
+        return VariantResult.failed_to_run(
+            inspection.variant, first_line(exc), artifact=artifact, seconds=seconds
+        )
     verdict = compare_taps(
         session.card.name, plan.variant.name, taps, session.reference, obtained, session.policy
     )

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import pickle
+import shutil
+import tempfile
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,7 @@ from parity.compare import (
     merge_verdicts,
     prepare_reference,
 )
+from parity.detect import sniff_runtime
 from parity.errors import ParityError
 from parity.export import get_exporter
 from parity.fixtures import Fixture, load_fixtures
@@ -40,11 +46,19 @@ from parity.lazy import installed, package_version
 from parity.paths import find_project
 from parity.preprocess import preprocess_batch, tensor_sha256
 from parity.reference import ReferenceCache, reference_key
-from parity.result import ParityReport, VariantResult
+from parity.result import (
+    ParityReport,
+    RuntimeFailure,
+    VariantResult,
+    failure_artifact,
+    failure_message,
+)
 from parity.taps import select_taps
 from parity.threads import REFERENCE_THREADS
 from parity.variants import REFERENCE, VARIANTS, Variant, resolve_variants
-from parity.weights import LoadedModel, cached_weights_sha256, load_model
+from parity.weights import HandedWeights, LoadedModel, Weights, cached_weights_sha256, load_model
+from parity.worker import load_arrays
+from parity.workers import DEFAULT_TIMEOUT
 from parity.zoo import get_card
 
 Progress = Callable[[str], None]
@@ -85,6 +99,11 @@ class RunConfig:
     input_layout: str | None = None
     #: A variant that does not apply (``n/a``) fails the run.
     strict: bool = False
+    #: Backends run side by side in worker processes (``None``: one per core; 1: one at
+    #: a time). ``run_parity`` always runs them in workers.
+    jobs: int | None = None
+    #: Seconds one task (an export, a variant's run) may take before its worker is killed.
+    timeout: float = DEFAULT_TIMEOUT
 
 
 def make_runner(variant: Variant, source: Artifact | Any, threads: int) -> Runner:
@@ -127,7 +146,15 @@ class Session:
         #: "cached" (read from the reference cache, no torch) or "computed" (torch ran now).
         self.reference_source = ""
         self._model: LoadedModel | None = None
+        #: Weights loaded by the torch worker (set in workers and after :meth:`prefetch`).
+        self.handed: HandedWeights | None = None
         self._outputs: dict[str, tuple[dict[str, np.ndarray], Artifact | None]] = {}
+        #: Variants whose worker failed on them (message), from :meth:`prefetch`.
+        self._failures: dict[str, tuple[str, Artifact | None]] = {}
+        #: Seconds each prefetched variant took in its worker (artifact, load and run).
+        self._worker_seconds: dict[str, float] = {}
+        #: The result of the file made elsewhere, when a worker checked it.
+        self.external: VariantResult | None = None
 
     @functools.cached_property
     def fixtures(self) -> list[Fixture]:
@@ -140,7 +167,9 @@ class Session:
             [f.path for f in self.fixtures], self.card.preprocess.replace(layout="NCHW")
         )
 
-    def model(self) -> LoadedModel:
+    def model(self) -> Weights:
+        if self.handed is not None:
+            return self.handed
         if self._model is None:
             self.progress(
                 f"loading {self.card.name} weights ({self.config.weights or self.card.weights})"
@@ -215,6 +244,9 @@ class Session:
                     "rebuild the bundle (tox -e build)"
                 )
             return self.reference, None
+        if variant.name in self._failures:
+            message, artifact = self._failures[variant.name]
+            raise RuntimeFailure(message, artifact)
         if variant.name not in self._outputs:
             # A torch variant that is not the reference runs on (a copy of) the module.
             artifact = self.artifact(variant) if variant.exporter else None
@@ -224,27 +256,73 @@ class Session:
                 self._outputs[variant.name] = (runner.run(self.batch, self.taps), artifact)
         return self._outputs[variant.name]
 
+    def prefetch(self, variants: Sequence[Variant], external: dict[str, Any] | None = None) -> None:
+        """Run the reference, ``variants`` and a file made elsewhere in worker processes.
+
+        Each backend runs in its own worker (:mod:`parity.workers`), up to
+        ``config.jobs`` at a time; taps come back as memory-mapped ``.npy`` files. A
+        worker that fails, crashes or times out on a variant makes that variant a failed
+        result (see :meth:`outputs`); bad input raises :class:`ParityError`.
+        """
+        from parity.workers import Runs, default_jobs, plan, threads_per_worker
+
+        exporting = self.bundle is None
+        names = [
+            v.name for v in variants
+            if not v.reference and v.name not in self._outputs
+            and not_applicable_reason(v, self.card, exporting=exporting) is None
+        ]  # fmt: skip
+        jobs = self.config.jobs or default_jobs()
+        run_dir = Path(tempfile.mkdtemp(prefix="parity-run-"))
+        weakref.finalize(self, shutil.rmtree, run_dir, True)
+        np.save(run_dir / "batch.npy", self.batch)
+        config = dataclasses.asdict(self.config)
+        config["threads"] = threads_per_worker(jobs, self.config.threads)
+        with_reference = installed(VARIANTS[REFERENCE].module) and "reference" not in self.__dict__
+        work = plan(names, VARIANTS, external, exporting, with_reference)
+        outcomes = Runs(run_dir, config, jobs, self.config.timeout, self.progress).run(work)
+        if with_reference:
+            handed = json.loads((run_dir / "weights.json").read_text())
+            self.handed = HandedWeights(
+                handed["source"], handed["sha256"], run_dir / "state_dict.npz"
+            )
+            self.__dict__["reference"] = load_arrays(run_dir / "reference")
+            self.reference_seconds = float(outcomes["reference"].record.get("seconds", 0.0))
+        for name in names:
+            outcome = outcomes[name]
+            self._worker_seconds[name] = float(outcome.record.get("seconds", 0.0))
+            record = outcome.record.get("artifact")
+            artifact = Artifact(**{**record, "path": Path(record["path"])}) if record else None
+            if outcome.error is not None:
+                self._failures[name] = (outcome.error, artifact)
+            else:
+                self._outputs[name] = (load_arrays(outcome.folder), artifact)
+        if external is not None:
+            outcome = outcomes["external"]
+            if outcome.error is None:
+                self.external = pickle.loads((outcome.folder / "result.pkl").read_bytes())
+            else:
+                from parity.external import external_variant
+
+                variant = external_variant(Path(external["path"]), external["runtime"])
+                self.external = VariantResult.failed_to_run(variant, outcome.error)
+
     def _judged(
         self, variant: Variant, judge: Callable[[dict[str, np.ndarray]], VariantVerdict], mode: str
     ) -> VariantResult:
         reason = not_applicable_reason(variant, self.card, exporting=self.bundle is None)
         if reason is not None:
             return VariantResult.not_applicable(variant, reason, mode)
-        start = time.perf_counter()
-        artifact = None
+        start = time.perf_counter() - self._worker_seconds.get(variant.name, 0.0)
         try:
             obtained, artifact = self.outputs(variant)
         except ParityError:
             raise
         except Exception as exc:  # a runtime failing on its artifact is a failed check
-            return VariantResult(
-                variant,
-                None,
-                artifact,
+            return VariantResult.failed_to_run(
+                variant, failure_message(exc), mode, failure_artifact(exc),
                 time.perf_counter() - start,
-                f"{type(exc).__name__}: {exc}",
-                mode,
-            )
+            )  # fmt: skip
         return VariantResult(
             variant, judge(obtained), artifact, time.perf_counter() - start, mode=mode
         )
@@ -396,20 +474,22 @@ def run_parity(
     results = []
     if "golden" in modes:
         _ = session.goldens  # a stale or missing golden fails before any export
-        if installed("torch"):
-            results.append(session.check_golden(VARIANTS[REFERENCE]))
+    external: dict[str, Any] | None = None
+    if config.artifact is not None:
+        runtime, _what = sniff_runtime(Path(config.artifact), config.artifact_runtime)
+        tap_map = str(config.tap_map) if config.tap_map is not None else None
+        external = {"path": str(config.artifact), "runtime": runtime}
+        external.update(input_layout=config.input_layout, tap_map=tap_map)
+    session.prefetch(variants, external)
+    if "golden" in modes and installed("torch"):
+        results.append(session.check_golden(VARIANTS[REFERENCE]))
     for variant in variants:
         if "live" in modes:
             results.append(session.check(variant))
         if "golden" in modes:
             results.append(session.check_golden(variant))
-    if config.artifact is not None:
-        from parity.external import check_external
-
-        external = check_external(
-            session, config.artifact, config.artifact_runtime, config.tap_map, config.input_layout
-        )
-        results.append(external)
+    if session.external is not None:
+        results.append(session.external)
     if not results:
         raise ParityError(
             "nothing was checked: the runtimes given have no live or golden check here "

@@ -15,6 +15,10 @@ from types import ModuleType
 
 from parity.errors import MissingRuntimeError
 
+#: True in a backend's worker process (:mod:`parity.worker`): it imports one framework
+#: only, so TensorFlow is imported without torch (no import-order workaround needed).
+ISOLATED = False
+
 
 def installed(module: str) -> bool:
     """Whether ``module`` can be imported here, without importing it."""
@@ -56,7 +60,10 @@ def torch() -> ModuleType:
 
 
 def tensorflow() -> ModuleType:
-    """tensorflow, after torch/torchvision if those are installed (import-order trap)."""
-    if installed("torch"):
+    """tensorflow, after torch/torchvision if those are installed (import-order trap).
+
+    In a worker process (:data:`ISOLATED`) torch is never imported alongside.
+    """
+    if installed("torch") and not ISOLATED:
         torch()
     return require("tensorflow")

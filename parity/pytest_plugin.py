@@ -529,6 +529,22 @@ class ParityPlugin:
         names = ", ".join(v.name for v in self.variants())
         return [f"parity: models {', '.join(self.options.models)}; {names}; vs {mode}"]
 
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        """JUnit ``classname`` ``parity.<model>.<variant>``: stable, and free of the path
+        parity is installed at (pytest derives it from the node id, which holds the path of
+        ``pytest_suite.py``: a venv's site-packages when parity is installed)."""
+        callspec = getattr(item, "callspec", None)
+        case = callspec.params.get("parity_case") if callspec is not None else None
+        if not isinstance(case, ParityCase):
+            return
+        from _pytest.junitxml import xml_key  # no public API sets a classname
+
+        xml = item.config.stash.get(xml_key, None)
+        if xml is not None:
+            xml.node_reporter(item.nodeid).add_attribute(
+                "classname", f"parity.{case.card}.{case.variant}"
+            )
+
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """--parity-update-goldens: rewrite the goldens after collection, before any test."""
         config = session.config

@@ -60,6 +60,31 @@ class LoadedModel:
         return {k: v.detach().cpu().numpy() for k, v in self.module.state_dict().items()}
 
 
+@dataclasses.dataclass(frozen=True)
+class HandedWeights:
+    """Weights loaded in the torch worker, handed to another worker as a ``.npz`` file.
+
+    What exporters outside torch need (the Keras weight transfer, cache keys): the
+    source, the sha256 and the state_dict as numpy arrays, without importing torch.
+    """
+
+    source: str
+    sha256: str
+    state_dict_path: Path
+
+    @property
+    def module(self) -> Any:
+        raise RuntimeError("the torch module lives in the torch worker, not here")
+
+    def state_dict_numpy(self) -> dict[str, np.ndarray]:
+        with np.load(self.state_dict_path) as arrays:
+            return {k: arrays[k] for k in arrays.files}
+
+
+#: The weights under test: loaded here, or handed over by the torch worker.
+Weights = LoadedModel | HandedWeights
+
+
 def state_dict_sha256(state_dict: Mapping[str, Any]) -> str:
     """Hash of names, dtypes, shapes and bytes, independent of the file format."""
     digest = hashlib.sha256()

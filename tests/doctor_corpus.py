@@ -191,6 +191,12 @@ def torch_interpolate(path: Path) -> Any:
     return (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
 
 
+def pil_default_resize_cv2_order(path: Path) -> np.ndarray:
+    """Image.resize's default filter is bicubic; BGR as cv2 gives it, RGB mean/std on it."""
+    bgr = np.asarray(_open(path).resize((224, 224)), dtype=np.float32)[..., ::-1]
+    return ((bgr / 255 - MEAN) / STD).transpose(2, 0, 1)
+
+
 def tf_mode(path: Path) -> np.ndarray:
     return (_resized_cropped(_open(path)) / 127.5 - 1.0).transpose(2, 0, 1)
 
@@ -275,6 +281,16 @@ def cases() -> list[Case]:
             ("channel order BGR", "mean/std applied in the wrong channel order"),
         ),
         Case("bgr", bgr_only, ("channel order BGR",)),
+        Case(
+            "pil-default-resize-cv2-order",
+            pil_default_resize_cv2_order,
+            (
+                "resized straight to 224x224",
+                "resize filter bicubic",
+                "channel order BGR",
+                "mean/std",
+            ),
+        ),
         Case("no-exif", no_exif, ("EXIF orientation not applied",), PHONE),
         Case("clips-16bit", clips_16bit, ("16-bit image clipped",), ALL),
         Case(

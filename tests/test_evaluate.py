@@ -92,15 +92,17 @@ def test_eval_on_labelled_fixtures(
     out_json = tmp_path / "eval.json"
     code, out, _ = run_cli(
         capsys, "eval", "-q", "--data", str(root), "--model", MODEL,
-        "-r", "ort_torchscript", "-r", "keras", "--json", str(out_json),
+        "-r", "ort_torchscript", "-r", "keras", "--json", str(out_json), "--device", "auto",
     )  # fmt: skip
     assert code == 0, out
+    assert "images/s" in out
     for text in ("dataset-level parity vs torch", "ort_torchscript", "keras", "50.00%"):
         assert text in out
     assert "classes by class names" in out
     data = json.loads(out_json.read_text())
     torch_row, *runtimes = data["variants"]
     assert (torch_row["name"], torch_row["images"], torch_row["correct"]) == ("torch", 16, 8)
+    assert torch_row["images_per_s"] > 0  # --device auto: the GPU when there is one
     assert torch_row["accuracy"] == 0.5 and torch_row["agree"] == 16
     # fp32 ONNX Runtime and Keras (taps off, one batch): torch's answers on every image.
     for row, name in zip(runtimes, ("ort_torchscript", "keras"), strict=True):
@@ -191,6 +193,21 @@ def test_bad_dataset_is_a_clear_error(
         capsys, "eval", "-q", "--data", str(tmp_path / "data"), "--model", MODEL, "-r", "torch"
     )
     assert_one_line_error(code, err, *fragments)
+
+
+@pytest.mark.torch
+def test_device_cuda_without_a_gpu_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str], labelled: tuple[Path, np.ndarray]
+):
+    from parity.backends.torch.runner import cuda_unavailable
+
+    reason = cuda_unavailable()
+    if reason is None:
+        pytest.skip("a GPU is present")
+    code, _, err = run_cli(
+        capsys, "eval", "-q", "--data", str(labelled[0]), "--model", MODEL, "--device", "cuda"
+    )
+    assert_one_line_error(code, err, "--device cuda: no CUDA GPU on this machine")
 
 
 def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path):

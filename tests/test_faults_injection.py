@@ -9,8 +9,10 @@ pass or a half-written file. Most cases need no framework and run in millisecond
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -651,3 +653,39 @@ def test_every_report_marks_every_failed_metric(capsys: pytest.CaptureFixture[st
     for render in (render_markdown, render_junit, render_html):
         text = render(data)
         assert "features.3" in text and "unmatched, left out of the verdict" in text, render
+
+
+@pytest.mark.torch
+def test_junit_classname_is_stable_and_relative(tmp_path: Path):
+    """pytest's JUnit names generated tests parity.<model>.<variant>, not the install path."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    xml = tmp_path / "junit.xml"
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-k", "chelsea",
+            "--parity-models", "mobilenet_v2", "--parity-runtimes", "torch",
+            f"--junitxml={xml}"]  # fmt: skip
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.findall(r'classname="([^"]*)"', xml.read_text()) == ["parity.mobilenet_v2.torch"]
+
+
+@pytest.mark.torch
+@pytest.mark.onnxruntime
+def test_runtime_refusing_a_built_artifact_is_a_failed_variant_but_a_user_file_is_bad_input(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """Exit 1 for ONNX Runtime refusing a file parity built (its meta.json vouches for the
+    bytes); exit 2 for the same bytes given by the user with --artifact."""
+    monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path / "cache"))
+    argv = ["run", "-q", "--runtime", "ort_torchscript", "--summary"]
+    assert main(argv) == 0
+    (cached,) = (tmp_path / "cache" / "artifacts").rglob("model.onnx")
+    cached.write_bytes(b"\x08\x07" + b"not a graph" * 100)
+    meta = cached.parent / "meta.json"
+    data = json.loads(meta.read_text())
+    data["sha256"] = hashlib.sha256(cached.read_bytes()).hexdigest()
+    meta.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "ONNX Runtime cannot load it" in " ".join(out.split()), out
+    one_line_error(capsys, ["run", "-q", "--artifact", str(cached)], str(cached))

@@ -115,9 +115,9 @@ def test_not_applicable_is_one_rule(project: Path):
     for name in ("keras", "ort_tf2onnx", "litert_fp32", "litert_int8_io_noxnn"):
         reason = not_applicable_reason(VARIANTS[name], card)
         assert reason is not None and "no Keras twin" in reason and "keras_twin" in reason
-    for variant in resolve_variants(["onnxruntime"]):
-        expected = variant.name == "ort_tf2onnx"
-        assert (not_applicable_reason(variant, card) is not None) == expected
+    reasons = {v.name: not_applicable_reason(v, card) for v in resolve_variants(["onnxruntime"])}
+    assert all(reasons[name] is None for name in ("ort_dynamo", "ort_torchscript"))
+    assert "no Keras twin" in (reasons["ort_tf2onnx"] or "")
     assert not_applicable_reason(VARIANTS["keras"], get_card("mobilenet_v2")) is None
 
 

@@ -12,6 +12,8 @@ Each check (see :data:`CHECKS`, one module each) returns a :class:`Finding`
   ``padding='same'`` on strided convolutions and pooling.
 * ``calibration`` (:mod:`.calibration`): int8 calibration data vs the card's images.
 * ``delegates`` (:mod:`.delegates`): XNNPACK on vs off, ORT optimisations on vs off.
+* ``precision`` (:mod:`.precision`): CUDA TF32 vs the same run TF32 off (the fix named),
+  fp16/bf16 autocast and torch.compile vs eager.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from parity.doctor.delegates import (
 from parity.doctor.findings import OK, PROBLEM, SKIPPED, Finding, evidence_lines
 from parity.doctor.inputs import UserPreprocess, load_user_preprocess
 from parity.doctor.port_lint import TORCH_BN_EPS, diagnose_port
+from parity.doctor.precision import TF32_FIX, diagnose_precision, precision_finding
 from parity.doctor.preprocessing import PREPROCESS_ATOL, diagnose_preprocessing
 from parity.doctor.registry import CHECKS, Check, DoctorInputs, run_doctor
 
@@ -44,6 +47,7 @@ __all__ = [
     "PREPROCESS_ATOL",
     "PROBLEM",
     "SKIPPED",
+    "TF32_FIX",
     "TORCH_BN_EPS",
     "Check",
     "DoctorInputs",
@@ -57,8 +61,10 @@ __all__ = [
     "diagnose_calibration_stats",
     "diagnose_delegates",
     "diagnose_port",
+    "diagnose_precision",
     "diagnose_preprocessing",
     "evidence_lines",
     "load_user_preprocess",
+    "precision_finding",
     "run_doctor",
 ]

@@ -20,6 +20,7 @@ from parity.doctor.delegates import diagnose_delegates
 from parity.doctor.findings import SKIPPED, Finding
 from parity.doctor.port_files import lint_port_file
 from parity.doctor.port_lint import diagnose_port
+from parity.doctor.precision import diagnose_precision
 from parity.doctor.preprocessing import diagnose_preprocessing
 from parity.errors import ParityError
 from parity.preprocess import preprocess_batch
@@ -115,6 +116,10 @@ def _delegates(session: Any, inputs: DoctorInputs) -> Finding:
     return diagnose_delegates(session)
 
 
+def _precision(session: Any, inputs: DoctorInputs) -> Finding:
+    return diagnose_precision(session)
+
+
 CHECKS: dict[str, Check] = {
     check.name: check
     for check in (
@@ -144,6 +149,12 @@ CHECKS: dict[str, Check] = {
             "delegates",
             "XNNPACK on vs off, ONNX Runtime optimisations all vs disabled, per tap",
             _delegates,
+        ),
+        Check(
+            "precision",
+            "server precision: CUDA TF32 (vs the same run TF32 off), fp16/bf16 autocast, "
+            "torch.compile vs eager, per tap (CUDA pairs n/a without a GPU)",
+            _precision,
         ),
     )
 }

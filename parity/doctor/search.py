@@ -24,7 +24,7 @@ from parity.preprocess import PreprocessSpec
 from parity.zoo import PRESETS
 
 #: Most factors a search combines before it calls the difference unexplained.
-MAX_FACTORS = 3
+MAX_FACTORS = 4
 #: Recipes carried from one search level to the next.
 BEAM = 4
 

@@ -40,11 +40,26 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
         {"torch", "torchvision"},
         {"tensorflow", "keras", "tf2onnx", "onnxruntime", "onnx", "ai_edge_litert"},
     ),
+    "openvino": (
+        {"openvino"},
+        {
+            "torch",
+            "torchvision",
+            "tensorflow",
+            "keras",
+            "tf2onnx",
+            "onnxruntime",
+            "onnx",
+            "ai_edge_litert",
+        },
+    ),
 }
 #: The module a family's check must have loaded (proof that it ran that runtime).
 LOADED = {"onnxruntime": "onnxruntime", "litert": "ai_edge_litert", "keras": "keras"}
 LOADED["torch"] = "torch"
-FRAMEWORKS = ("torch", "torchvision", "tensorflow", "keras", "onnxruntime", "ai_edge_litert")
+LOADED["openvino"] = "openvino"
+FRAMEWORKS = ("torch", "torchvision", "tensorflow", "keras", "onnxruntime", "ai_edge_litert",
+              "openvino")  # fmt: skip
 
 strict = pytest.mark.skipif(
     tox_runtime() is None, reason="strict checks only in a tox runtime env (PARITY_TOX_RUNTIME)"

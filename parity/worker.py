@@ -1,0 +1,201 @@
+"""A backend's worker process: ``python -m parity.worker JOB.json``.
+
+One worker runs one backend's tasks (exports its framework makes, its variants' runs, a
+file made elsewhere) in a process that imports only that framework. It talks to the
+parent (:mod:`parity.workers`) through files in the run directory:
+
+* ``batch.npy`` (written once by the parent), ``reference/<tap>.npy`` and
+  ``weights.json`` + ``state_dict.npz`` (written by the torch worker);
+* ``<task>/<tap>.npy`` + ``<task>/done.json`` per finished task (``error`` set when the
+  runtime failed; ``parity_error`` for bad input, which the parent raises);
+* ``phases.<backend>.log``: one line per phase entered (``task<TAB>phase``), so a crash
+  or a hang names what it was doing.
+
+``PARITY_WORKER_FAULT=<task>:<phase word>[:hang]`` (comma-separated) makes the worker
+SIGKILL itself (or hang) when it enters that phase of that task: the fault injector of
+the crash and timeout tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parity import lazy
+from parity.errors import ParityError
+
+#: Environment variable of the test-only fault injector (``task:phase``).
+FAULT_ENV = "PARITY_WORKER_FAULT"
+#: The reference task's name (its taps go to ``reference/``).
+REFERENCE_TASK = "reference"
+
+
+class Phases:
+    """Appends ``task<TAB>phase`` lines, flushed at once, for the parent to read."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        faults = (f.split(":") for f in os.environ.get(FAULT_ENV, "").split(",") if f)
+        self.faults = {(f[0], f[1]): f[2] if len(f) > 2 else "kill" for f in faults}
+
+    def enter(self, task: str, phase: str) -> None:
+        os.write(self.fd, f"{task}\t{phase}\n".encode())
+        fault = self.faults.get((task, phase.split()[0]))
+        if fault == "hang":
+            time.sleep(86400)
+        elif fault is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def save_arrays(folder: Path, arrays: dict[str, np.ndarray]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, value in arrays.items():
+        np.save(folder / f"{name}.npy", np.ascontiguousarray(value))
+
+
+def load_arrays(folder: Path, mmap: bool = True) -> dict[str, np.ndarray]:
+    """Taps written by a worker (memory-mapped: the pages are the file's, not the heap's)."""
+    return {p.stem: np.load(p, mmap_mode="r" if mmap else None) for p in folder.glob("*.npy")}
+
+
+def _artifact_record(artifact: Any) -> dict[str, Any] | None:
+    if artifact is None:
+        return None
+    return {
+        "exporter": artifact.exporter,
+        "path": str(artifact.path),
+        "key": artifact.key,
+        "metadata": artifact.metadata,
+        "built": artifact.built,
+    }
+
+
+def _done(folder: Path, **record: Any) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "done.json.tmp"
+    tmp.write_text(json.dumps(record, default=str))
+    tmp.rename(folder / "done.json")
+
+
+def _session(job: dict[str, Any], run_dir: Path) -> Any:
+    from parity.harness import RunConfig, Session
+    from parity.weights import HandedWeights
+
+    fields = dict(job["config"])
+    for key in ("fixtures", "tolerances", "cache_root", "goldens", "bundle"):
+        if fields.get(key) is not None:
+            fields[key] = Path(fields[key])
+    session = Session(RunConfig(**{k: v for k, v in fields.items() if k in _CONFIG_FIELDS}))
+    session.__dict__["batch"] = np.load(run_dir / "batch.npy")
+    weights = run_dir / "weights.json"
+    if weights.is_file():
+        handed = json.loads(weights.read_text())
+        session.handed = HandedWeights(
+            handed["source"], handed["sha256"], run_dir / "state_dict.npz"
+        )
+    if (run_dir / "reference").is_dir():
+        session.__dict__["reference"] = load_arrays(run_dir / "reference", mmap=False)
+    return session
+
+
+_CONFIG_FIELDS = (
+    "model", "runtimes", "fixtures", "weights", "tolerances", "taps", "threads", "rebuild",
+    "cache_root", "goldens", "bundle", "strict",
+)  # fmt: skip
+
+
+def _reference(session: Any, run_dir: Path, phases: Phases, state_dict: bool) -> None:
+    phases.enter(REFERENCE_TASK, "running the torch reference (or reading it from the cache)")
+    save_arrays(run_dir / "reference", session.reference)
+    if state_dict:
+        phases.enter(REFERENCE_TASK, "writing the state_dict for the other workers")
+        np.savez(run_dir / "state_dict.npz", **session.model().state_dict_numpy())
+    source, sha256 = session.weights()
+    record = {"source": source, "sha256": sha256}
+    (run_dir / "weights.json").write_text(json.dumps(record))
+    _done(run_dir / REFERENCE_TASK, seconds=session.reference_seconds)
+
+
+def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> None:
+    from parity.export import get_exporter
+    from parity.harness import make_runner
+    from parity.variants import VARIANTS
+
+    name, folder = task["name"], run_dir / task["name"]
+    start = time.perf_counter()
+    if task["kind"] == "export":
+        phases.enter(name, f"exporting {task['exporter']}")
+        artifact = session.cache.get(get_exporter(task["exporter"]), session.context)
+        _done(folder, artifact=_artifact_record(artifact), seconds=time.perf_counter() - start)
+        return
+    if task["kind"] == "external":
+        from parity.external import check_external
+
+        phases.enter(name, f"loading {Path(task['path']).name}")
+        result = check_external(
+            session, Path(task["path"]), task["runtime"], task["tap_map"], task["input_layout"]
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "result.pkl").write_bytes(pickle.dumps(result))
+        _done(folder, seconds=time.perf_counter() - start)
+        return
+    variant = VARIANTS[task["variant"]]
+    artifact = None
+    try:
+        if variant.runs_on == "module":  # a torch variant that is not the reference
+            session.handed = None  # this worker has torch: load the module itself
+            phases.enter(name, "loading the torch module")
+            source, label = session.model().module, "the torch module"
+        else:
+            phases.enter(name, f"reading the {variant.exporter} artifact")
+            artifact = source = session.artifact(variant)
+            label = artifact.path.name
+        phases.enter(name, f"loading {label}")
+        with make_runner(variant, source, session.config.threads) as runner:
+            phases.enter(name, f"running {label} on {len(session.batch)} images")
+            outputs = runner.run(session.batch, session.taps)
+        phases.enter(name, "writing the taps")
+        save_arrays(folder, outputs)
+        _done(folder, artifact=_artifact_record(artifact), seconds=time.perf_counter() - start)
+    except ParityError:
+        raise
+    except Exception as exc:  # a runtime failing on its artifact: a failed result
+        _done(
+            folder,
+            artifact=_artifact_record(artifact),
+            error=f"{type(exc).__name__}: {exc}",
+            seconds=time.perf_counter() - start,
+        )
+
+
+def main(argv: list[str]) -> int:
+    job_path = Path(argv[0])
+    job = json.loads(job_path.read_text())
+    lazy.ISOLATED = True
+    run_dir = job_path.parent
+    phases = Phases(run_dir / f"phases.{job['backend']}.log")
+    phases.enter("worker", "importing parity")
+    current = "worker"
+    try:
+        session = _session(job, run_dir)
+        if job.get("reference"):
+            current = REFERENCE_TASK
+            _reference(session, run_dir, phases, job.get("state_dict", False))
+        for task in job["tasks"]:
+            current = task["name"]
+            _task(session, task, run_dir, phases)
+    except ParityError as exc:
+        _done(run_dir / current, parity_error=str(exc), error_class=type(exc).__name__)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,307 @@
+"""Runs each backend in its own worker process (:mod:`parity.worker`); the parent holds numpy.
+
+A run is a small graph of jobs, one per backend: the torch job first (weights, the
+reference taps, the state_dict handed to the TF worker as a file, the ONNX exports), then
+every other backend's job (the exports its framework makes, then its variants' runs)
+once the jobs making its artifacts are done; up to ``jobs`` of them at a time.
+
+Why ``subprocess`` and files rather than ``multiprocessing``: a worker is a fresh
+interpreter that imports one framework (no fork of a parent holding torch or TF, no
+re-import of the caller's ``__main__`` as spawn does), its exit status says how it died
+(``-11``: SIGSEGV), and taps are ``.npy`` files in the run directory that the parent
+memory-maps: measured in ``bench/bench_workers.py`` against shared memory.
+
+A worker that dies (a signal, an OOM kill) or overruns the per-task timeout is a result:
+the task it was in fails with the signal, the artifact and the phase ("LiteRT crashed
+(SIGSEGV) while loading model.tflite"), and a fresh worker runs the tasks it had left.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from parity import errors
+from parity.backends import backends, maker
+from parity.errors import ParityError
+from parity.export import get_exporter
+from parity.worker import REFERENCE_TASK
+
+#: Seconds a single task may take before its worker is killed (``--timeout``).
+DEFAULT_TIMEOUT = 1800.0
+_POLL = 0.1
+
+
+def default_jobs() -> int:
+    """Backends run side by side by default: one per core."""
+    return max(1, os.cpu_count() or 1)
+
+
+def threads_per_worker(jobs: int, threads: int) -> int:
+    """Runtime threads of each worker, so that ``jobs x threads <= cores``."""
+    return max(1, min(threads, (os.cpu_count() or 1) // max(1, jobs)))
+
+
+@dataclasses.dataclass
+class Job:
+    """One worker's work: a backend, the tasks it runs in order, the jobs it waits for."""
+
+    backend: str
+    tasks: list[dict[str, Any]]
+    needs: set[str] = dataclasses.field(default_factory=set)
+    reference: bool = False
+    state_dict: bool = False
+
+
+@dataclasses.dataclass
+class TaskOutcome:
+    """What a task left: its folder (taps, ``done.json``) or why it has none."""
+
+    folder: Path
+    record: dict[str, Any]
+
+    @property
+    def error(self) -> str | None:
+        error: str | None = self.record.get("error")
+        return error
+
+
+def _chain(exporter: str) -> list[str]:
+    names = [exporter]
+    for upstream in get_exporter(exporter).requires:
+        names = _chain(upstream) + names
+    return names
+
+
+def plan(
+    variant_names: Sequence[str],
+    variants: dict[str, Any],
+    external: dict[str, Any] | None,
+    exporting: bool,
+    with_reference: bool = True,
+) -> list[Job]:
+    """The jobs for ``variant_names`` (non-reference) and a file made elsewhere.
+
+    ``with_reference``: the reference's backend runs first (weights, reference taps);
+    without it (no torch here: a bundle's goldens-only check) no job waits for it.
+    """
+    jobs: dict[str, Job] = {}
+    reference = next(v for v in variants.values() if v.reference)
+    first = Job(reference.family, [], reference=with_reference)
+    jobs[first.backend] = first
+    start = {first.backend} if with_reference else set()
+
+    def job(name: str) -> Job:
+        if name not in jobs:
+            jobs[name] = Job(name, [], needs=set(start))
+        return jobs[name]
+
+    exported: set[str] = set()
+    for name in variant_names:
+        variant = variants[name]
+        runner_job = job(variant.family)
+        if exporting and variant.exporter is not None:
+            for exporter in _chain(variant.exporter):
+                owner = maker(exporter).name
+                if exporter not in exported:
+                    exported.add(exporter)
+                    job(owner).tasks.append(
+                        {"kind": "export", "name": f"export-{exporter}", "exporter": exporter}
+                    )
+                if exporter == "keras":
+                    first.state_dict = True
+                if owner != variant.family:
+                    runner_job.needs.add(owner)
+        runner_job.tasks.append({"kind": "run", "name": name, "variant": name})
+    if external is not None:
+        job(external["runtime"]).tasks.append({"kind": "external", "name": "external", **external})
+    for each in jobs.values():  # exports before runs
+        each.tasks.sort(key=lambda t: t["kind"] != "export")
+    return [j for j in jobs.values() if j.tasks or j.reference]
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+class Runs:
+    """Launches the jobs of one run in worker processes and collects their outcomes."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        config: dict[str, Any],
+        jobs: int,
+        timeout: float = DEFAULT_TIMEOUT,
+        progress: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        self.run_dir = run_dir
+        self.config = config
+        self.jobs = max(1, jobs)
+        self.timeout = timeout
+        self.progress = progress
+        self.outcomes: dict[str, TaskOutcome] = {}
+        self.failed_exports: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def run(self, jobs: list[Job]) -> dict[str, TaskOutcome]:
+        """Run every job (dependencies first, ``self.jobs`` at a time); the task outcomes."""
+        pending = {j.backend: j for j in jobs}
+        done: set[str] = set()
+        with concurrent.futures.ThreadPoolExecutor(self.jobs) as pool:
+            running: dict[concurrent.futures.Future[None], str] = {}
+            while pending or running:
+                ready = [j for j in pending.values() if j.needs <= done]
+                for job in ready[: self.jobs - len(running)]:
+                    del pending[job.backend]
+                    running[pool.submit(self._job, job)] = job.backend
+                if not running:
+                    raise RuntimeError(f"worker jobs wait on each other: {sorted(pending)}")
+                finished, _ = concurrent.futures.wait(
+                    running, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                for future in finished:
+                    done.add(running.pop(future))
+                    future.result()  # a ParityError (bad input) propagates
+        return self.outcomes
+
+    def _job(self, job: Job) -> None:
+        tasks = list(job.tasks)
+        reference = job.reference
+        while tasks or reference:
+            tasks = [t for t in tasks if not self._blocked(t)]
+            if not tasks and not reference:
+                return
+            crashed = self._launch(job, tasks, reference)
+            reference = False
+            finished = {t["name"] for t in tasks if t["name"] in self.outcomes}
+            if job.reference and REFERENCE_TASK not in self.outcomes:
+                raise ParityError(f"the torch reference could not run: {crashed}")
+            tasks = [t for t in tasks if t["name"] not in finished]
+
+    def _blocked(self, task: dict[str, Any]) -> bool:
+        """A run whose artifact's export crashed fails with that crash, without running."""
+        exporter = task.get("exporter") or self._variant_exporter(task)
+        if exporter is None:
+            return False
+        for name in _chain(exporter):
+            if name in self.failed_exports and task["name"] not in self.outcomes:
+                message = f"its artifact could not be made: {self.failed_exports[name]}"
+                self._record(task, {"error": message})
+                return True
+        return False
+
+    def _variant_exporter(self, task: dict[str, Any]) -> str | None:
+        from parity.variants import VARIANTS
+
+        if task["kind"] != "run":
+            return None
+        exporter: str | None = VARIANTS[task["variant"]].exporter
+        return exporter
+
+    def _record(self, task: dict[str, Any], record: dict[str, Any]) -> None:
+        with self.lock:
+            self.outcomes[task["name"]] = TaskOutcome(self.run_dir / task["name"], record)
+            if task["kind"] == "export" and record.get("error"):
+                self.failed_exports[task["exporter"]] = record["error"]
+
+    def _launch(self, job: Job, tasks: list[dict[str, Any]], reference: bool) -> str | None:
+        """One worker for ``tasks``; returns how it died, or None when it finished."""
+        spec = {
+            "backend": job.backend,
+            "config": self.config,
+            "tasks": tasks,
+            "reference": reference,
+            "state_dict": job.state_dict,
+        }
+        path = self.run_dir / f"job.{job.backend}.{time.monotonic_ns()}.json"
+        path.write_text(json.dumps(spec, default=str))
+        log = self.run_dir / f"phases.{job.backend}.log"
+        log.touch()
+        offset = log.stat().st_size
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        self.progress(f"worker {job.backend}: {', '.join(t['name'] for t in tasks) or 'reference'}")
+        stderr = (self.run_dir / f"stderr.{job.backend}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "parity.worker", str(path)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        task, phase, since = "worker", "starting", time.monotonic()
+        timed_out = False
+        while process.poll() is None:
+            time.sleep(_POLL)
+            latest = _last_phase(log, offset)
+            if latest is not None and latest[0] != task:
+                task, phase, since = latest[0], latest[1], time.monotonic()
+            elif latest is not None:
+                phase = latest[1]
+            self._collect(tasks, reference)
+            if time.monotonic() - since > self.timeout:
+                process.kill()
+                process.wait()
+                timed_out = True
+        stderr.close()
+        self._collect(tasks, reference)
+        latest = _last_phase(log, offset)
+        if latest is not None:
+            task, phase = latest
+        code = process.returncode
+        if code == 0 and not timed_out:
+            return None
+        label = backends()[job.backend].description.removeprefix("needs ")
+        if timed_out:
+            how = f"timed out after {self.timeout:g} s"
+        elif code < 0:
+            how = f"crashed ({_signal_name(code)})"
+        else:
+            how = f"exited with status {code}"
+        message = f"{label} worker {how} while {phase}"
+        if not timed_out and code > 0:
+            lines = (self.run_dir / f"stderr.{job.backend}.log").read_text(errors="replace")
+            message += f": {lines.strip().splitlines()[-1] if lines.strip() else 'no message'}"
+        failing = next((t for t in tasks if t["name"] == task), None)
+        if failing is not None and failing["name"] not in self.outcomes:
+            self._record(failing, {"error": message})
+        elif (
+            failing is None and tasks and tasks[0]["name"] not in self.outcomes and task == "worker"
+        ):
+            self._record(tasks[0], {"error": message})
+        return message
+
+    def _collect(self, tasks: list[dict[str, Any]], reference: bool) -> None:
+        names = [t for t in tasks if t["name"] not in self.outcomes]
+        if reference and REFERENCE_TASK not in self.outcomes:
+            names.insert(0, {"kind": "reference", "name": REFERENCE_TASK})
+        for task in names:
+            done = self.run_dir / task["name"] / "done.json"
+            if done.is_file():
+                record = json.loads(done.read_text())
+                if record.get("parity_error"):
+                    cls = getattr(errors, record.get("error_class", ""), ParityError)
+                    raise cls(record["parity_error"])
+                self._record(task, record)
+
+
+def _last_phase(log: Path, offset: int) -> tuple[str, str] | None:
+    with log.open("rb") as handle:
+        handle.seek(offset)
+        lines = handle.read().decode(errors="replace").strip().splitlines()
+    if not lines:
+        return None
+    task, _, phase = lines[-1].partition("\t")
+    return task, phase

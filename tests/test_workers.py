@@ -1,0 +1,114 @@
+"""Backends in worker processes: a crash, a kill or a hang is a failed variant, not a dead run.
+
+Every test runs the real CLI: the torch worker computes the reference, the ONNX Runtime,
+Keras and LiteRT workers run real artifacts on the real fixtures. Faults are real
+signals: the worker's test-only injector (``PARITY_WORKER_FAULT``) SIGKILLs or hangs it
+at a named phase of a named task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from parity.backends import backends, markers
+from parity.harness import Session
+from parity.variants import VARIANTS
+from parity.worker import FAULT_ENV
+from parity.workers import plan
+
+EXAMPLE = Path(__file__).parent / "data" / "backend_example"
+
+
+def parity_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``parity ARGS`` in a fresh process (as a user runs it: torch not imported first)."""
+    environment = dict(os.environ, **(env or {}))
+    command = [sys.executable, "-m", "parity.cli", *args]
+    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=1200)
+
+
+def statuses(report: Path) -> dict[str, dict[str, str]]:
+    data = json.loads(report.read_text())
+    models = data.get("models", [data])
+    return {v["name"]: v for m in models for v in m["variants"]}
+
+
+def test_registry_is_derived_from_entry_points():
+    assert {"torch", "onnxruntime", "keras", "litert"} <= set(backends())
+    assert set(markers()) == set(backends())
+    reference = [v for v in VARIANTS.values() if v.reference]
+    assert [v.name for v in reference] == ["torch"] and reference[0].runs_on == "module"
+    assert all(v.runs_on == ("artifact" if v.exporter else "module") for v in VARIANTS.values())
+
+
+def test_plan_exports_in_the_worker_of_the_framework_that_makes_them():
+    jobs = {j.backend: j for j in plan(["ort_tf2onnx", "litert_int8"], VARIANTS, None, True)}
+    assert jobs["torch"].reference and jobs["torch"].state_dict  # handed to the TF worker
+    keras = [t["exporter"] for t in jobs["keras"].tasks]
+    assert keras[0] == "keras" and {"tf2onnx", "tflite_int8"} <= set(keras)
+    assert jobs["onnxruntime"].needs == {"torch", "keras"}
+    assert [t["name"] for t in jobs["litert"].tasks] == ["litert_int8"]
+
+
+@pytest.mark.torch
+@pytest.mark.onnxruntime
+@pytest.mark.litert
+def test_killed_and_hung_workers_are_failed_variants_and_reports_are_written(tmp_path: Path):
+    report = tmp_path / "report.json"
+    faults = "litert_fp32:loading,ort_dynamo:running:hang"
+    run = parity_cli(
+        "run", "-q", "--summary", "-r", "ort_torchscript", "-r", "ort_dynamo",
+        "-r", "litert_fp32", "-r", "litert_fp16", "--timeout", "90", "--json", str(report),
+        env={FAULT_ENV: faults},
+    )  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr
+    variants = statuses(report)
+    assert variants["ort_torchscript"]["status"] == "pass"
+    assert variants["litert_fp16"]["status"] == "pass"  # a fresh LiteRT worker ran it
+    killed = variants["litert_fp32"]
+    assert killed["status"] == "error"
+    assert "crashed (SIGKILL) while loading model.tflite" in killed["error"], killed
+    hung = variants["ort_dynamo"]
+    assert hung["status"] == "error"
+    assert "timed out after 90 s while running model.onnx" in hung["error"], hung
+
+
+@pytest.mark.torch
+@pytest.mark.keras
+def test_a_valid_keras_file_passes_and_a_crashing_keras_worker_is_a_failed_variant(
+    session_for: Callable[[str], Session], tmp_path: Path
+):
+    path = tmp_path / "model.keras"
+    path.write_bytes(session_for("mobilenet_v2").artifact(VARIANTS["keras"]).path.read_bytes())
+    good = parity_cli("run", "-q", "--summary", "--artifact", str(path))
+    assert good.returncode == 0, good.stdout + good.stderr  # it was exit 139 in one process
+    report = tmp_path / "report.json"
+    crashed = parity_cli(
+        "run", "-q", "--summary", "--artifact", str(path), "-r", "ort_torchscript",
+        "--json", str(report), env={FAULT_ENV: "external:loading"},
+    )  # fmt: skip
+    assert crashed.returncode == 1, crashed.stdout + crashed.stderr
+    variants = statuses(report)
+    assert variants["ort_torchscript"]["status"] == "pass"
+    error = variants["external_keras"]["error"]
+    assert "TensorFlow/Keras worker crashed (SIGKILL) while loading model.keras" in error
+
+
+@pytest.mark.torch
+@pytest.mark.onnxruntime
+def test_a_backend_is_one_package_and_one_registration_line(tmp_path: Path):
+    """The example backend in tests/data/backend_example registers and runs like a built-in."""
+    env = {"PYTHONPATH": os.pathsep.join([str(EXAMPLE), *sys.path])}
+    listing = parity_cli("list", env=env)
+    assert "ort_single_thread" in listing.stdout, listing.stderr
+    report = tmp_path / "report.json"
+    run = parity_cli("run", "-q", "--summary", "-r", "ort_single", "--json", str(report), env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert statuses(report)["ort_single_thread"]["status"] == "pass"

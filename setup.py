@@ -15,6 +15,7 @@ setup(
     package_dir=BUNDLED,
     package_data={
         "parity": ["py.typed"],
+        "parity.render": ["report.css"],
         "parity._bundled.models": ["*.toml", "*.calibrated.npz", "*/*.py"],
         "parity._bundled.fixtures": [
             "*.toml",

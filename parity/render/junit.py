@@ -58,6 +58,36 @@ def _tap_lines(check: CheckView) -> str:
     )  # fmt: skip
 
 
+def _testcase(suite: ET.Element, name: str, check: CheckView) -> None:
+    """One check's testcase: its error or failure (with the per-tap table), its artifact
+    and unmatched taps as system-out."""
+    case = ET.SubElement(
+        suite,
+        "testcase",
+        classname=xml_text(f"parity.{name}"),
+        name=xml_text(check.label),
+        time=f"{check.seconds or 0.0:.3f}",
+    )
+    if check.error is not None:
+        error = ET.SubElement(
+            case, "error", message=xml_text(one_line(check.error)), type="RuntimeError"
+        )
+        error.text = xml_text(check.error)
+    elif not check.passed:
+        first = check.first
+        message = (
+            f"first divergent tap '{first.name}': {first.reason}"
+            if first is not None
+            else "check failed"
+        )
+        failure = ET.SubElement(case, "failure", message=xml_text(message), type="ToleranceFailure")
+        failure.text = xml_text(_tap_lines(check))
+    artifact = artifact_line(check.artifact)
+    out = ([f"artifact: {artifact}"] if artifact else []) + check.unmatched_lines()
+    if out:
+        ET.SubElement(case, "system-out").text = xml_text("\n".join(out))
+
+
 def render_junit(gate: Mapping[str, Any]) -> str:
     """JUnit XML: one testsuite per model, one testcase per variant and mode."""
     models = models_of(gate)
@@ -97,33 +127,7 @@ def render_junit(gate: Mapping[str, Any]) -> str:
             if value is not None:
                 ET.SubElement(properties, "property", name=key, value=xml_text(value))
         for check in checks:
-            case = ET.SubElement(
-                suite,
-                "testcase",
-                classname=xml_text(f"parity.{name}"),
-                name=xml_text(check.label),
-                time=f"{check.seconds or 0.0:.3f}",
-            )
-            if check.error is not None:
-                error = ET.SubElement(
-                    case, "error", message=xml_text(one_line(check.error)), type="RuntimeError"
-                )
-                error.text = xml_text(check.error)
-            elif not check.passed:
-                first = check.first
-                message = (
-                    f"first divergent tap '{first.name}': {first.reason}"
-                    if first is not None
-                    else "check failed"
-                )
-                failure = ET.SubElement(
-                    case, "failure", message=xml_text(message), type="ToleranceFailure"
-                )
-                failure.text = xml_text(_tap_lines(check))
-            artifact = artifact_line(check.artifact)
-            out = ([f"artifact: {artifact}"] if artifact else []) + check.unmatched_lines()
-            if out:
-                ET.SubElement(case, "system-out").text = xml_text("\n".join(out))
+            _testcase(suite, name, check)
         for variant, vs, reason in skipped:
             case = ET.SubElement(
                 suite, "testcase", classname=xml_text(f"parity.{name}"),

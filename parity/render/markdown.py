@@ -172,6 +172,53 @@ def _size(text: str) -> int:
     return len(text.encode("utf-8"))
 
 
+def _fit(
+    full: list[list[str]], compact: list[list[str]], room: int
+) -> tuple[list[list[str]], int, int]:
+    """The per-tap blocks that fit in ``room`` bytes, per model: all in full, else all
+    compact, else in order each as long as still fits; with how many were shortened and
+    left out."""
+
+    def total(blocks: list[list[str]]) -> int:
+        return sum(_size(b) + 2 for bs in blocks for b in bs)
+
+    if total(full) <= room:  # everything fits
+        return full, 0, 0
+    if total(compact) <= room:  # every failing check, failing taps only
+        return compact, sum(len(bs) for bs in compact), 0
+    omitted = shortened = 0
+    blocks = []
+    for long_blocks, short_blocks in zip(full, compact, strict=True):
+        chosen = []
+        for long, short in zip(long_blocks, short_blocks, strict=True):
+            text = next((t for t in (long, short) if _size(t) + 2 <= room), None)
+            if text is None:
+                omitted += 1
+                continue
+            chosen.append(text)
+            room -= _size(text) + 2
+            shortened += text is short
+        blocks.append(chosen)
+    return blocks, shortened, omitted
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """``text`` cut by whole lines to ``max_bytes``, with a note (the summary tables alone
+    are too long)."""
+    note = (
+        "\n\n> [!NOTE]\n> Cut to fit a GitHub comment; "
+        "see the HTML and JSON reports for the rest.\n"
+    )
+    kept: list[str] = []
+    used = _size(note)
+    for line in text.splitlines():
+        if used + _size(line) + 1 > max_bytes:
+            break
+        kept.append(line)
+        used += _size(line) + 1
+    return "\n".join(kept) + note
+
+
 def render_markdown(gate: Mapping[str, Any], max_bytes: int = MARKDOWN_LIMIT) -> str:
     """A pull-request comment: verdict, one table per model, per-tap tables of failures.
 
@@ -207,28 +254,7 @@ def render_markdown(gate: Mapping[str, Any], max_bytes: int = MARKDOWN_LIMIT) ->
     full = [[_md_details(c) for c in cs] for cs in failing]
     compact = [[_md_details(c, compact=True) for c in cs] for cs in failing]
 
-    def total(blocks: list[list[str]]) -> int:
-        return sum(_size(b) + 2 for bs in blocks for b in bs)
-
-    omitted = shortened = 0
-    if total(full) <= room:  # everything fits
-        blocks = full
-    elif total(compact) <= room:  # every failing check, failing taps only
-        blocks = compact
-        shortened = sum(len(bs) for bs in compact)
-    else:  # in order, each as long as still fits, until none does
-        blocks = []
-        for long_blocks, short_blocks in zip(full, compact, strict=True):
-            chosen = []
-            for long, short in zip(long_blocks, short_blocks, strict=True):
-                text = next((t for t in (long, short) if _size(t) + 2 <= room), None)
-                if text is None:
-                    omitted += 1
-                    continue
-                chosen.append(text)
-                room -= _size(text) + 2
-                shortened += text is short
-            blocks.append(chosen)
+    blocks, shortened, omitted = _fit(full, compact, room)
 
     parts = ["\n".join(head)]
     for essential, chosen in zip(essentials, blocks, strict=True):
@@ -246,17 +272,4 @@ def render_markdown(gate: Mapping[str, Any], max_bytes: int = MARKDOWN_LIMIT) ->
         )
     parts.append(footer)
     text = "\n\n".join(parts) + "\n"
-    if _size(text) > max_bytes:  # the summary tables alone are too long: cut by lines
-        note = (
-            "\n\n> [!NOTE]\n> Cut to fit a GitHub comment; "
-            "see the HTML and JSON reports for the rest.\n"
-        )
-        kept: list[str] = []
-        used = _size(note)
-        for line in text.splitlines():
-            if used + _size(line) + 1 > max_bytes:
-                break
-            kept.append(line)
-            used += _size(line) + 1
-        text = "\n".join(kept) + note
-    return text
+    return text if _size(text) <= max_bytes else _cut(text, max_bytes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from parity.render.view import CheckView, TapView, lim, sci, xml_text
@@ -64,6 +64,31 @@ def _pow10(exp: int) -> str:
     return f'10<tspan dy="-6" font-size="9">{sign}{abs(exp)}</tspan>'
 
 
+@dataclasses.dataclass(frozen=True)
+class _Frame:
+    """One panel's geometry: tap positions and the log axis [10^lo, 10^hi] on the page."""
+
+    xs: Sequence[float]
+    pitch: float
+    x0: float
+    x1: float
+    top: float
+    height: float
+    lo: int
+    hi: int
+
+    @property
+    def bottom(self) -> float:
+        return self.top + self.height
+
+    @property
+    def floor(self) -> float:
+        return 10.0**self.lo
+
+    def y(self, value: float) -> float:
+        return self.top + self.height * (self.hi - math.log10(value)) / (self.hi - self.lo)
+
+
 def _panel(
     out: list[str],
     series: _Series,
@@ -78,42 +103,17 @@ def _panel(
 ) -> None:
     """One log-scale panel: grid, over-budget zone, budget steps, values, markers."""
     lo, hi = _decades(series)
-    bottom = top + height
-
-    def y(value: float) -> float:
-        return top + height * (hi - math.log10(value)) / (hi - lo)
-
-    floor = 10.0**lo
+    frame = _Frame(xs, pitch, x0, x1, top, height, lo, hi)
     out.append(f'<text class="ptitle" x="{_f(x0)}" y="{_f(top - 9)}">{esc(series.title)}</text>')
     out.append(
         f'<rect x="{_f(x0)}" y="{_f(top)}" width="{_f(x1 - x0)}" height="{_f(height)}" '
         'fill="#ffffff" stroke="#d1d9e0"/>'
     )
-    # Over-budget zone and budget steps, one run per stretch of taps that have a budget.
-    runs: list[list[tuple[int, float]]] = []
-    for i, budget in enumerate(series.budgets):
-        if budget is None or budget <= 0 or not math.isfinite(budget):
-            if runs and runs[-1]:
-                runs.append([])
-            continue
-        if not runs:
-            runs.append([])
-        runs[-1].append((i, min(max(budget, floor), 10.0**hi)))
-    steps = []
-    for run in (r for r in runs if r):
-        start = xs[run[0][0]] - pitch / 2
-        zone = [f"M{_f(start)},{_f(top)}"]
-        line = [f"M{_f(start)},{_f(y(run[0][1]))}"]
-        for i, budget in run:
-            zone.append(f"V{_f(y(budget))}H{_f(xs[i] + pitch / 2)}")
-            line.append(f"V{_f(y(budget))}H{_f(xs[i] + pitch / 2)}")
-        zone.append(f"V{_f(top)}Z")
-        out.append(f'<path class="zone" d="{"".join(zone)}"/>')
-        steps.append("".join(line))
+    steps = _budget_zones(out, series, frame)
     # Decade grid and labels.
     every = 1 if height / (hi - lo) >= 26 else 2
     for exp in range(lo, hi + 1):
-        gy = y(10.0**exp)
+        gy = frame.y(10.0**exp)
         out.append(f'<line class="grid" x1="{_f(x0)}" x2="{_f(x1)}" y1="{_f(gy)}" y2="{_f(gy)}"/>')
         if (hi - exp) % every == 0:
             out.append(f'<text class="ylab" x="{_f(x0 - 6)}" y="{_f(gy + 4)}">{_pow10(exp)}</text>')
@@ -121,7 +121,7 @@ def _panel(
         fx = xs[first.index]
         out.append(
             f'<line class="firstline" x1="{_f(fx)}" x2="{_f(fx)}" y1="{_f(top)}" '
-            f'y2="{_f(bottom)}"/>'
+            f'y2="{_f(frame.bottom)}"/>'
         )
     for d in steps:
         out.append(f'<path class="budget" d="{d}"><title>{esc(series.short)} budget</title></path>')
@@ -137,15 +137,58 @@ def _panel(
             continue
         if not math.isfinite(value):
             points.append((xs[i], top, "top"))
-        elif value < floor:
-            points.append((xs[i], bottom, "floor"))
+        elif value < frame.floor:
+            points.append((xs[i], frame.bottom, "floor"))
         else:
-            points.append((xs[i], y(value), "value"))
+            points.append((xs[i], frame.y(value), "value"))
     if len(points) > 1:
         coords = " ".join(f"{_f(px)},{_f(py)}" for px, py, _ in points)
         out.append(f'<polyline class="trace" points="{coords}"/>')
     marker_of = {i: p for i, p in zip((i for i, v in enumerate(series.values) if v is not None),
                                       points, strict=True)}  # fmt: skip
+    _markers(out, series, taps, pitch, marker_of)
+    # The first divergent tap of this metric, annotated.
+    if first is not None and series.metric in first.failing:
+        i = first.index
+        if series.values[i] is not None and i in marker_of:
+            _callout(out, series, first, frame, marker_of[i], points)
+
+
+def _budget_zones(out: list[str], series: _Series, frame: _Frame) -> list[str]:
+    """Over-budget zones (drawn now) and budget step paths (returned, drawn over the grid),
+    one run per stretch of taps that have a budget."""
+    xs, pitch, top = frame.xs, frame.pitch, frame.top
+    runs: list[list[tuple[int, float]]] = []
+    for i, budget in enumerate(series.budgets):
+        if budget is None or budget <= 0 or not math.isfinite(budget):
+            if runs and runs[-1]:
+                runs.append([])
+            continue
+        if not runs:
+            runs.append([])
+        runs[-1].append((i, min(max(budget, frame.floor), 10.0**frame.hi)))
+    steps = []
+    for run in (r for r in runs if r):
+        start = xs[run[0][0]] - pitch / 2
+        zone = [f"M{_f(start)},{_f(top)}"]
+        line = [f"M{_f(start)},{_f(frame.y(run[0][1]))}"]
+        for i, budget in run:
+            zone.append(f"V{_f(frame.y(budget))}H{_f(xs[i] + pitch / 2)}")
+            line.append(f"V{_f(frame.y(budget))}H{_f(xs[i] + pitch / 2)}")
+        zone.append(f"V{_f(top)}Z")
+        out.append(f'<path class="zone" d="{"".join(zone)}"/>')
+        steps.append("".join(line))
+    return steps
+
+
+def _markers(
+    out: list[str],
+    series: _Series,
+    taps: Sequence[TapView],
+    pitch: float,
+    marker_of: Mapping[int, tuple[float, float, str]],
+) -> None:
+    """One marker per tap with a value: a circle, or a triangle at the floor or off the top."""
     for i, (px, py, kind) in marker_of.items():
         tap = taps[i]
         value = series.values[i]
@@ -171,57 +214,91 @@ def _panel(
         else:  # inf or nan: a triangle pointing off the top
             pts = f"{_f(px - 6)},{_f(py + 10)} {_f(px + 6)},{_f(py + 10)} {_f(px)},{_f(py + 1)}"
             out.append(f'<polygon class="m fail" {data} points="{pts}">{title}</polygon>')
-    # The first divergent tap of this metric, annotated.
-    if first is not None and series.metric in first.failing:
-        i = first.index
-        value = series.values[i]
-        if value is not None and i in marker_of:
-            px, py, _ = marker_of[i]
-            lines = [f"first divergent: {first.name}"]
-            reason = next((r for r in first.reasons if r.startswith(series.short)), "")
-            if reason:
-                lines.append(reason)
-            width = max(len(s) for s in lines) * 6.7 + 12
-            box_h = 16.0 * len(lines) + 4
 
-            def box(right: bool, ty: float) -> tuple[float, float]:
-                return (px + 6 if right else px - 6 - width), ty - 13
 
-            def covered(right: bool, ty: float) -> int:
-                bx, by = box(right, ty)
-                hits = sum(
-                    bx - 6 <= qx <= bx + width + 6 and by - 6 <= qy <= by + box_h + 6
-                    for qx, qy, _ in points
-                )
-                outside = bx < x0 or bx + width > x1
-                return hits + 100 * outside
+def _callout(
+    out: list[str],
+    series: _Series,
+    first: TapView,
+    frame: _Frame,
+    marker: tuple[float, float, str],
+    points: Sequence[tuple[float, float, str]],
+) -> None:
+    """The first divergent tap's label, placed where it hides the fewest points."""
+    px, py, _ = marker
+    x0, x1, top, bottom = frame.x0, frame.x1, frame.top, frame.bottom
+    lines = [f"first divergent: {first.name}"]
+    reason = next((r for r in first.reasons if r.startswith(series.short)), "")
+    if reason:
+        lines.append(reason)
+    width = max(len(s) for s in lines) * 6.7 + 12
+    box_h = 16.0 * len(lines) + 4
 
-            # The callout goes where it hides the fewest points: top or bottom, right or left.
-            prefer_right = px < x0 + (x1 - x0) * 0.6
-            candidates = [
-                (prefer_right, top + 18),
-                (not prefer_right, top + 18),
-                (prefer_right, bottom - box_h + 8),
-                (not prefer_right, bottom - box_h + 8),
-            ]
-            right, ty = min(candidates, key=lambda c: covered(*c))
-            tx = px + 12 if right else px - 12
-            bx = box(right, ty)[0]
-            out.append(
-                f'<line class="lead" x1="{_f(px)}" y1="{_f(py)}" '
-                f'x2="{_f(tx - (4 if right else -4))}" y2="{_f(ty + 6)}"/>'
-            )
-            out.append(
-                f'<rect class="callout" x="{_f(bx)}" y="{_f(ty - 13)}" width="{_f(width)}" '
-                f'height="{_f(box_h)}" rx="3"/>'
-            )
-            anchor = "start" if right else "end"
-            for k, text in enumerate(lines):
-                cls = "ann strong" if k == 0 else "ann"
-                out.append(
-                    f'<text class="{cls}" x="{_f(tx)}" y="{_f(ty + 16 * k)}" '
-                    f'text-anchor="{anchor}">{esc(text)}</text>'
-                )
+    def box(right: bool, ty: float) -> tuple[float, float]:
+        return (px + 6 if right else px - 6 - width), ty - 13
+
+    def covered(right: bool, ty: float) -> int:
+        bx, by = box(right, ty)
+        hits = sum(
+            bx - 6 <= qx <= bx + width + 6 and by - 6 <= qy <= by + box_h + 6
+            for qx, qy, _ in points
+        )
+        outside = bx < x0 or bx + width > x1
+        return hits + 100 * outside
+
+    # The callout goes where it hides the fewest points: top or bottom, right or left.
+    prefer_right = px < x0 + (x1 - x0) * 0.6
+    candidates = [
+        (prefer_right, top + 18),
+        (not prefer_right, top + 18),
+        (prefer_right, bottom - box_h + 8),
+        (not prefer_right, bottom - box_h + 8),
+    ]
+    right, ty = min(candidates, key=lambda c: covered(*c))
+    tx = px + 12 if right else px - 12
+    bx = box(right, ty)[0]
+    out.append(
+        f'<line class="lead" x1="{_f(px)}" y1="{_f(py)}" '
+        f'x2="{_f(tx - (4 if right else -4))}" y2="{_f(ty + 6)}"/>'
+    )
+    out.append(
+        f'<rect class="callout" x="{_f(bx)}" y="{_f(ty - 13)}" width="{_f(width)}" '
+        f'height="{_f(box_h)}" rx="3"/>'
+    )
+    anchor = "start" if right else "end"
+    for k, text in enumerate(lines):
+        cls = "ann strong" if k == 0 else "ann"
+        out.append(
+            f'<text class="{cls}" x="{_f(tx)}" y="{_f(ty + 16 * k)}" '
+            f'text-anchor="{anchor}">{esc(text)}</text>'
+        )
+
+
+def _legend(out: list[str], lx: float) -> None:
+    """The legend row above the panels, starting at ``lx``."""
+    ly = 16.0
+    legend = [
+        (f'<circle class="m ok" cx="{_f(lx + 5)}" cy="{_f(ly - 4)}" r="4"/>', "within budget"),
+        (f'<circle class="m fail" cx="{_f(lx + 5)}" cy="{_f(ly - 4)}" r="5.5"/>', "over budget"),
+        (
+            f'<path class="budget" d="M{_f(lx - 2)},{_f(ly - 4)}H{_f(lx + 14)}"/>',
+            "budget (per tap)",
+        ),
+        (
+            f'<rect class="zone" x="{_f(lx - 2)}" y="{_f(ly - 11)}" width="16" height="14"/>',
+            "over-budget zone",
+        ),
+        (
+            f'<polygon class="m ok hollow" points="{_f(lx)},{_f(ly - 9)} {_f(lx + 10)},'
+            f'{_f(ly - 9)} {_f(lx + 5)},{_f(ly - 1)}"/>',
+            "0 or below the axis (drawn at the floor)",
+        ),
+    ]
+    offset = 0.0
+    for shape, text in legend:
+        out.append(f'<g transform="translate({_f(offset)},0)">{shape}')
+        out.append(f'<text class="leg" x="{_f(lx + 20)}" y="{_f(ly)}">{esc(text)}</text></g>')
+        offset += 34 + len(text) * 6.6
 
 
 def plot(check: CheckView, uid: str) -> str:
@@ -270,30 +347,7 @@ def plot(check: CheckView, uid: str) -> str:
         f'<title id="{uid}-t">Per-layer error: {esc(check.label)}</title>',
         f'<desc id="{uid}-d">{esc(desc)}</desc>',
     ]
-    # Legend.
-    lx, ly = x0, 16.0
-    legend = [
-        (f'<circle class="m ok" cx="{_f(lx + 5)}" cy="{_f(ly - 4)}" r="4"/>', "within budget"),
-        (f'<circle class="m fail" cx="{_f(lx + 5)}" cy="{_f(ly - 4)}" r="5.5"/>', "over budget"),
-        (
-            f'<path class="budget" d="M{_f(lx - 2)},{_f(ly - 4)}H{_f(lx + 14)}"/>',
-            "budget (per tap)",
-        ),
-        (
-            f'<rect class="zone" x="{_f(lx - 2)}" y="{_f(ly - 11)}" width="16" height="14"/>',
-            "over-budget zone",
-        ),
-        (
-            f'<polygon class="m ok hollow" points="{_f(lx)},{_f(ly - 9)} {_f(lx + 10)},'
-            f'{_f(ly - 9)} {_f(lx + 5)},{_f(ly - 1)}"/>',
-            "0 or below the axis (drawn at the floor)",
-        ),
-    ]
-    offset = 0.0
-    for shape, text in legend:
-        out.append(f'<g transform="translate({_f(offset)},0)">{shape}')
-        out.append(f'<text class="leg" x="{_f(lx + 20)}" y="{_f(ly)}">{esc(text)}</text></g>')
-        offset += 34 + len(text) * 6.6
+    _legend(out, x0)
     # Panels.
     top = legend_h + title_h
     panel_tops = []

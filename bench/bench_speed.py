@@ -42,11 +42,13 @@ def timed_run(args: list[str], cache: Path) -> dict[str, Any]:
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     wall = re.search(r"Elapsed \(wall clock\) time .*: (?:(\d+):)?(\d+):([\d.]+)", done.stderr)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
+    cpu = re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", done.stderr)
     assert wall and rss, done.stderr[-2000:]
     hours, minutes, seconds = int(wall.group(1) or 0), int(wall.group(2)), float(wall.group(3))
     return {
         "args": " ".join(args),
         "seconds": round(hours * 3600 + minutes * 60 + seconds, 1),
+        "cpu_seconds": round(sum(float(x) for x in cpu), 1),
         "peak_rss_gib": round(int(rss.group(1)) / 2**20, 2),
         "exit": done.returncode,
         "reference": "cached" if "reference: cached" in done.stdout else "computed",
@@ -65,7 +67,12 @@ def baseline(path: Path) -> dict[str, Any] | None:
     if not (wall and rss):
         return None
     seconds = int(wall.group(1) or 0) * 3600 + int(wall.group(2)) * 60 + float(wall.group(3))
-    return {"seconds": round(seconds, 1), "peak_rss_gib": round(int(rss.group(1)) / 2**20, 2)}
+    cpu = sum(float(x) for x in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", text))
+    return {
+        "seconds": round(seconds, 1),
+        "cpu_seconds": round(cpu, 1),
+        "peak_rss_gib": round(int(rss.group(1)) / 2**20, 2),
+    }
 
 
 def compare_and_threads(model: str) -> dict[str, Any]:
@@ -128,16 +135,22 @@ def markdown(results: dict[str, Any]) -> str:
         "- old: /work/bench-baseline (GNU time -v of the previous main, same commands, another "
         "moment's load)",
         "",
-        "| model | run | now: s / peak GiB | old: s / peak GiB | reference | load before→after |",
-        "|---|---|---|---|---|---|",
+        "| model | run | now: s / peak GiB | CPU s (user+sys) | old: s / peak GiB | reference "
+        "| load before→after |",
+        "|---|---|---|---|---|---|---|",
     ]
     for model, runs in results["runs"].items():
         for label, run in runs.items():
             old = results["baseline"].get(f"{model}/{label}")
-            old_text = f"{old['seconds']} / {old['peak_rss_gib']}" if old else "-"
+            old_text = "-"
+            if old:
+                old_text = (
+                    f"{old['seconds']} / {old['peak_rss_gib']} (CPU {old.get('cpu_seconds')})"
+                )
             lines.append(
                 f"| {model} | {label} (`{run['args']}`) exit {run['exit']} | {run['seconds']} / "
-                f"{run['peak_rss_gib']} | {old_text} | {run['reference']} | "
+                f"{run['peak_rss_gib']} | {run.get('cpu_seconds', '-')} | {old_text} | "
+                f"{run['reference']} | "
                 f"{run['load_before']} → {run['load_after']} |"
             )
     lines += ["", "### Compare, per variant (all taps, 16 images; best of 3)", ""]
@@ -163,10 +176,12 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(results: dict[str, Any], markdown_path: Path, started: float) -> None:
-    """Write what is measured so far (the JSON and the RESULTS.md region)."""
-    results["load_end"] = load()
-    results["seconds"] = time.perf_counter() - started
+def write(results: dict[str, Any], markdown_path: Path, started: float | None) -> None:
+    """Write what is measured so far (the JSON and the RESULTS.md region); ``started``
+    None: only re-render what was measured."""
+    if started is not None:
+        results["load_end"] = load()
+        results["seconds"] = time.perf_counter() - started
     (ROOT / "bench" / "results_speed.json").write_text(json.dumps(results, indent=2) + "\n")
     text = markdown_path.read_text() if markdown_path.is_file() else "# Benchmarks\n"
     region = markdown(results)
@@ -182,8 +197,20 @@ def main() -> None:
     parser.add_argument("--models", default="mobilenet_v2,resnet18")
     parser.add_argument("--markdown", type=Path, default=ROOT / "bench" / "RESULTS.md")
     parser.add_argument("--baseline", type=Path, default=Path("/work/bench-baseline"))
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite the region from results_speed.json"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.render:
+        results = json.loads((ROOT / "bench" / "results_speed.json").read_text())
+        for key in list(results["baseline"]):
+            model, label = key.split("/")
+            name = {"cold all-variant": "cold", "warm all-variant": "warm"}[label]
+            short = {"mobilenet_v2": "mnv2", "resnet18": "r18"}.get(model, model)
+            results["baseline"][key] = baseline(args.baseline / f"{short}_{name}.txt")
+        write(results, args.markdown, None)
+        return
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load_start": load(),

@@ -188,17 +188,9 @@ class Session:
     @functools.cached_property
     def reference(self) -> dict[str, np.ndarray]:
         """Torch outputs for every tap on the fixture batch (from the reference cache if there)."""
-        key = reference_key(
-            self.local_weights_sha256(),
-            tensor_sha256(self.batch),
-            self.taps,
-            self.card.preprocess.sha256,
-        )
-        cached = (
-            None if self.config.rebuild else self.references.load(self.card.name, key, self.taps)
-        )
+        key = self._reference_key(self.local_weights_sha256())
+        cached = self._cached_reference(key)
         if cached is not None:
-            self.reference_source = "cached"
             return cached
         module = self.model().module
         self.progress(f"running the torch reference on {len(self.fixtures)} images")
@@ -210,6 +202,20 @@ class Session:
         self.reference_source = "computed"
         self.references.store(self.card.name, key, outputs)
         return outputs
+
+    def _reference_key(self, weights_sha256: str) -> str:
+        return reference_key(
+            weights_sha256, tensor_sha256(self.batch), self.taps, self.card.preprocess.sha256
+        )
+
+    def _cached_reference(self, key: str) -> dict[str, np.ndarray] | None:
+        """The reference from the reference cache (``--rebuild`` recomputes it)."""
+        cached = (
+            None if self.config.rebuild else self.references.load(self.card.name, key, self.taps)
+        )
+        if cached is not None:
+            self.reference_source = "cached"
+        return cached
 
     @functools.cached_property
     def prepared_reference(self) -> dict[str, ReferenceTap]:
@@ -278,6 +284,11 @@ class Session:
         np.save(run_dir / "batch.npy", self.batch)
         config = dataclasses.asdict(self.config)
         config["threads"] = threads_per_worker(jobs, self.config.threads)
+        known = cached_weights_sha256(self.card, self.config.weights)
+        if "reference" not in self.__dict__ and known is not None:  # no torch worker needed
+            cached = self._cached_reference(self._reference_key(known))
+            if cached is not None:
+                self.__dict__["reference"] = cached
         with_reference = installed(VARIANTS[REFERENCE].module) and "reference" not in self.__dict__
         work = plan(names, VARIANTS, external, exporting, with_reference)
         outcomes = Runs(run_dir, config, jobs, self.config.timeout, self.progress).run(work)
@@ -288,6 +299,9 @@ class Session:
             )
             self.__dict__["reference"] = load_arrays(run_dir / "reference")
             self.reference_seconds = float(outcomes["reference"].record.get("seconds", 0.0))
+            self.reference_source = "computed"
+            key = self._reference_key(handed["sha256"])
+            self.references.store(self.card.name, key, self.__dict__["reference"])
         for name in names:
             outcome = outcomes[name]
             self._worker_seconds[name] = float(outcome.record.get("seconds", 0.0))

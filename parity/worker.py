@@ -155,6 +155,7 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
             phases.enter(name, "loading the torch module")
             source, label = session.model().module, "the torch module"
         else:
+            session.cache.rebuild = False  # --rebuild: its export task rebuilt it already
             phases.enter(name, f"reading the {variant.exporter} artifact")
             artifact = source = session.artifact(variant)
             label = artifact.path.name

@@ -175,7 +175,9 @@ def test_corrupt_golden_fails_with_its_message(run: Run, tmp_path: Path):
     assert "INTERNALERROR" not in result.stdout.str()
 
 
-def test_moved_golden_fails_naming_logits_and_the_accept_command(run: Run, tmp_path: Path):
+def test_moved_golden_fails_naming_logits_and_the_accept_command(
+    run: Run, tmp_path: Path, parity_cache: Path
+):
     """A consistent golden with different logits: the per-tap table, first tap, the fix.
 
     A top-5 budget below 1 is a rate over the images: per-image tests leave it to the
@@ -196,7 +198,8 @@ def test_moved_golden_fails_naming_logits_and_the_accept_command(run: Run, tmp_p
         f"pytest --parity-models mobilenet_v2 --parity-runtimes ort_torchscript "
         f"--parity-goldens {goldens} --parity-tolerances {tolerances} --parity-update-goldens"
     )
-    obtained = goldens / "mobilenet_v2" / "chelsea.obtained.ort_torchscript.npz"
+    # in the cache, never in the goldens' folder (GoldenStore.obtained_path)
+    obtained = parity_cache / "obtained" / "mobilenet_v2" / "ort_torchscript" / "chelsea.npz"
     result.stdout.fnmatch_lines(
         [
             "*test_parity[[]mobilenet_v2-ort_torchscript-chelsea[]]*",

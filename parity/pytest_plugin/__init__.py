@@ -79,9 +79,9 @@ Failures
 A failing test prints, without a traceback: the per-tap table of its image (max_abs_norm
 vs budget, 1-cosine vs budget, SQNR, status, ``<- first`` on the first failing tap), the
 first divergent tap (:meth:`~parity.compare.VariantVerdict.explain`), where the obtained
-arrays were written (beside the golden), and what to do: the command that accepts the
-change if the torch reference moved on purpose, or the budget to widen if only the
-runtime moved. A stale or missing golden fails each test of the model with its message.
+arrays were written (in the cache, never among the goldens), and what to do: the command
+that accepts the change if the torch reference moved on purpose, or the budget to widen
+if only the runtime moved. A stale or missing golden fails each test of the model with its message.
 
 Import order
 ------------

@@ -125,12 +125,19 @@ class ArtifactCache:
             "preprocess": ctx.card.preprocess.sha256,
             "input_shape": ctx.card.input_shape,
             "versions": {p: package_version(p) for p in exporter.packages},
-            "upstream": {r: self.get(get_exporter(r), ctx).key for r in exporter.requires},
+            "upstream": {r: self.key(get_exporter(r), ctx) for r in exporter.requires},
         }
         if ctx.card.calibration:  # cards with their own int8 calibration set
             parts["calibration"] = ctx.card.calibration
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:20]
+
+    def is_cached(self, exporter: Exporter, ctx: BuildContext) -> bool:
+        """Whether :meth:`get` would read the artifact rather than build it (no export)."""
+        if self.rebuild:
+            return False
+        folder = self.root / ctx.card.name / f"{exporter.name}-{self.key(exporter, ctx)}"
+        return (folder / "meta.json").is_file() and (folder / exporter.filename).is_file()
 
     def get(self, exporter: Exporter, ctx: BuildContext) -> Artifact:
         """The artifact for ``exporter`` and ``ctx``: from the cache, or built now."""

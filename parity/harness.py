@@ -155,6 +155,7 @@ class Session:
         self._worker_seconds: dict[str, float] = {}
         #: The result of the file made elsewhere, when a worker checked it.
         self.external: VariantResult | None = None
+        self._release: weakref.finalize[Any, Any] | None = None
 
     @functools.cached_property
     def fixtures(self) -> list[Fixture]:
@@ -280,7 +281,7 @@ class Session:
         ]  # fmt: skip
         jobs = self.config.jobs or default_jobs()
         run_dir = Path(tempfile.mkdtemp(prefix="parity-run-"))
-        weakref.finalize(self, shutil.rmtree, run_dir, True)
+        self._release = weakref.finalize(self, shutil.rmtree, run_dir, True)
         np.save(run_dir / "batch.npy", self.batch)
         config = dataclasses.asdict(self.config)
         config["threads"] = threads_per_worker(jobs, self.config.threads)
@@ -290,7 +291,11 @@ class Session:
             if cached is not None:
                 self.__dict__["reference"] = cached
         with_reference = installed(VARIANTS[REFERENCE].module) and "reference" not in self.__dict__
-        work = plan(names, VARIANTS, external, exporting, with_reference)
+        in_cache = frozenset(
+            e for e in {VARIANTS[n].exporter or "" for n in names} - {""}
+            if known is not None and self.cache.is_cached(get_exporter(e), self.context)
+        )  # fmt: skip
+        work = plan(names, VARIANTS, external, exporting, with_reference, in_cache)
         outcomes = Runs(run_dir, config, jobs, self.config.timeout, self.progress).run(work)
         if with_reference:
             handed = json.loads((run_dir / "weights.json").read_text())
@@ -320,6 +325,11 @@ class Session:
 
                 variant = external_variant(Path(external["path"]), external["runtime"])
                 self.external = VariantResult.failed_to_run(variant, outcome.error)
+
+    def release(self) -> None:
+        """Remove the workers' run directory once judged (mapped taps stay readable)."""
+        if self._release is not None:
+            self._release()
 
     def _judged(
         self, variant: Variant, judge: Callable[[dict[str, np.ndarray]], VariantVerdict], mode: str
@@ -494,14 +504,17 @@ def run_parity(
         tap_map = str(config.tap_map) if config.tap_map is not None else None
         external = {"path": str(config.artifact), "runtime": runtime}
         external.update(input_layout=config.input_layout, tap_map=tap_map)
-    session.prefetch(variants, external)
-    if "golden" in modes and installed("torch"):
-        results.append(session.check_golden(VARIANTS[REFERENCE]))
-    for variant in variants:
-        if "live" in modes:
-            results.append(session.check(variant))
-        if "golden" in modes:
-            results.append(session.check_golden(variant))
+    try:
+        session.prefetch(variants, external)
+        if "golden" in modes and installed("torch"):
+            results.append(session.check_golden(VARIANTS[REFERENCE]))
+        for variant in variants:
+            if "live" in modes:
+                results.append(session.check(variant))
+            if "golden" in modes:
+                results.append(session.check_golden(variant))
+    finally:
+        session.release()  # the CLI leaves by os._exit: no finalizer would run
     if session.external is not None:
         results.append(session.external)
     if not results:

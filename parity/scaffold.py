@@ -61,7 +61,9 @@ GITIGNORE_LINES = ("parity/goldens/*/*.obtained.*", "parity-report/")
 def _config_text(fixtures: str, models: list[str]) -> str:
     return (
         f"models = {json.dumps(models)}    # the cards `parity check` gates\n"
-        'runtimes = ["onnxruntime"]        # variants or families: keras, litert, ...\n'
+        'runtimes = ["ort_dynamo", "ort_torchscript"]  # variants, or families (onnxruntime,\n'
+        "                                  # keras, litert, ...: every member, n/a rows for\n"
+        "                                  # those this machine cannot run, e.g. CUDA)\n"
         f'cards = "{DEFAULT_CARDS}"\n'
         f'fixtures = "{fixtures}"\n'
         'tolerances = "parity/tolerances.toml"\n'

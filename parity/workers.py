@@ -89,11 +89,14 @@ def plan(
     external: dict[str, Any] | None,
     exporting: bool,
     with_reference: bool = True,
+    cached: frozenset[str] = frozenset(),
 ) -> list[Job]:
     """The jobs for ``variant_names`` (non-reference) and a file made elsewhere.
 
     ``with_reference``: the reference's backend runs first (weights, reference taps);
-    without it (no torch here: a bundle's goldens-only check) no job waits for it.
+    without it (no torch here: a bundle's goldens-only check, or a cached reference) no
+    job waits for it. ``cached``: exporters whose artifact is already in the cache: no
+    worker is started to export them (a warm run of ONNX Runtime starts no torch worker).
     """
     jobs: dict[str, Job] = {}
     reference = next(v for v in variants.values() if v.reference)
@@ -110,7 +113,7 @@ def plan(
     for name in variant_names:
         variant = variants[name]
         runner_job = job(variant.family)
-        if exporting and variant.exporter is not None:
+        if exporting and variant.exporter is not None and variant.exporter not in cached:
             for exporter in _chain(variant.exporter):
                 owner = maker(exporter).name
                 if exporter not in exported:

@@ -169,8 +169,8 @@ def test_torch_runner_refuses_training_mode(session_for: Callable[[str], Session
     module.train()
     try:
         with (
-            TorchRunner("torch", module) as runner,
             pytest.raises(ParityError, match="training mode"),
+            TorchRunner("torch", module) as runner,
         ):
             runner.run(session.batch[:2])
     finally:

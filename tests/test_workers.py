@@ -56,6 +56,19 @@ def test_plan_exports_in_the_worker_of_the_framework_that_makes_them():
     assert [t["name"] for t in jobs["litert"].tasks] == ["litert_int8"]
 
 
+def test_plan_starts_no_exporting_worker_for_cached_artifacts():
+    """A warm run (reference and artifacts cached) starts only the runtimes' own workers."""
+    cached = frozenset({"onnx_dynamo", "tflite_int8"})
+    names = ["ort_dynamo", "litert_int8", "ort_tf2onnx"]
+    jobs = {j.backend: j for j in plan(names, VARIANTS, None, True, False, cached)}
+    assert set(jobs) == {"onnxruntime", "litert", "keras"}  # keras: tf2onnx is not cached
+    assert [t["exporter"] for t in jobs["keras"].tasks] == ["keras", "tf2onnx"]
+    assert [t["name"] for t in jobs["litert"].tasks] == ["litert_int8"]
+    assert not jobs["litert"].needs
+    warm = {j.backend for j in plan(names[:2], VARIANTS, None, True, False, cached)}
+    assert warm == {"onnxruntime", "litert"}
+
+
 @pytest.mark.torch
 @pytest.mark.onnxruntime
 @pytest.mark.litert

@@ -362,6 +362,7 @@ class EvalResult:
         data["dataset"] = {k: v for k, v in data["dataset"].items() if k != "root"}
         for variant in data["variants"]:
             variant.pop("seconds")
+            variant.pop("images_per_s")
         return data
 
 

@@ -244,7 +244,10 @@ def test_fine_tuned_state_dict_passes_check_with_measured_budgets(project: Path,
     assert "no measured budget" not in out
     (model,) = json.loads((project / "parity-report/report.json").read_text())["models"]
     assert model["measured_budgets"] is True
-    assert {v["status"] for v in model["variants"]} == {"pass"}
+    assert {v["status"] for v in model["variants"]} <= {"pass", "n/a"}
+    # n/a only for what this machine lacks: ORT execution providers of other builds.
+    for variant in model["variants"]:
+        assert variant["status"] == "pass" or "ExecutionProvider" in variant["reason"], variant
     logits = model["variants"][-1]["taps"][-1]
     assert logits["name"] == "logits" and logits["budget_sources"]["max_abs_norm"] == "ft10/*/*"
 
@@ -287,4 +290,7 @@ def test_fine_tuned_state_dict_every_runtime(project: Path, capsys):
     code, out, err = cli(capsys, "check", "-q", "--summary", "-m", "ft10", *everything)
     assert code == 0, out + err
     (model,) = json.loads((project / "parity-report/report.json").read_text())["models"]
-    assert {v["status"] for v in model["variants"]} == {"pass"}
+    assert {v["status"] for v in model["variants"]} <= {"pass", "n/a"}
+    # n/a only for what this machine lacks: ORT execution providers of other builds.
+    for variant in model["variants"]:
+        assert variant["status"] == "pass" or "ExecutionProvider" in variant["reason"], variant

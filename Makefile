@@ -6,10 +6,14 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test heavy lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --progress-bar off -e '.[dev]'
+	@# editable_mode=compat: the repository on sys.path (a .pth line) rather than setuptools'
+	@# import hook, which a user project's own parity/ folder (what `parity init` makes)
+	@# shadows as a namespace package whenever the working directory is on sys.path.
+	$(VENV)/bin/python -m pip install --progress-bar off -e '.[dev]' \
+	  --config-settings editable_mode=compat
 	@# Headless Chromium renders the HTML report in tests; without it that one test skips.
 	@command -v chromium >/dev/null || (apt-get install -y -q chromium >/dev/null 2>&1 \
 	  || echo "note: chromium not installed (apt-get install -y chromium); the HTML render test will skip")

@@ -117,10 +117,10 @@ def sniff_runtime(path: Path, declared: str | None = None) -> tuple[str, str]:
             found = (probe.runtime, what)
             break
     if found is None:
-        labels = [b.probe_class().label for b in known.values()]
+        labels = sorted(b.probe_class().label for b in known.values())
         names = ", ".join(labels[:-1]) + f" or {labels[-1]}" if len(labels) > 1 else labels[0]
         raise ParityError(
-            f"{path}: not an {names} model (starts with {head[:12]!r}); parity reads "
+            f"{path}: not a {names} model (starts with {head[:12]!r}); parity reads "
             + ", ".join(p.kind for p in probes)
         )
     runtime, what = found

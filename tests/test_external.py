@@ -333,7 +333,7 @@ def test_a_text_file_is_not_a_model(capsys: pytest.CaptureFixture[str], tmp_path
     notes = tmp_path / "notes.txt"
     notes.write_text("this is not a model\n")
     line = one_line_error(*run_cli(capsys, "run", "--artifact", str(notes))[::2])
-    assert "notes.txt: not an ONNX, Keras or TFLite model" in line
+    assert "notes.txt: not a Keras, ONNX or TFLite model" in line
     named = tmp_path / "model.onnx"
     named.write_text("this is not a model\n")
     line = one_line_error(*run_cli(capsys, "run", "--artifact", str(named))[::2])

@@ -289,60 +289,46 @@ class GoldenStore:
         versions: Mapping[str, str],
     ) -> None:
         """Replace the whole set (every fixture's npz and the provenance) in one step."""
-        with replace_folder(self.folder) as staging:
-            self._write_set(
-                staging, fixtures, batch, outputs, taps, weights_source=weights_source,
-                weights_sha256=weights_sha256, spec=spec, versions=versions,
-            )  # fmt: skip
-
-    def _write_set(
-        self,
-        folder: Path,
-        fixtures: Sequence[Fixture],
-        batch: np.ndarray,
-        outputs: Mapping[str, np.ndarray],
-        taps: Sequence[Tap],
-        *,
-        weights_source: str,
-        weights_sha256: str,
-        spec: PreprocessSpec,
-        versions: Mapping[str, str],
-    ) -> None:
-        images = {}
-        for index, fixture in enumerate(fixtures):
-            arrays = {OUTPUT_KEY + "/full": np.asarray(outputs[OUTPUT_KEY][index], np.float32)}
-            for tap in taps:
-                arrays.update(TapRecord.of(outputs[tap.name][index]).to_arrays(tap.name))
-            data = _npz_bytes(arrays)
-            (folder / self.npz_path(fixture.name).name).write_bytes(data)
-            images[fixture.name] = {
-                "file": fixture.path.name,
-                "file_sha256": fixture.sha256 or file_sha256(fixture.path),
-                "input_sha256": tensor_sha256(batch[index]),
-                "npz_sha256": hashlib.sha256(data).hexdigest(),
-            }
-        provenance = {
-            "format": FORMAT,
-            "model": self.model,
-            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "parity_version": __version__,
-            "versions": dict(versions),
-            "weights": {"source": weights_source, "sha256": weights_sha256},
-            "preprocess": {"spec": spec.to_dict(), "sha256": spec.sha256},
-            "sketch": {"full_limit": FULL_LIMIT, "sample": SAMPLE, "count_sketch": COUNT_SKETCH},
-            "taps": [
-                {
-                    **tap.to_dict(),
-                    "shape": list(outputs[tap.name].shape[1:]),
-                    "dtype": str(outputs[tap.name].dtype),
-                    "stored": "full" if outputs[tap.name][0].size <= FULL_LIMIT else "sketch",
+        with replace_folder(self.folder) as folder:
+            images = {}
+            for index, fixture in enumerate(fixtures):
+                arrays = {OUTPUT_KEY + "/full": np.asarray(outputs[OUTPUT_KEY][index], np.float32)}
+                for tap in taps:
+                    arrays.update(TapRecord.of(outputs[tap.name][index]).to_arrays(tap.name))
+                data = _npz_bytes(arrays)
+                (folder / self.npz_path(fixture.name).name).write_bytes(data)
+                images[fixture.name] = {
+                    "file": fixture.path.name,
+                    "file_sha256": fixture.sha256 or file_sha256(fixture.path),
+                    "input_sha256": tensor_sha256(batch[index]),
+                    "npz_sha256": hashlib.sha256(data).hexdigest(),
                 }
-                for tap in taps
-            ],
-            "images": images,
-        }
-        text = json.dumps(provenance, indent=2, sort_keys=True) + "\n"
-        (folder / self.provenance_path.name).write_text(text, encoding="utf-8")
+            provenance = {
+                "format": FORMAT,
+                "model": self.model,
+                "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "parity_version": __version__,
+                "versions": dict(versions),
+                "weights": {"source": weights_source, "sha256": weights_sha256},
+                "preprocess": {"spec": spec.to_dict(), "sha256": spec.sha256},
+                "sketch": {
+                    "full_limit": FULL_LIMIT,
+                    "sample": SAMPLE,
+                    "count_sketch": COUNT_SKETCH,
+                },
+                "taps": [
+                    {
+                        **tap.to_dict(),
+                        "shape": list(outputs[tap.name].shape[1:]),
+                        "dtype": str(outputs[tap.name].dtype),
+                        "stored": "full" if outputs[tap.name][0].size <= FULL_LIMIT else "sketch",
+                    }
+                    for tap in taps
+                ],
+                "images": images,
+            }
+            text = json.dumps(provenance, indent=2, sort_keys=True) + "\n"
+            (folder / self.provenance_path.name).write_text(text, encoding="utf-8")
 
     def check_fresh(
         self,

@@ -326,6 +326,13 @@ class Session:
                 variant = external_variant(Path(external["path"]), external["runtime"])
                 self.external = VariantResult.failed_to_run(variant, outcome.error)
 
+    def forget(self, variant: Variant) -> None:
+        """Drop a judged variant's outputs (memory-mapped taps: their pages go with them).
+
+        For a caller done with the variant: :meth:`outputs` would run it again, here.
+        """
+        self._outputs.pop(variant.name, None)
+
     def release(self) -> None:
         """Remove the workers' run directory once judged (mapped taps stay readable)."""
         if self._release is not None:
@@ -513,6 +520,7 @@ def run_parity(
                 results.append(session.check(variant))
             if "golden" in modes:
                 results.append(session.check_golden(variant))
+            session.forget(variant)  # judged: the report needs the verdicts, not the taps
     finally:
         session.release()  # the CLI leaves by os._exit: no finalizer would run
     if session.external is not None:

@@ -114,6 +114,27 @@ def test_batch_resize_matches_image_by_image(session_for: Callable[[str], Sessio
         np.testing.assert_array_equal(value[:3], np.concatenate([s[key] for s in singles]))
 
 
+@pytest.mark.parametrize("variant", ["litert_fp32", "litert_dynamic_noxnn"])
+def test_invokes_of_a_few_images_match_one_invoke_of_all(
+    session_for: Callable[[str], Session], monkeypatch: pytest.MonkeyPatch, variant: str
+):
+    """The batch runs a few images per invoke (memory); the values are one invoke's, bitwise."""
+    from parity.backends.litert import runner as litert_runner
+
+    session = session_for("mobilenet_v2")
+    assert len(session.batch) > litert_runner.IMAGES_PER_INVOKE  # really split
+    artifact = session.artifact(VARIANTS[variant])
+    with make_runner(VARIANTS[variant], artifact, 2) as runner:
+        chunked = runner.run(session.batch, session.taps)
+    monkeypatch.setattr(litert_runner, "IMAGES_PER_INVOKE", len(session.batch))
+    with make_runner(VARIANTS[variant], artifact, 2) as runner:
+        whole = runner.run(session.batch, session.taps)
+        assert runner._batch_sizes == {True: len(session.batch)}  # one invoke of all
+    assert set(chunked) == set(whole)
+    for key, value in whole.items():
+        np.testing.assert_array_equal(chunked[key], value, err_msg=key)
+
+
 @pytest.mark.heavy
 @pytest.mark.parametrize("xnn", ["", "_noxnn"])
 @pytest.mark.parametrize("model", MODELS)

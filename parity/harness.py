@@ -156,6 +156,10 @@ class Session:
         #: The result of the file made elsewhere, when a worker checked it.
         self.external: VariantResult | None = None
         self._release: weakref.finalize[Any, Any] | None = None
+        #: When set (the pytest plugin), called with a variant before its outputs or the
+        #: reference are needed here; it runs them in workers (:meth:`prefetch`), so this
+        #: process imports no framework.
+        self.fetch: Callable[[Variant], None] | None = None
 
     @functools.cached_property
     def fixtures(self) -> list[Fixture]:
@@ -189,6 +193,11 @@ class Session:
     @functools.cached_property
     def reference(self) -> dict[str, np.ndarray]:
         """Torch outputs for every tap on the fixture batch (from the reference cache if there)."""
+        if self.fetch is not None:
+            self.fetch(VARIANTS[REFERENCE])
+            if "reference" in self.__dict__:
+                fetched: dict[str, np.ndarray] = self.__dict__["reference"]
+                return fetched
         key = self._reference_key(self.local_weights_sha256())
         cached = self._cached_reference(key)
         if cached is not None:
@@ -242,6 +251,8 @@ class Session:
         The torch variant returns the reference itself. Exceptions from the runtime
         propagate; :meth:`check` and :meth:`check_golden` turn them into failed results.
         """
+        if self.fetch is not None:
+            self.fetch(variant)
         if variant.reference:
             local = self.local_weights_sha256()
             if self.bundle_model is not None and local != self.weights()[1]:
@@ -296,6 +307,11 @@ class Session:
             if known is not None and self.cache.is_cached(get_exporter(e), self.context)
         )  # fmt: skip
         work = plan(names, VARIANTS, external, exporting, with_reference, in_cache)
+        if not with_reference and installed(VARIANTS[REFERENCE].module) and _exports_keras(work):
+            # The Keras export needs the weights as a file, which the reference task writes
+            # (it reads the reference from the cache): e.g. a later prefetch of the plugin.
+            with_reference = True
+            work = plan(names, VARIANTS, external, exporting, with_reference, in_cache)
         outcomes = Runs(run_dir, config, jobs, self.config.timeout, self.progress).run(work)
         if with_reference:
             handed = json.loads((run_dir / "weights.json").read_text())
@@ -303,10 +319,12 @@ class Session:
                 handed["source"], handed["sha256"], run_dir / "state_dict.npz"
             )
             self.__dict__["reference"] = load_arrays(run_dir / "reference")
-            self.reference_seconds = float(outcomes["reference"].record.get("seconds", 0.0))
-            self.reference_source = "computed"
-            key = self._reference_key(handed["sha256"])
-            self.references.store(self.card.name, key, self.__dict__["reference"])
+            done = outcomes["reference"].record
+            self.reference_seconds = float(done.get("seconds", 0.0))
+            self.reference_source = str(done.get("source") or "computed")
+            if self.reference_source == "computed":
+                key = self._reference_key(handed["sha256"])
+                self.references.store(self.card.name, key, self.__dict__["reference"])
         for name in names:
             outcome = outcomes[name]
             self._worker_seconds[name] = float(outcome.record.get("seconds", 0.0))
@@ -464,6 +482,11 @@ class Session:
             spec=self.card.preprocess, versions=golden_versions(),
         )  # fmt: skip
         self.__dict__.pop("goldens", None)
+
+
+def _exports_keras(work: Sequence[Any]) -> bool:
+    """Whether a plan's jobs export the Keras twin (which needs the handed state_dict)."""
+    return any(task.get("exporter") == "keras" for job in work for task in job.tasks)
 
 
 def _relative(path: str) -> str:

@@ -121,7 +121,11 @@ def _reference(session: Any, run_dir: Path, phases: Phases, state_dict: bool) ->
     source, sha256 = session.weights()
     record = {"source": source, "sha256": sha256}
     (run_dir / "weights.json").write_text(json.dumps(record))
-    _done(run_dir / REFERENCE_TASK, seconds=session.reference_seconds)
+    _done(
+        run_dir / REFERENCE_TASK,
+        seconds=session.reference_seconds,
+        source=session.reference_source,
+    )
 
 
 def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> None:

@@ -19,6 +19,7 @@ import pytest
 from parity.golden import GoldenStore
 from parity.harness import RunConfig, Session
 from parity.variants import VARIANTS
+from parity.worker import FAULT_ENV
 
 # A test module may load plugins (only non-root conftest files may not), so pytester
 # needs no line in conftest.py and no -p option.
@@ -118,6 +119,46 @@ def test_generated_tests_pass_and_write_reports(run: Run, tmp_path: Path):
     ]
     for name in ("summary.md", "junit.xml", "report.html"):
         assert (report / name).is_file(), name
+
+
+@pytest.mark.keras
+@pytest.mark.litert
+def test_variants_run_in_workers_so_a_crash_fails_only_its_tests(
+    run: Run, pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A SIGKILLed LiteRT worker fails litert_fp32's test with the crash; torch, ONNX
+    Runtime, Keras and litert_fp16 (a fresh LiteRT worker) pass; the report is written;
+    the pytest process itself never imported TensorFlow, LiteRT or torch."""
+    pytester.makeconftest(
+        """
+        import json, sys
+
+        def pytest_sessionfinish(session):
+            names = ("tensorflow", "keras", "ai_edge_litert", "torch", "onnxruntime")
+            with open("modules.json", "w") as handle:
+                json.dump(sorted(n for n in names if n in sys.modules), handle)
+        """
+    )
+    monkeypatch.setenv(FAULT_ENV, "litert_fp32:loading")
+    report = tmp_path / "report"
+    runtimes = "ort_torchscript,keras,litert_fp32,litert_fp16"
+    goldens = golden_copy(tmp_path)
+    result = run(*MODEL, "--parity-runtimes", runtimes, "--parity-goldens", str(goldens),
+                 "--parity-report", str(report), "-k", "chelsea")  # fmt: skip
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*litert_fp32 failed to run mobilenet_v2 (first seen in mobilenet_v2-litert_fp32-"
+            "chelsea): LiteRT worker crashed (SIGKILL) while loading model.tflite*",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+    assert json.loads((pytester.path / "modules.json").read_text()) == []
+    (model,) = json.loads((report / "report.json").read_text())["models"]
+    status = {v["name"]: v["status"] for v in model["variants"]}
+    assert status == {name: "pass" for name in ("torch", *runtimes.split(","))} | {
+        "litert_fp32": "error"
+    }
 
 
 def test_family_markers_select_and_deselect(run: Run):

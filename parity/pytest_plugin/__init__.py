@@ -31,11 +31,17 @@ rates of 1, which mean "every image"), and a variant with such a rate also gets 
 whole-set test, ``mobilenet_v2-litert_int8-all_images``, that judges the rates and names
 the images that disagree. Together they decide exactly what ``parity check`` decides.
 
-Each variant runs once per pytest session on the whole fixture batch (one
-:class:`~parity.harness.Session` per model, shared with the ``parity_session`` fixture);
-each test only judges its own image. By default a test compares its image with the
-stored goldens (the regression gate; the torch test checks the reference itself);
-``--parity-live`` also compares every runtime with torch now.
+Each variant runs once per pytest session on the whole fixture batch, in worker processes
+(one per backend, as ``parity run`` runs them): at the first test that needs a model's
+outputs, every collected variant of that model runs (under pytest-xdist, every collected
+variant of the requested one's backend, since a worker does not know its share in
+advance). The pytest process imports no framework; a runtime that crashes fails its own
+tests with the worker's message (``LiteRT worker crashed (SIGKILL) while loading
+model.tflite``) while the others run. One :class:`~parity.harness.Session` per model is
+shared with the ``parity_session`` fixture; each test only judges its own image. By
+default a test compares its image with the stored goldens (the regression gate; the torch
+test checks the reference itself); ``--parity-live`` also compares every runtime with
+torch now.
 
 Options
 -------
@@ -85,11 +91,13 @@ if only the runtime moved. A stale or missing golden fails each test of the mode
 
 Import order
 ------------
-torch and torchvision must be imported before TensorFlow in one process. With
-``--parity-models`` the plugin imports them at configure time. If your own test modules
-import TensorFlow at import time and use the fixtures without ``--parity-models``, import
-torch first in your ``conftest.py`` (``import parity.lazy; parity.lazy.torch()``); the
-fixtures refuse to start torch after TensorFlow instead of crashing the interpreter.
+torch and torchvision must be imported before TensorFlow in one process. The generated
+tests, ``parity_session`` and ``parity_check`` run every framework in workers, so the
+order matters only where torch runs in the pytest process: ``--parity-update-goldens``
+(which imports torch at configure time) and ``parity_doctor``. If your own test modules
+import TensorFlow at import time and use ``parity_doctor``, import torch first in your
+``conftest.py`` (``import parity.lazy; parity.lazy.torch()``); the fixture refuses to
+start torch after TensorFlow instead of crashing the interpreter.
 
 Layout
 ------

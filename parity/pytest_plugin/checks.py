@@ -12,7 +12,7 @@ import pytest
 
 from parity.errors import ParityError
 from parity.pytest_plugin.options import ParityCase
-from parity.pytest_plugin.state import RunFailed, torch_first
+from parity.pytest_plugin.state import RunFailed
 from parity.pytest_plugin.verdicts import image_verdict, rejudged, tap_table_lines
 
 if TYPE_CHECKING:
@@ -126,13 +126,14 @@ def _prepare(
     if variant not in ran:
         ran.append(variant)
     try:
-        torch_first()
         session = plugin.session(case.model)
         reason = not_applicable_reason(variant, session.card)
         if reason is not None:  # a row in the report, a skip here (pytest.skip raises)
             pytest.skip(f"n/a: {reason}")
+        # Outputs first: the workers hand over the weights' hash the goldens are checked by.
+        obtained = plugin.outputs(case.model, variant, case.id)
         _ = session.goldens  # stale or missing goldens fail here, with their message
-        return session, plugin.outputs(case.model, variant, case.id), None
+        return session, obtained, None
     except MissingGoldenError as exc:
         return None, None, f"{exc}\n\n{accept_text(plugin, case, 'to create them')}"
     except StaleGoldenError as exc:

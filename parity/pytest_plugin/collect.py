@@ -44,8 +44,8 @@ def pytest_configure(config: pytest.Config) -> None:
             "parity: --parity-update-goldens rewrites the goldens once, before any test; it "
             "cannot run under pytest-xdist (-n). Run it without -n, then the suite with -n"
         )
-    if not config.option.collectonly:  # before user modules may import TensorFlow
-        try:
+    if plugin.options.update_goldens and not config.option.collectonly:
+        try:  # the goldens are written here; before user modules may import TensorFlow
             torch_first()
         except ParityError as exc:
             raise pytest.UsageError(f"parity: {exc}") from None

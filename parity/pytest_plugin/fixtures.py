@@ -26,8 +26,7 @@ def parity_session(pytestconfig: pytest.Config) -> Callable[[str], Session]:
     plugin = plugin_of(pytestconfig)
 
     def session(model: str) -> Session:
-        torch_first()
-        return plugin.session(model)
+        return plugin.session(model)  # its variants and reference run in workers
 
     return session
 
@@ -45,7 +44,7 @@ def parity_check(pytestconfig: pytest.Config) -> Callable[[str, Any], VariantRes
                 resolve_variants([variant])  # the usual "unknown runtime" message
                 raise ParityError(f"{variant!r} is a family; name one variant of it")
             variant = VARIANTS[variant]
-        torch_first()
+        plugin.fetch(model, variant)  # with the reference, in workers
         return plugin.session(model).check(variant)
 
     return check
@@ -80,6 +79,7 @@ def parity_doctor(
     def doctor(model: str, checks: Sequence[str] | None = None, **options: Any) -> list[Any]:
         from parity.doctor import run_doctor
 
+        torch_first()  # some checks run frameworks in this process
         return run_doctor(parity_session(model), checks, **options)
 
     return doctor

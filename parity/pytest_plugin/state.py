@@ -4,6 +4,7 @@ report header, JUnit class names, --parity-update-goldens, --parity-report (xdis
 
 from __future__ import annotations
 
+import functools
 import io
 import sys
 import time
@@ -15,6 +16,7 @@ import pytest
 
 from parity.errors import ParityError
 from parity.pytest_plugin.options import ParityCase, ParityOptions
+from parity.result import RuntimeFailure, failure_message
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,9 +42,16 @@ def torch_first() -> None:
         raise ParityError(
             "TensorFlow was imported before torch in this process; loading torchvision "
             "now would crash it. Import torch first in your conftest.py "
-            "(import parity.lazy; parity.lazy.torch()) or run with --parity-models"
+            "(import parity.lazy; parity.lazy.torch())"
         )
     lazy.torch()
+
+
+def _case(item: pytest.Item) -> ParityCase | None:
+    """The generated test's case, or None for any other test."""
+    callspec = getattr(item, "callspec", None)
+    case = callspec.params.get("parity_case") if callspec is not None else None
+    return case if isinstance(case, ParityCase) else None
 
 
 class RunFailed(Exception):
@@ -67,6 +76,12 @@ class ParityPlugin:
         self.rewritten: set[str] = set()
         #: report dicts sent by pytest-xdist workers, merged into one report.
         self.worker_reports: list[dict[str, Any]] = []
+        #: model -> the variants of the collected (selected) generated tests.
+        self.collected: dict[str, list[Variant]] = {}
+        #: model -> names of the variants already sent to the workers.
+        self.fetched: dict[str, set[str]] = {}
+        #: (model, variant) -> why its workers could not run (bad input, no reference).
+        self.fetch_errors: dict[tuple[str, str], str] = {}
 
     # -- shared state ---------------------------------------------------------------
 
@@ -83,8 +98,34 @@ class ParityPlugin:
                 goldens=self.options.goldens,
             )
             self.started[model] = time.perf_counter()
-            self.sessions[model] = Session(config)
+            session = Session(config)
+            session.fetch = functools.partial(self.fetch, model)
+            self.sessions[model] = session
         return self.sessions[model]
+
+    def fetch(self, model: str, variant: Variant) -> None:
+        """Run ``variant`` in worker processes (once), with the variants this process will
+        check: every collected variant of ``model``; under pytest-xdist, where a worker does
+        not know its share in advance, those of ``variant``'s backend. A crashing runtime
+        is then a failed variant (:class:`~parity.result.RuntimeFailure` from
+        ``Session.outputs``); bad input raises :class:`ParityError` for each of them."""
+        done = self.fetched.setdefault(model, set())
+        if variant.name in done:
+            if (model, variant.name) in self.fetch_errors:
+                raise ParityError(self.fetch_errors[(model, variant.name)])
+            return
+        xdist = hasattr(self.config, "workerinput")
+        wanted = [variant] + [
+            v for v in self.collected.get(model, ())
+            if v.name not in done and v != variant and (not xdist or v.family == variant.family)
+        ]  # fmt: skip
+        done.update(v.name for v in wanted)
+        try:
+            self.session(model).prefetch(wanted)
+        except ParityError as exc:
+            for each in wanted:
+                self.fetch_errors[(model, each.name)] = str(exc)
+            raise
 
     def variants(self) -> list[Variant]:
         """The torch reference first, then the requested variants."""
@@ -114,12 +155,14 @@ class ParityPlugin:
         except ParityError as exc:
             self.errors[key] = f"{model} / {variant.name}: {exc}"
             raise RunFailed(self.errors[key]) from None
-        except Exception as exc:  # a runtime failing on its artifact
-            detail = "".join(traceback.format_exception(exc)).rstrip()
+        except Exception as exc:  # a runtime failing on its artifact (in its worker)
             self.errors[key] = (
                 f"{variant.name} failed to run {model} (first seen in {test_id}): "
-                f"{type(exc).__name__}: {exc}"
+                f"{failure_message(exc)}"
             )
+            if isinstance(exc, RuntimeFailure):  # the worker's message says how and where
+                raise RunFailed(self.errors[key]) from None
+            detail = "".join(traceback.format_exception(exc)).rstrip()
             raise RunFailed(f"{self.errors[key]}\n\n{detail}") from None
         return obtained
 
@@ -136,9 +179,8 @@ class ParityPlugin:
         """JUnit ``classname`` ``parity.<model>.<variant>``: stable, and free of the path
         parity is installed at (pytest derives it from the node id, which holds the path of
         ``pytest_suite.py``: a venv's site-packages when parity is installed)."""
-        callspec = getattr(item, "callspec", None)
-        case = callspec.params.get("parity_case") if callspec is not None else None
-        if not isinstance(case, ParityCase):
+        case = _case(item)
+        if case is None:
             return
         from _pytest.junitxml import xml_key  # no public API sets a classname
 
@@ -149,8 +191,15 @@ class ParityPlugin:
             )
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        """--parity-update-goldens: rewrite the goldens after collection, before any test."""
+        """Note the collected variants (what :meth:`fetch` runs); --parity-update-goldens:
+        rewrite the goldens after collection, before any test."""
         config = session.config
+        from parity.variants import VARIANTS
+
+        for case in filter(None, map(_case, session.items)):
+            collected = self.collected.setdefault(case.model, [])
+            if VARIANTS[case.variant] not in collected:
+                collected.append(VARIANTS[case.variant])
         if not (self.options.update_goldens and self.options.models):
             return
         if config.option.collectonly or hasattr(config, "workerinput"):
@@ -165,8 +214,9 @@ class ParityPlugin:
         width = config.get_terminal_writer().fullwidth
         for model in self.options.models:
             try:
-                torch_first()
+                torch_first()  # the goldens are written from torch weights loaded here
                 parity_session = self.session(model)
+                parity_session.prefetch([])  # the reference alone: this model's tests fail
                 moves = parity_session.golden_moves()
                 buffer = io.StringIO()
                 console = Console(file=buffer, width=width, color_system=None, highlight=False)

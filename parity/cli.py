@@ -174,7 +174,8 @@ def _parser() -> argparse.ArgumentParser:
         "(DIR/<class>/<image>) and report accuracy, top-1 agreement with torch and every "
         "image whose prediction flips. Class folders map to class indices by a classes.txt "
         "or synsets.txt at DIR, else the model's class names, else integer folder names, "
-        "else sorted order (one folder per class). See parity/evaluate.py.",
+        "else sorted order (one folder per class). Each backend runs in its own worker "
+        "process. See parity/evaluate/.",
     )
     evals.add_argument("--data", type=Path, required=True, metavar="DIR", help="ImageFolder root")
     evals.add_argument("--model", "-m", default="mobilenet_v2", help="model card name or .toml")
@@ -211,6 +212,7 @@ def _parser() -> argparse.ArgumentParser:
         help="flips listed per variant (default 10; all are in --json)",
     )
     evals.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    _add_worker_options(evals)
     merge = commands.add_parser(
         "eval-merge",
         help="merge 'parity eval --shard' JSON files into one table",
@@ -440,7 +442,7 @@ def _cmd_eval(args: argparse.Namespace, console: Console) -> int:
         config = ev.EvalConfig(
             data=args.data, model=args.model, runtimes=args.runtime, weights=args.weights,
             shard=shard, limit=args.limit, batch_size=args.batch_size, threads=args.threads,
-            rebuild=args.rebuild, device=args.device,
+            rebuild=args.rebuild, device=args.device, jobs=args.jobs, timeout=args.timeout,
         )  # fmt: skip
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip

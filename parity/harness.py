@@ -58,7 +58,7 @@ from parity.threads import REFERENCE_THREADS
 from parity.variants import REFERENCE, VARIANTS, Variant, resolve_variants
 from parity.weights import HandedWeights, LoadedModel, Weights, cached_weights_sha256, load_model
 from parity.worker import load_arrays
-from parity.workers import DEFAULT_TIMEOUT
+from parity.workers import DEFAULT_TIMEOUT, Job, TaskOutcome
 from parity.zoo import get_card
 
 Progress = Callable[[str], None]
@@ -282,54 +282,14 @@ class Session:
         worker that fails, crashes or times out on a variant makes that variant a failed
         result (see :meth:`outputs`); bad input raises :class:`ParityError`.
         """
-        from parity.workers import Runs, default_jobs, plan, threads_per_worker
-
-        exporting = self.bundle is None
-        names = [
-            v.name for v in variants
-            if not v.reference and v.name not in self._outputs
-            and not_applicable_reason(v, self.card, exporting=exporting) is None
-        ]  # fmt: skip
-        jobs = self.config.jobs or default_jobs()
+        names = [v.name for v in self.applicable(variants) if v.name not in self._outputs]
         run_dir = Path(tempfile.mkdtemp(prefix="parity-run-"))
         self._release = weakref.finalize(self, shutil.rmtree, run_dir, True)
-        np.save(run_dir / "batch.npy", self.batch)
-        config = dataclasses.asdict(self.config)
-        config["threads"] = threads_per_worker(jobs, self.config.threads)
-        known = cached_weights_sha256(self.card, self.config.weights)
-        if "reference" not in self.__dict__ and known is not None:  # no torch worker needed
-            cached = self._cached_reference(self._reference_key(known))
-            if cached is not None:
-                self.__dict__["reference"] = cached
-        with_reference = installed(VARIANTS[REFERENCE].module) and "reference" not in self.__dict__
-        in_cache = frozenset(
-            e for e in {VARIANTS[n].exporter or "" for n in names} - {""}
-            if known is not None and self.cache.is_cached(get_exporter(e), self.context)
-        )  # fmt: skip
-        work = plan(names, VARIANTS, external, exporting, with_reference, in_cache)
-        if not with_reference and installed(VARIANTS[REFERENCE].module) and _exports_keras(work):
-            # The Keras export needs the weights as a file, which the reference task writes
-            # (it reads the reference from the cache): e.g. a later prefetch of the plugin.
-            with_reference = True
-            work = plan(names, VARIANTS, external, exporting, with_reference, in_cache)
-        outcomes = Runs(run_dir, config, jobs, self.config.timeout, self.progress).run(work)
-        if with_reference:
-            handed = json.loads((run_dir / "weights.json").read_text())
-            self.handed = HandedWeights(
-                handed["source"], handed["sha256"], run_dir / "state_dict.npz"
-            )
-            self.__dict__["reference"] = load_arrays(run_dir / "reference")
-            done = outcomes["reference"].record
-            self.reference_seconds = float(done.get("seconds", 0.0))
-            self.reference_source = str(done.get("source") or "computed")
-            if self.reference_source == "computed":
-                key = self._reference_key(handed["sha256"])
-                self.references.store(self.card.name, key, self.__dict__["reference"])
+        outcomes = self.run_workers(run_dir, names, external)
         for name in names:
             outcome = outcomes[name]
             self._worker_seconds[name] = float(outcome.record.get("seconds", 0.0))
-            record = outcome.record.get("artifact")
-            artifact = Artifact(**{**record, "path": Path(record["path"])}) if record else None
+            artifact = outcome.artifact
             if outcome.error is not None:
                 self._failures[name] = (outcome.error, artifact)
             else:
@@ -343,6 +303,68 @@ class Session:
 
                 variant = external_variant(Path(external["path"]), external["runtime"])
                 self.external = VariantResult.failed_to_run(variant, outcome.error)
+
+    def applicable(self, variants: Sequence[Variant]) -> list[Variant]:
+        """The non-reference ``variants`` that apply here (the others are ``n/a``)."""
+        exporting = self.bundle is None
+        return [
+            v for v in variants
+            if not v.reference and not_applicable_reason(v, self.card, exporting) is None
+        ]  # fmt: skip
+
+    def run_workers(
+        self,
+        run_dir: Path,
+        names: Sequence[str],
+        external: dict[str, Any] | None = None,
+        reference: bool = False,
+        adjust: Callable[[list[Job]], None] = lambda jobs: None,
+    ) -> dict[str, TaskOutcome]:
+        """Plan and run the workers for the variants ``names`` in ``run_dir``; the outcomes.
+
+        The reference is read from the cache or run in the torch worker (always with
+        ``reference``, which also hands over the weights); ``adjust`` edits the planned
+        jobs before they start (``parity eval`` turns runs into evaluations).
+        """
+        from parity.workers import Runs, default_jobs, plan, threads_per_worker
+
+        exporting = self.bundle is None
+        jobs = self.config.jobs or default_jobs()
+        np.save(run_dir / "batch.npy", self.batch)
+        config = dataclasses.asdict(self.config)
+        config["threads"] = threads_per_worker(jobs, self.config.threads)
+        known = cached_weights_sha256(self.card, self.config.weights)
+        if "reference" not in self.__dict__ and known is not None:  # no torch worker needed
+            cached = self._cached_reference(self._reference_key(known))
+            if cached is not None:
+                self.__dict__["reference"] = cached
+        torch_here = installed(VARIANTS[REFERENCE].module)
+        with_reference = torch_here and (reference or "reference" not in self.__dict__)
+        in_cache = frozenset(
+            e for e in {VARIANTS[n].exporter or "" for n in names} - {""}
+            if known is not None and self.cache.is_cached(get_exporter(e), self.context)
+        )  # fmt: skip
+        work = plan(names, VARIANTS, external, exporting, with_reference, in_cache)
+        if not with_reference and torch_here and _exports_keras(work):
+            # The Keras export needs the weights as a file, which the reference task writes
+            # (it reads the reference from the cache): e.g. a later prefetch of the plugin.
+            with_reference = True
+            work = plan(names, VARIANTS, external, exporting, with_reference, in_cache)
+        adjust(work)
+        outcomes = Runs(run_dir, config, jobs, self.config.timeout, self.progress).run(work)
+        if with_reference:
+            handed = json.loads((run_dir / "weights.json").read_text())
+            self.handed = HandedWeights(
+                handed["source"], handed["sha256"], run_dir / "state_dict.npz"
+            )
+            self.__dict__["reference"] = load_arrays(run_dir / "reference")
+            done = outcomes["reference"].record
+            self.reference_seconds = float(done.get("seconds", 0.0))
+            self.reference_source = str(done.get("source") or "computed")
+            if self.reference_source == "computed":
+                key = self._reference_key(handed["sha256"])
+                self.references.store(self.card.name, key, self.__dict__["reference"])
+        return outcomes
 
     def forget(self, variant: Variant) -> None:
         """Drop a judged variant's outputs (memory-mapped taps: their pages go with them).

@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import importlib
 import importlib.util
+import json
 import os
 import sys
 from collections.abc import Iterable, Mapping
@@ -424,14 +425,23 @@ def _atomic_save(torch: Any, state_dict: Mapping[str, Any], path: Path) -> None:
 
 
 def class_names(card: ModelCard) -> list[str] | None:
-    """ImageNet class names from torchvision metadata (no download), if the card has them."""
+    """ImageNet class names from torchvision metadata (no download), if the card has them.
+
+    Kept in the cache (per torchvision version), so that later calls import no torch.
+    """
     if card.torchvision_weights is None or not lazy.installed("torchvision"):
         return None
-    lazy.torch()
-    import torchvision
+    version = lazy.package_version("torchvision")
+    path = cache_dir() / "class_names" / f"{card.torchvision_weights}-{version}.json"
+    if path.is_file():
+        categories: list[str] = json.loads(path.read_text())
+    else:
+        lazy.torch()
+        import torchvision
 
-    enum = getattr(torchvision.models, card.torchvision_weights)
-    categories: list[str] = next(iter(enum)).meta["categories"]
+        enum = getattr(torchvision.models, card.torchvision_weights)
+        categories = list(next(iter(enum)).meta["categories"])
+        atomic.write_text(path, json.dumps(categories))
     return categories if len(categories) == card.num_classes else None
 
 

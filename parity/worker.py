@@ -6,6 +6,8 @@ parent (:mod:`parity.workers`) through files in the run directory:
 
 * ``batch.npy`` (written once by the parent), ``reference/<tap>.npy`` and
   ``weights.json`` + ``state_dict.npz`` (written by the torch worker);
+* ``images.npy`` (``parity eval``: the dataset, preprocessed by the parent), run in
+  chunks by ``eval`` tasks, which write ``<task>/logits.npy``;
 * ``<task>/<tap>.npy`` + ``<task>/done.json`` per finished task (``error`` set when the
   runtime failed; ``parity_error`` for bad input, which the parent raises);
 * ``phases.<backend>.log``: one line per phase entered (``task<TAB>phase``), so a crash
@@ -164,6 +166,10 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
             artifact = source = session.artifact(variant)
             label = artifact.path.name
         phases.enter(name, f"loading {label}")
+        if task["kind"] == "eval":
+            seconds = _evaluate(session, task, source, label, run_dir, phases)
+            _done(folder, artifact=_artifact_record(artifact), seconds=seconds)
+            return
         with make_runner(variant, source, session.config.threads) as runner:
             phases.enter(name, f"running {label} on {len(session.batch)} images")
             outputs = runner.run(session.batch, session.taps)
@@ -179,6 +185,42 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
             error=f"{type(exc).__name__}: {exc}",
             seconds=time.perf_counter() - start,
         )
+
+
+def _evaluate(
+    session: Any, task: dict[str, Any], source: Any, label: str, run_dir: Path, phases: Phases
+) -> float:
+    """``parity eval``: the variant's logits on ``images.npy`` in chunks (taps off), written
+    as ``<task>/logits.npy``; returns the inference seconds."""
+    from parity.backends.base import OUTPUT
+    from parity.harness import make_runner
+    from parity.variants import VARIANTS
+
+    name, variant = task["name"], VARIANTS[task["variant"]]
+    images = np.load(run_dir / "images.npy", mmap_mode="r")
+    size = int(task["batch_size"])
+    device = task.get("device", "cpu")
+    if device != "cpu":  # --device for the reference: a GPU that is not there is bad input
+        from parity.evaluate.running import reference_device
+
+        device = reference_device(device)
+    if device != "cpu":  # the reference on a GPU, strict fp32
+        phases.enter(name, f"loading {label} on {device}")
+        runner = variant.runner_class()(
+            variant.name, source, session.config.threads, device=device, tf32=False
+        )
+    else:
+        runner = make_runner(variant, source, session.config.threads)
+    logits, seconds = [], 0.0
+    with runner:
+        for first in range(0, len(images), size):
+            chunk = np.ascontiguousarray(images[first : first + size])
+            last = first + len(chunk)
+            phases.enter(name, f"running {label} on images {first + 1}-{last} of {len(images)}")
+            logits.append(runner.run(chunk, taps=())[OUTPUT].reshape(len(chunk), -1))
+            seconds += runner.last_inference_time
+    save_arrays(run_dir / name, {"logits": np.concatenate(logits)})
+    return seconds
 
 
 def main(argv: list[str]) -> int:

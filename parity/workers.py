@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from parity import errors
+from parity.artifacts import Artifact
 from parity.backends import backends, maker
 from parity.errors import ParityError
 from parity.export import get_exporter
@@ -74,6 +75,12 @@ class TaskOutcome:
     def error(self) -> str | None:
         error: str | None = self.record.get("error")
         return error
+
+    @property
+    def artifact(self) -> Artifact | None:
+        """The artifact the task ran on, as the worker recorded it."""
+        record = self.record.get("artifact")
+        return Artifact(**{**record, "path": Path(record["path"])}) if record else None
 
 
 def _chain(exporter: str) -> list[str]:

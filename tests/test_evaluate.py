@@ -8,7 +8,10 @@ half of them. The digits end-to-end test trains a model (~2 min on 2 busy cores)
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -110,6 +113,63 @@ def test_eval_on_labelled_fixtures(
         assert (row["correct"], row["agree"], row["flips"]) == (8, 16, [])
     assert data["dataset"]["mapping"] == "class names" and data["dataset"]["total"] == 16
     assert data["weights"]["source"] == "calibrated" and data["shard"] is None
+
+
+@pytest.mark.torch
+@pytest.mark.onnxruntime
+@pytest.mark.keras
+def test_eval_runs_variants_in_workers_and_a_crash_is_a_failed_variant(
+    tmp_path: Path, labelled: tuple[Path, np.ndarray]
+):
+    """Each backend runs in a worker over the preprocessed images (in chunks): the
+    parent imports no framework, and a SIGKILLed worker fails its variant only."""
+    root, _ = labelled  # the fixture also caches the class names: no torch below
+    script = f"""
+import json, sys
+from pathlib import Path
+from parity.evaluate import EvalConfig, evaluate
+config = EvalConfig(Path({str(root)!r}), "mobilenet_v2",
+                    ["ort_torchscript", "ort_dynamo", "keras"], batch_size=6)
+result = evaluate(config)
+loaded = [m for m in ("torch", "tensorflow", "keras", "onnxruntime") if m in sys.modules]
+print(json.dumps({{"loaded": loaded, "result": result.to_dict()}}))
+"""
+    env = dict(os.environ, PARITY_WORKER_FAULT="ort_dynamo:running")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads(done.stdout.strip().splitlines()[-1])
+    assert data["loaded"] == []
+    scores = {v["name"]: v for v in data["result"]["variants"]}
+    assert (scores["torch"]["images"], scores["torch"]["correct"]) == (16, 8)
+    for name in ("ort_torchscript", "keras"):  # ort_torchscript: in a fresh worker
+        assert (scores[name]["error"], scores[name]["agree"], scores[name]["flips"]) == (
+            None,
+            16,
+            [],
+        )
+    crashed = scores["ort_dynamo"]
+    assert crashed["images"] == 0 and crashed["error"] == (
+        "ONNX Runtime worker crashed (SIGKILL) while running model.onnx on images 1-6 of 16"
+    )
+
+
+@pytest.mark.torch
+def test_a_cuda_variant_without_a_gpu_is_not_applicable(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, labelled: tuple[Path, np.ndarray]
+):
+    from parity.backends.torch.runner import cuda_unavailable
+
+    reason = cuda_unavailable()
+    if reason is None:
+        pytest.skip("a GPU is present: the variant runs")
+    out_json = tmp_path / "eval.json"
+    code, out, _ = run_cli(capsys, "eval", "-q", "--data", str(labelled[0]), "--model", MODEL,
+                           "-r", "torch_cuda_fp32", "--json", str(out_json))  # fmt: skip
+    assert code == 0, out
+    assert "n/a: no CUDA GPU on this machine" in " ".join(out.split())
+    (_, cuda) = json.loads(out_json.read_text())["variants"]
+    assert (cuda["name"], cuda["error"], cuda["images"]) == ("torch_cuda_fp32", None, 0)
+    assert cuda["not_applicable"] == reason
 
 
 @pytest.mark.torch

@@ -1,0 +1,210 @@
+"""Running an evaluation: the parent (numpy only) preprocesses the images once, each
+backend's worker process runs its variants over them, the parent scores the logits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from parity.errors import ParityError
+from parity.evaluate.dataset import (
+    LabelledImage,
+    scan_image_folder,
+    select_indices,
+    shard_indices,
+)
+from parity.evaluate.results import EvalResult, VariantScore, score_batch
+from parity.preprocess import PreprocessSpec, preprocess_batch
+from parity.workers import DEFAULT_TIMEOUT
+
+if TYPE_CHECKING:
+    from parity.workers import Job
+
+DEFAULT_BATCH = 64
+DEVICES = ("cpu", "cuda", "auto")
+
+Progress = Callable[[str], None]
+OnBatch = Callable[[int, int], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate."""
+
+    data: Path
+    model: str
+    runtimes: Sequence[str] | None = None
+    weights: str | None = None
+    shard: tuple[int, int] | None = None
+    limit: int | None = None
+    batch_size: int = DEFAULT_BATCH
+    threads: int = 2
+    rebuild: bool = False
+    #: Where the torch reference runs: ``cpu``, ``cuda`` (strict fp32, TF32 off) or
+    #: ``auto`` (cuda when a GPU is usable). The other variants run where they run.
+    device: str = "cpu"
+    #: Backends run side by side in worker processes (``None``: one per core).
+    jobs: int | None = None
+    #: Seconds one task (an export, a variant's evaluation) may take.
+    timeout: float = DEFAULT_TIMEOUT
+
+
+def reference_device(device: str) -> str:
+    """``cpu`` or ``cuda`` for ``--device``; a requested GPU that is not there is an error.
+
+    Called in the torch worker (it asks torch whether a GPU is usable)."""
+    if device not in DEVICES:
+        raise ParityError(f"--device {device!r}: must be cpu, cuda or auto")
+    if device == "cpu":
+        return device
+    from parity.backends.torch.runner import cuda_unavailable
+
+    reason = cuda_unavailable()
+    if reason is not None and device == "cuda":
+        raise ParityError(f"--device cuda: {reason}")
+    return "cpu" if reason is not None else "cuda"
+
+
+def evaluate(
+    config: EvalConfig,
+    progress: Progress = lambda message: None,
+    on_batch: OnBatch = lambda done, total: None,
+) -> EvalResult:
+    """Run torch and every requested variant over the (selected, sharded) dataset.
+
+    The images are preprocessed once, here, into a memory-mapped ``images.npy``
+    (``on_batch(done, total)`` as they are); each backend's worker runs its variants over
+    it in chunks of ``batch_size`` (taps off) and hands back their logits. A variant that
+    does not apply here is ``n/a`` with its reason; one whose export or runtime fails, or
+    whose worker crashes or times out, is failed (its error in the result) and the others
+    carry on. The reference failing, or bad input, raises :class:`ParityError`.
+    """
+    from parity.applicability import not_applicable_reason
+    from parity.harness import RunConfig, Session
+    from parity.lazy import installed
+    from parity.variants import REFERENCE, VARIANTS, resolve_variants
+    from parity.weights import class_names
+
+    start = time.perf_counter()
+    if config.batch_size < 1:
+        raise ParityError(f"--batch-size {config.batch_size}: must be at least 1")
+    if config.device not in DEVICES:
+        raise ParityError(f"--device {config.device!r}: must be cpu, cuda or auto")
+    variants = [VARIANTS[REFERENCE]] + [
+        v for v in resolve_variants(config.runtimes) if not v.reference
+    ]
+    if not installed(variants[0].module):
+        raise ParityError("parity eval compares with torch, which is not installed here")
+    session = Session(
+        RunConfig(
+            model=config.model, runtimes=config.runtimes, weights=config.weights,
+            threads=config.threads, rebuild=config.rebuild, jobs=config.jobs,
+            timeout=config.timeout,
+        ),
+        progress,
+    )  # fmt: skip
+    card = session.card
+    # Weights first (in the torch worker): a training source may write the dataset.
+    session.prefetch([])
+    session.release()
+    source, sha256 = session.weights()
+    folder = scan_image_folder(config.data, card.num_classes, class_names(card))
+    selected = select_indices(len(folder.images), config.limit)
+    indices = shard_indices(selected, config.shard)
+    if not indices:
+        raise ParityError(
+            f"shard {config.shard[0]}/{config.shard[1]} of {len(selected)} images is empty"
+            if config.shard
+            else f"{config.data}: no images selected"
+        )
+    images = [folder.images[i] for i in indices]
+    scores = {v.name: VariantScore(v.name) for v in variants}
+    for variant in variants[1:]:
+        scores[variant.name].not_applicable = not_applicable_reason(variant, card)
+    names = [v.name for v in session.applicable(variants)]
+    with tempfile.TemporaryDirectory(prefix="parity-eval-") as tmp:
+        run_dir = Path(tmp)
+        spec = card.preprocess.replace(layout="NCHW")
+        _preprocess(images, spec, run_dir / "images.npy", config.batch_size, on_batch)
+        progress(
+            f"evaluating {len(indices)} images with torch, {', '.join(names) or 'nothing else'}"
+        )
+        adjust = functools.partial(_evaluations, config.batch_size, config.device)
+        outcomes = session.run_workers(run_dir, names, reference=True, adjust=adjust)
+        if outcomes[REFERENCE].error is not None:
+            raise ParityError(
+                f"the torch reference failed on the dataset: {outcomes[REFERENCE].error}"
+            )
+        logits = {
+            name: np.load(outcomes[name].folder / "logits.npy")
+            for name in (REFERENCE, *names) if outcomes[name].error is None
+        }  # fmt: skip
+    labels = np.array([image.label for image in images])
+    paths = [image.name for image in images]
+    for name in (REFERENCE, *names):
+        score = scores[name]
+        score.error = outcomes[name].error
+        score.seconds = float(outcomes[name].record.get("seconds", 0.0))
+        if name in logits:
+            score_batch(score, indices, paths, labels, logits[REFERENCE], logits[name])
+    dataset = {
+        "root": str(config.data),
+        "sha256": folder.sha256,
+        "mapping": folder.mapping,
+        "classes": folder.classes,
+        "total": len(folder.images),
+        "limit": config.limit,
+        "selected": len(selected),
+    }
+    return EvalResult(
+        model=card.name,
+        weights={"source": source, "sha256": sha256},
+        preprocess_sha256=card.preprocess.sha256,
+        dataset=dataset,
+        shard={"k": config.shard[0], "n": config.shard[1]} if config.shard else None,
+        indices=list(indices),
+        scores=[scores[v.name] for v in variants],
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _preprocess(
+    images: Sequence[LabelledImage],
+    spec: PreprocessSpec,
+    path: Path,
+    chunk: int,
+    on_batch: OnBatch,
+) -> None:
+    """The images through ``spec`` into one ``.npy``, ``chunk`` at a time (never all in memory)."""
+    out: np.memmap[Any, Any] | None = None
+    for first in range(0, len(images), chunk):
+        batch = preprocess_batch([image.path for image in images[first : first + chunk]], spec)
+        if out is None:
+            shape = (len(images), *batch.shape[1:])
+            out = np.lib.format.open_memmap(path, mode="w+", dtype=batch.dtype, shape=shape)
+        out[first : first + len(batch)] = batch
+        on_batch(first + len(batch), len(images))
+    if out is not None:
+        out.flush()
+
+
+def _evaluations(batch_size: int, device: str, jobs: list[Job]) -> None:
+    """The planned runs become evaluations over ``images.npy``; the reference's joins the
+    torch job (after its exports)."""
+    from parity.variants import REFERENCE
+
+    task = {"kind": "eval", "batch_size": batch_size}
+    for job in jobs:
+        for each in job.tasks:
+            if each["kind"] == "run":
+                each.update(task)
+        if job.reference:
+            job.tasks.append({**task, "name": REFERENCE, "variant": REFERENCE, "device": device})

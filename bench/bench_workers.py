@@ -4,12 +4,13 @@ and the cost of moving taps between processes.
     python bench/bench_workers.py [--model mobilenet_v2] [--jobs 1 2] [--out bench/workers.md]
 
 Runs ``parity run -r onnxruntime -r keras -r litert --summary`` (the all-variant run of
-the single-process baseline) once per ``--jobs`` value against the current cache (warm
-when it holds the artifacts; point PARITY_CACHE_DIR at an empty folder for cold),
-sampling ``/proc`` every 0.2 s: the peak RSS (VmHWM) of every process of the tree and
-the peak of the tree's summed RSS. Then times one 63.5 MiB tap set (mobilenet_v2: 16
-images, 21 taps + logits) through a memory-mapped ``.npy`` in a run directory and
-through ``multiprocessing.shared_memory``, write + read, in this process.
+the single-process baseline) twice per ``--jobs`` value, in a fresh empty cache
+(``PARITY_CACHE_DIR``): cold (the torch reference and every export) and then warm (the
+same cache), sampling ``/proc`` every 0.2 s: the peak RSS (VmHWM) of every process of
+the tree and the peak of the tree's summed RSS. Then times one 63.5 MiB tap set
+(mobilenet_v2: 16 images, 21 taps + logits) through a memory-mapped ``.npy`` in a run
+directory and through ``multiprocessing.shared_memory``, write + read, in this process.
+A ``## Notes`` section already in ``--out`` is kept.
 """
 
 from __future__ import annotations
@@ -76,12 +77,13 @@ def _name(pid: int) -> str:
     return "parent (parity run)" if "parity" in text else text[:40]
 
 
-def measure_run(model: str, jobs: int) -> dict[str, object]:
+def measure_run(model: str, jobs: int, cache: Path) -> dict[str, object]:
     """Wall time, per-process peak RSS and the tree's peak summed RSS of one run."""
     command = [sys.executable, "-m", "parity.cli", "run", "-q", "--summary", "-m", model,
                "-r", "onnxruntime", "-r", "keras", "-r", "litert", "--jobs", str(jobs)]  # fmt: skip
+    env = dict(os.environ, PARITY_CACHE_DIR=str(cache))
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     peaks: dict[int, tuple[str, int]] = {}
     tree_peak = 0
     while process.poll() is None:
@@ -99,6 +101,7 @@ def measure_run(model: str, jobs: int) -> dict[str, object]:
     wall = time.perf_counter() - start
     output = process.stdout.read().decode() if process.stdout else ""
     verdict = output.strip().splitlines()[-1] if output.strip() else ""
+    peaks = {pid: peak for pid, peak in peaks.items() if peak[1] >= 2**14}  # not `uname -p`
     return {"wall": wall, "peaks": sorted(peaks.values(), key=lambda p: -p[1]),
             "tree": tree_peak, "rc": process.returncode, "verdict": verdict}  # fmt: skip
 
@@ -145,19 +148,22 @@ def main() -> None:
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M')} by `python bench/bench_workers.py`, "
         f"{os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
-        "at the start (the machine is shared: compare figures within this table). Cache: "
-        f"{os.environ.get('PARITY_CACHE_DIR', 'default')}.",
+        "at the start (the machine is shared: compare figures within this table). Cold: an "
+        "empty cache (torch reference and every export); warm: the same cache again.",
         "",
-        "| --jobs | wall s | exit | tree peak RSS GiB | process peaks (VmHWM) GiB |",
-        "|---|---|---|---|---|",
+        "| --jobs | cache | wall s | exit | tree peak RSS GiB | process peaks (VmHWM) GiB |",
+        "|---|---|---|---|---|---|",
     ]
     for jobs in args.jobs:
-        run = measure_run(args.model, jobs)
-        peaks = ", ".join(f"{n} {kib / 2**20:.2f}" for n, kib in run["peaks"])  # type: ignore[attr-defined]
-        lines.append(
-            f"| {jobs} | {run['wall']:.1f} | {run['rc']} | {run['tree'] / 2**20:.2f} | {peaks} |"  # type: ignore[operator]
-        )
-        print(lines[-1], run["verdict"], flush=True)
+        with tempfile.TemporaryDirectory(prefix="parity-bench-cache-") as cache:
+            for state in ("cold", "warm"):
+                run = measure_run(args.model, jobs, Path(cache))
+                peaks = ", ".join(f"{n} {kib / 2**20:.2f}" for n, kib in run["peaks"])  # type: ignore[attr-defined]
+                lines.append(
+                    f"| {jobs} | {state} | {run['wall']:.1f} | {run['rc']} "
+                    f"| {run['tree'] / 2**20:.2f} | {peaks} |"  # type: ignore[operator]
+                )
+                print(lines[-1], run["verdict"], flush=True)
     transfer = tap_transfer()
     lines += [
         "",
@@ -166,8 +172,10 @@ def main() -> None:
         f"`multiprocessing.shared_memory` (copy in + read) {transfer['shm']:.3f} s "
         "(median of 5).",
     ]
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    notes = args.out.read_text().partition("\n## Notes")[2] if args.out.is_file() else ""
+    text = "\n".join(lines) + "\n" + (f"\n## Notes{notes}" if notes else "")
+    args.out.write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

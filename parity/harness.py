@@ -366,6 +366,13 @@ class Session:
                 self.references.store(self.card.name, key, self.__dict__["reference"])
         return outcomes
 
+    def forget(self, variant: Variant) -> None:
+        """Drop a judged variant's outputs (memory-mapped taps: their pages go with them).
+
+        For a caller done with the variant: :meth:`outputs` would run it again, here.
+        """
+        self._outputs.pop(variant.name, None)
+
     def release(self) -> None:
         """Remove the workers' run directory once judged (mapped taps stay readable)."""
         if self._release is not None:
@@ -558,6 +565,7 @@ def run_parity(
                 results.append(session.check(variant))
             if "golden" in modes:
                 results.append(session.check_golden(variant))
+            session.forget(variant)  # judged: the report needs the verdicts, not the taps
     finally:
         session.release()  # the CLI leaves by os._exit: no finalizer would run
     if session.external is not None:

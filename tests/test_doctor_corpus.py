@@ -4,7 +4,8 @@ difference no factor models reported as unexplained, never with a label."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import pytest
 from doctor_corpus import PHOTOS, UNEXPLAINED, Case, cases, named_exactly, tf_cases
@@ -14,6 +15,22 @@ from parity.zoo import get_card
 
 CARD = get_card("resnet18")
 CASES = {case.name: case for case in cases()}
+#: Checked by default: one or two of each kind of fault (colour, range, layout, geometry,
+#: filter, decoding) and the clean controls; the whole corpus runs under ``-m heavy`` and
+#: in ``bench/doctor_corpus.py``, which owns the corpus score.
+DEFAULT_CASES = {
+    "bgr", "bicubic-transform", "caffe-mode", "channels-last", "nearest-pil", "no-exif",
+    "squash-224", "tf-mode", "torch-interpolate", "control-bgr-converted-back",
+    "control-float64", "control-pil-numpy", "control-torchvision-v2",
+    "control-keras-normalization-layer", "keras-preprocess-input",
+}  # fmt: skip
+
+
+def by_default(names: Iterable[str]) -> list[Any]:
+    """``names`` as parameters, those outside :data:`DEFAULT_CASES` marked heavy."""
+    return [n if n in DEFAULT_CASES else pytest.param(n, marks=pytest.mark.heavy) for n in names]
+
+
 TF_NAMES = (
     "control-keras-normalization-layer",
     "tf-image-resize-tf-crop",
@@ -22,6 +39,11 @@ TF_NAMES = (
     "keras-resizing-layer",
     "tf-data-map",
 )
+
+
+def test_default_cases_are_corpus_cases() -> None:
+    assert set(CASES).isdisjoint(TF_NAMES)
+    assert not DEFAULT_CASES - set(CASES) - set(TF_NAMES)
 
 
 def _assert_diagnosed(case: Case) -> None:
@@ -37,7 +59,7 @@ def _assert_diagnosed(case: Case) -> None:
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", by_default(CASES))
 def test_corpus_case_is_named_exactly(name: str) -> None:
     _assert_diagnosed(CASES[name])
 
@@ -50,7 +72,7 @@ def tf_corpus() -> dict[str, Case]:
 
 
 @pytest.mark.keras
-@pytest.mark.parametrize("name", TF_NAMES)
+@pytest.mark.parametrize("name", by_default(TF_NAMES))
 def test_tf_corpus_case_is_named_exactly(tf_corpus: dict[str, Case], name: str) -> None:
     _assert_diagnosed(tf_corpus[name])
 
@@ -67,6 +89,7 @@ def test_unmodelled_difference_is_unexplained(name: str, pipeline: Callable[...,
     assert "card_channel_stats" in finding.evidence
 
 
+@pytest.mark.heavy
 def test_partly_explained_reports_the_residual() -> None:
     """BGR plus JPEG re-encoding: BGR is named, the rest is an unexplained residual."""
     pipeline = dict(UNEXPLAINED)["jpeg-q30"]

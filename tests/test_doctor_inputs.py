@@ -225,6 +225,7 @@ def test_port_lint_tflite_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.litert
+@pytest.mark.heavy  # an int8 conversion; the generator's convention is tested by default
 def test_cli_calibration_from_a_representative_generator(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

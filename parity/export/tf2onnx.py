@@ -37,10 +37,11 @@ to find the layout of the taps (NCHW), never assumed.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -187,6 +188,24 @@ def tap_layout(
     return layout or "NCHW"
 
 
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """The objects alive now are left out of garbage collection until the block ends.
+
+    tf2onnx deep-copies its graph before every optimiser pass; the copies it drops are
+    cyclic garbage that only a full collection frees, and CPython defers full collections
+    while the long-lived objects (~330k once TensorFlow and Keras are imported) outnumber
+    the new ones four to one. Frozen, they no longer count: the copies are freed as they
+    go (mobilenet_v2: peak RSS 1.95 -> 1.7 GB; the export is unchanged).
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def export_tf2onnx(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> dict[str, Any]:
     """Convert the cached Keras artifact to ``out``; metadata carries the ORT tap map."""
     keras_artifact = ctx.artifact("keras")
@@ -204,7 +223,11 @@ def export_tf2onnx(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> 
     spec = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="input"),)
     # tf2onnx logs every optimiser pass and TF prints graph-building chatter.
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+        frozen_heap(),
+    ):
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
     onnx.checker.check_model(proto, full_check=True)
     (graph_input,) = proto.graph.input

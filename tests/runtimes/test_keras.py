@@ -166,6 +166,23 @@ def test_one_faulty_layer_fails_at_its_block(
     assert_first_divergent(judge_twin(session, twin, faulty), tap)
 
 
+def test_run_dropping_intermediates_equals_the_keras_call(session_for: Callable[[str], Session]):
+    """The runner frees each intermediate after its last use; the taps are Keras's, bitwise."""
+    session = session_for("mobilenet_v2")
+    artifact = session.artifact(VARIANTS["keras"])
+    tap_layers = artifact.metadata["runner_options"]["tap_layers"]
+    with KerasRunner("keras", artifact.path, tap_layers=tap_layers) as runner:
+        obtained = runner.run(session.batch, session.taps)
+        tapped = runner._tapped_model(session.taps)
+        feed = np.ascontiguousarray(session.batch.transpose(0, 2, 3, 1))
+        values = [np.asarray(v) for v in tapped([feed], training=False)]
+    names = ["output", *(t.name for t in session.taps)]
+    assert set(obtained) == set(names)
+    for name, value in zip(names, values, strict=True):
+        expected = value.transpose(0, 3, 1, 2) if value.ndim == 4 else value
+        np.testing.assert_array_equal(obtained[name], expected, err_msg=name)
+
+
 # -- broken artifacts and tap maps ----------------------------------------------------------
 
 

@@ -27,7 +27,9 @@ from parity.variants import VARIANTS
 
 pytestmark = [pytest.mark.litert, pytest.mark.keras, pytest.mark.torch]
 
-MODELS = ["mobilenet_v2", "resnet18"]
+#: resnet18's TFLite conversions run under ``-m heavy``: its Keras twin (where the
+#: architecture matters) is checked by default in test_keras.py.
+MODELS = ["mobilenet_v2", pytest.param("resnet18", marks=pytest.mark.heavy)]
 #: Checked by default: fp32, fp16 and full int8, each with XNNPACK on and off.
 DEFAULT_VARIANTS = [
     "litert_fp32",
@@ -105,13 +107,34 @@ def test_untapped_run_matches_tapped_run(session_for: Callable[[str], Session], 
 
 
 def test_batch_resize_matches_image_by_image(session_for: Callable[[str], Session]):
-    session = session_for("resnet18")
+    session = session_for("mobilenet_v2")
     variant = VARIANTS["litert_int8"]
     with make_runner(variant, session.artifact(variant), 2) as runner:
         batched = runner.run(session.batch, session.taps)
         singles = [runner.run(session.batch[i : i + 1], session.taps) for i in range(3)]
     for key, value in batched.items():
         np.testing.assert_array_equal(value[:3], np.concatenate([s[key] for s in singles]))
+
+
+@pytest.mark.parametrize("variant", ["litert_fp32", "litert_dynamic_noxnn"])
+def test_invokes_of_a_few_images_match_one_invoke_of_all(
+    session_for: Callable[[str], Session], monkeypatch: pytest.MonkeyPatch, variant: str
+):
+    """The batch runs a few images per invoke (memory); the values are one invoke's, bitwise."""
+    from parity.backends.litert import runner as litert_runner
+
+    session = session_for("mobilenet_v2")
+    assert len(session.batch) > litert_runner.IMAGES_PER_INVOKE  # really split
+    artifact = session.artifact(VARIANTS[variant])
+    with make_runner(VARIANTS[variant], artifact, 2) as runner:
+        chunked = runner.run(session.batch, session.taps)
+    monkeypatch.setattr(litert_runner, "IMAGES_PER_INVOKE", len(session.batch))
+    with make_runner(VARIANTS[variant], artifact, 2) as runner:
+        whole = runner.run(session.batch, session.taps)
+        assert runner._batch_sizes == {True: len(session.batch)}  # one invoke of all
+    assert set(chunked) == set(whole)
+    for key, value in whole.items():
+        np.testing.assert_array_equal(chunked[key], value, err_msg=key)
 
 
 @pytest.mark.heavy
@@ -171,7 +194,7 @@ def test_quantize_and_dequantize_follow_tflite():
     ("model", "fault"),
     [
         ("mobilenet_v2", {"bn_epsilon": 1e-3}),
-        ("resnet18", {"bn_epsilon": 1e-3}),
+        pytest.param("resnet18", {"bn_epsilon": 1e-3}, marks=pytest.mark.heavy),
         pytest.param("mobilenet_v2", {"stride2_padding": "same"}, marks=pytest.mark.heavy),
     ],
     ids=["mobilenet_v2-bn_eps", "resnet18-bn_eps", "mobilenet_v2-same_padding"],

@@ -25,7 +25,8 @@ from parity.variants import VARIANTS
 
 pytestmark = [pytest.mark.torch, pytest.mark.keras, pytest.mark.onnxruntime]
 
-MODELS = ["mobilenet_v2", "resnet18"]
+#: resnet18 through tf2onnx runs under ``-m heavy`` (its Keras twin is checked by default).
+MODELS = ["mobilenet_v2", pytest.param("resnet18", marks=pytest.mark.heavy)]
 VARIANT = VARIANTS["ort_tf2onnx"]
 
 

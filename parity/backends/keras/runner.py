@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,10 +85,39 @@ class KerasRunner(Runner):
         return self._models[key]
 
     def _run(self, feed: np.ndarray, taps: Sequence[Tap]) -> dict[str, np.ndarray]:
-        values = self._tapped_model(taps)([feed], training=False)
-        if not isinstance(values, list | tuple):  # no taps: Keras returns the one output bare
-            values = [values]
+        values = run_dropping(self.keras, self._tapped_model(taps), feed)
         arrays = [np.asarray(v) for v in values]
         result = {OUTPUT: arrays[0]}
         result.update({tap.name: a for tap, a in zip(taps, arrays[1:], strict=True)})
         return result
+
+
+def run_dropping(keras: Any, model: Any, feed: np.ndarray) -> list[Any]:
+    """``model([feed], training=False)``'s outputs, each intermediate dropped after its last use.
+
+    Keras runs a functional model node by node and keeps every intermediate tensor to the
+    end of the call (mobilenet_v2, 16 images: +1.3 GB). This walks the same nodes in the
+    same order with the same eager kernels (the outputs are bitwise Keras's; a smaller
+    batch would not be: TF picks kernels by batch size), freeing each tensor once the last
+    node reading it has run (+0.35 GB).
+    """
+    nodes = [
+        node
+        for depth in sorted(model._nodes_by_depth, reverse=True)
+        for node in model._nodes_by_depth[depth]
+        if node.operation is not None and not node.is_input
+    ]
+    readers = Counter(id(x) for node in nodes for x in node.input_tensors)
+    kept = {id(x) for x in model.outputs}
+    tensors = {id(x): keras.ops.convert_to_tensor(feed) for x in model.inputs}
+    for node in nodes:
+        args, kwargs = node.arguments.fill_in(tensors)
+        if "training" in getattr(node.operation, "_call_context_args", ()):
+            kwargs["training"] = False
+        outputs = node.operation(*args, **kwargs)
+        tensors.update(zip((id(x) for x in node.outputs), keras.tree.flatten(outputs), strict=True))
+        for x in node.input_tensors:
+            readers[id(x)] -= 1
+            if readers[id(x)] == 0 and id(x) not in kept:
+                del tensors[id(x)]
+    return [tensors[id(x)] for x in model.outputs]

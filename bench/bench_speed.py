@@ -184,6 +184,8 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     for step, limit in (("cold", 90.0), ("warm2", 25.0), ("warm1", 25.0), ("onnx", 4.0)):
         value = seconds(step)
         text = "-" if value is None else f"{value} s (CPU {runs[step]['cpu_seconds']} s)"
+        if value is not None and runs[step]["exit"]:
+            text += f", exit {runs[step]['exit']}"
         rows.append((f"{STEPS[step][0]} <= {limit:g} s", text, _verdict(value, limit)))
     poly = results.get("polygraphy", {}).get("mobilenet_v2", {})
     ratio = None
@@ -199,9 +201,10 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows.append(("compare <= 0.4 s per variant", f"{worst} s (slowest variant)" if compare else "-",
                  _verdict(worst, 0.4)))  # fmt: skip
     suite = results.get("suite") or {}
-    minutes = suite.get("seconds", 0) / 60 if suite else None
+    minutes = suite["seconds"] / 60 if suite.get("seconds") else None
     rows.append(("default test suite <= 6 min (cold user cache)",
-                 f"{minutes:.1f} min" if suite else "- (bench/bench_suite.py)",
+                 f"{minutes:.1f} min ({suite['summary']}; measured {suite['date']})"
+                 if suite else "- (bench/bench_suite.py)",
                  _verdict(minutes, 6.0)))  # fmt: skip
     rows.append(("default test suite <= 4 GiB peak RSS (tree)",
                  f"{suite['tree_rss_gib']} GiB" if suite else "-",

@@ -18,12 +18,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from multiprocessing import shared_memory
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -66,44 +69,80 @@ def _kib(value: str) -> int:
     return int(value.split()[0]) if value else 0
 
 
-def _name(pid: int) -> str:
+def _argv(pid: int) -> list[str]:
     try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        return [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
     except OSError:
-        return str(pid)
-    text = " ".join(a.decode() for a in argv if a)
+        return []
+
+
+def command_line(pid: int, limit: int = 160) -> str:
+    """The command line of ``pid`` (first ``limit`` characters), or the pid once it is gone."""
+    return " ".join(_argv(pid))[:limit] or str(pid)
+
+
+def _name(pid: int) -> str:
+    argv = _argv(pid)
+    text = " ".join(argv)
     if "parity.worker" in text:
-        return "worker " + Path(argv[-2].decode()).name.split(".")[1]
-    return "parent (parity run)" if "parity" in text else text[:40]
+        return "worker " + Path(argv[-1]).name.split(".")[1]
+    return "parent (parity run)" if "parity" in text else text[:40] or str(pid)
 
 
-def measure_run(model: str, jobs: int, cache: Path) -> dict[str, object]:
-    """Wall time, per-process peak RSS and the tree's peak summed RSS of one run."""
+def monitor(
+    command: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    log: Path | None = None,
+    interval: float = 0.1,
+    name: Callable[[int], str] = _name,
+) -> dict[str, Any]:
+    """Run ``command`` to its end, sampling ``/proc`` every ``interval`` s (~10 Hz).
+
+    Returns wall and CPU seconds (user+sys of the whole tree, from the children's
+    rusage), exit code, output (stdout+stderr; also written to ``log``), the peak RSS
+    (VmHWM) of every process seen as ``[(name, KiB), ...]`` largest first, and the peak
+    of the tree's summed RSS in KiB.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        peaks: dict[int, tuple[str, int]] = {}
+        tree_peak = 0
+        while process.poll() is None:
+            total = 0
+            for pid in _tree(process.pid):
+                status = _status(pid)
+                if not status:
+                    continue
+                total += _kib(status.get("VmRSS", ""))
+                hwm = _kib(status.get("VmHWM", ""))
+                if hwm > peaks.get(pid, ("", 0))[1]:
+                    peaks[pid] = (name(pid), hwm)
+            tree_peak = max(tree_peak, total)
+            time.sleep(interval)
+        wall = time.perf_counter() - start
+        sink.seek(0)
+        output = sink.read().decode(errors="replace")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if log is not None:
+        log.write_text(output)
+    return {"wall": wall, "cpu": cpu, "rc": process.returncode, "output": output,
+            "peaks": sorted(peaks.values(), key=lambda p: -p[1]), "tree": tree_peak}  # fmt: skip
+
+
+def measure_run(model: str, jobs: int, cache: Path) -> dict[str, Any]:
+    """Wall time, per-process peak RSS and the tree's peak summed RSS of one run in ``cache``."""
     command = [sys.executable, "-m", "parity.cli", "run", "-q", "--summary", "-m", model,
                "-r", "onnxruntime", "-r", "keras", "-r", "litert", "--jobs", str(jobs)]  # fmt: skip
-    env = dict(os.environ, PARITY_CACHE_DIR=str(cache))
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    peaks: dict[int, tuple[str, int]] = {}
-    tree_peak = 0
-    while process.poll() is None:
-        total = 0
-        for pid in _tree(process.pid):
-            status = _status(pid)
-            if not status:
-                continue
-            total += _kib(status.get("VmRSS", ""))
-            hwm = _kib(status.get("VmHWM", ""))
-            if hwm > peaks.get(pid, ("", 0))[1]:
-                peaks[pid] = (_name(pid), hwm)
-        tree_peak = max(tree_peak, total)
-        time.sleep(0.2)
-    wall = time.perf_counter() - start
-    output = process.stdout.read().decode() if process.stdout else ""
-    verdict = output.strip().splitlines()[-1] if output.strip() else ""
-    peaks = {pid: peak for pid, peak in peaks.items() if peak[1] >= 2**14}  # not `uname -p`
-    return {"wall": wall, "peaks": sorted(peaks.values(), key=lambda p: -p[1]),
-            "tree": tree_peak, "rc": process.returncode, "verdict": verdict}  # fmt: skip
+    run = monitor(command, env=dict(os.environ, PARITY_CACHE_DIR=str(cache)), interval=0.2)
+    run["peaks"] = [(n, kib) for n, kib in run["peaks"] if kib >= 2**14]  # not `uname -p`
+    output = run["output"].strip()
+    run["verdict"] = output.splitlines()[-1] if output else ""
+    return run
 
 
 def tap_transfer(repeats: int = 5) -> dict[str, float]:
@@ -158,10 +197,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="parity-bench-cache-") as cache:
             for state in ("cold", "warm"):
                 run = measure_run(args.model, jobs, Path(cache))
-                peaks = ", ".join(f"{n} {kib / 2**20:.2f}" for n, kib in run["peaks"])  # type: ignore[attr-defined]
+                peaks = ", ".join(f"{n} {kib / 2**20:.2f}" for n, kib in run["peaks"])
                 lines.append(
                     f"| {jobs} | {state} | {run['wall']:.1f} | {run['rc']} "
-                    f"| {run['tree'] / 2**20:.2f} | {peaks} |"  # type: ignore[operator]
+                    f"| {run['tree'] / 2**20:.2f} | {peaks} |"
                 )
                 print(lines[-1], run["verdict"], flush=True)
     transfer = tap_transfer()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import sys
 from types import ModuleType
 
 from parity.errors import MissingRuntimeError
@@ -66,4 +67,6 @@ def tensorflow() -> ModuleType:
     """
     if installed("torch") and not ISOLATED:
         torch()
+    if ISOLATED:  # Keras imports scikit-learn for its estimator wrappers when installed:
+        sys.modules.setdefault("sklearn", None)  # 2-2.6 s of every TF worker's start
     return require("tensorflow")

@@ -68,5 +68,5 @@ def tensorflow() -> ModuleType:
     if installed("torch") and not ISOLATED:
         torch()
     if ISOLATED:  # Keras imports scikit-learn for its estimator wrappers when installed:
-        sys.modules.setdefault("sklearn", None)  # 2-2.6 s of every TF worker's start
+        sys.modules.setdefault("sklearn", None)  # type: ignore[arg-type]  # 2-2.6 s a TF worker
     return require("tensorflow")

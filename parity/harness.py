@@ -57,7 +57,7 @@ from parity.taps import select_taps
 from parity.threads import REFERENCE_THREADS
 from parity.variants import REFERENCE, VARIANTS, Variant, resolve_variants
 from parity.weights import HandedWeights, LoadedModel, Weights, cached_weights_sha256, load_model
-from parity.worker import load_arrays
+from parity.worker import REFERENCE_TASK, load_arrays
 from parity.workers import DEFAULT_TIMEOUT, Job, TaskOutcome
 from parity.zoo import get_card
 
@@ -153,6 +153,8 @@ class Session:
         self._failures: dict[str, tuple[str, Artifact | None]] = {}
         #: Seconds each prefetched variant took in its worker (artifact, load and run).
         self._worker_seconds: dict[str, float] = {}
+        #: Why the torch worker could not produce the reference (live checks then fail).
+        self.reference_failure: str | None = None
         #: The result of the file made elsewhere, when a worker checked it.
         self.external: VariantResult | None = None
         self._release: weakref.finalize[Any, Any] | None = None
@@ -188,7 +190,13 @@ class Session:
             known = cached_weights_sha256(self.card, self.config.weights)
             if known is not None:
                 return known
+        self._reference_ran()
         return self.model().sha256
+
+    def _reference_ran(self) -> None:
+        """Raise :class:`RuntimeFailure` when the torch worker died before the reference."""
+        if self.reference_failure is not None and self.handed is None:
+            raise RuntimeFailure(self.reference_failure)
 
     @functools.cached_property
     def reference(self) -> dict[str, np.ndarray]:
@@ -198,6 +206,7 @@ class Session:
             if "reference" in self.__dict__:
                 fetched: dict[str, np.ndarray] = self.__dict__["reference"]
                 return fetched
+        self._reference_ran()
         key = self._reference_key(self.local_weights_sha256())
         cached = self._cached_reference(key)
         if cached is not None:
@@ -244,6 +253,13 @@ class Session:
         if self.bundle_model is not None:
             return self.bundle_model.weights_source, self.bundle_model.weights_sha256
         return self.config.weights or self.card.weights, self.local_weights_sha256()
+
+    def reported_weights(self) -> tuple[str, str]:
+        """:meth:`weights` for a report: no sha256 when the torch worker died before it."""
+        try:
+            return self.weights()
+        except RuntimeFailure:
+            return self.config.weights or self.card.weights, ""
 
     def outputs(self, variant: Variant) -> tuple[dict[str, np.ndarray], Artifact | None]:
         """A variant's outputs and taps on the fixture batch, run once per session.
@@ -353,6 +369,8 @@ class Session:
         adjust(work)
         outcomes = Runs(run_dir, config, jobs, self.config.timeout, self.progress).run(work)
         if with_reference:
+            self.reference_failure = outcomes[REFERENCE_TASK].error
+        if with_reference and self.reference_failure is None:
             handed = json.loads((run_dir / "weights.json").read_text())
             self.handed = HandedWeights(
                 handed["source"], handed["sha256"], run_dir / "state_dict.npz"
@@ -387,6 +405,8 @@ class Session:
         start = time.perf_counter() - self._worker_seconds.get(variant.name, 0.0)
         try:
             obtained, artifact = self.outputs(variant)
+            if mode == "live":
+                _ = self.prepared_reference  # the torch reference not there: a failed check
         except ParityError:
             raise
         except Exception as exc:  # a runtime failing on its artifact is a failed check
@@ -400,11 +420,15 @@ class Session:
 
     def check(self, variant: Variant) -> VariantResult:
         """Live check: one variant vs the torch reference now, every tap, every image."""
-        reference = self.prepared_reference
         return self._judged(
             variant,
             lambda obtained: compare_taps(
-                self.card.name, variant.name, self.taps, reference, obtained, self.policy
+                self.card.name,
+                variant.name,
+                self.taps,
+                self.prepared_reference,
+                obtained,
+                self.policy,
             ),
             "live",
         )
@@ -476,7 +500,7 @@ class Session:
 
     def report(self, results: list[VariantResult], started: float) -> ParityReport:
         """The report of this session's results (``started``: ``time.perf_counter()``)."""
-        weights_source, weights_sha256 = self.weights()
+        weights_source, weights_sha256 = self.reported_weights()
         return ParityReport(
             card=self.card,
             weights_source=weights_source,

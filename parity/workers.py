@@ -199,14 +199,28 @@ class Runs:
             reference = False
             finished = {t["name"] for t in tasks if t["name"] in self.outcomes}
             if job.reference and REFERENCE_TASK not in self.outcomes:
-                raise ParityError(f"the torch reference could not run: {crashed}")
+                self._reference_failed(f"the torch reference could not run: {crashed}", tasks)
+                return
             tasks = [t for t in tasks if t["name"] not in finished]
 
+    def _reference_failed(self, message: str, tasks: list[dict[str, Any]]) -> None:
+        """The reference's worker died before the reference: it and the tasks of its job
+        fail with ``message`` (a failed export blocks the runs of its artifact)."""
+        self._record({"kind": "reference", "name": REFERENCE_TASK}, {"error": message})
+        for task in tasks:
+            if task["name"] not in self.outcomes:
+                self._record(task, {"error": message})
+
     def _blocked(self, task: dict[str, Any]) -> bool:
-        """A run whose artifact's export crashed fails with that crash, without running."""
+        """A run whose artifact's export crashed fails with that crash, without running; an
+        export fails the same way when the torch reference could not run."""
         exporter = task.get("exporter") or self._variant_exporter(task)
         if exporter is None:
             return False
+        reference = self.outcomes.get(REFERENCE_TASK)
+        if task["kind"] == "export" and reference is not None and reference.error:
+            self._record(task, {"error": reference.error})  # every export needs torch's model
+            return True
         for name in _chain(exporter):
             if name in self.failed_exports and task["name"] not in self.outcomes:
                 message = f"its artifact could not be made: {self.failed_exports[name]}"

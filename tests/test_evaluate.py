@@ -33,6 +33,7 @@ from parity.evaluate import (
 )
 from parity.harness import Session
 from parity.paths import cache_dir
+from parity.worker import FAULT_ENV
 
 MODEL = "mobilenet_v2"
 
@@ -418,3 +419,28 @@ def test_digits_end_to_end(capsys: pytest.CaptureFixture[str], tmp_path: Path):
     assert scores["ort_dynamo"]["agree"] == scores["keras"]["agree"] == 90
     assert scores["litert_int8"]["agreement"] > 0.9
     assert len(list((cache_dir() / "digits" / "calibration").glob("*.png"))) == 100
+
+
+@pytest.mark.torch
+@pytest.mark.onnxruntime
+def test_a_crashed_reference_fails_every_variant_with_exit_1(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    labelled: tuple[Path, np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """No agreement without the reference: the torch worker SIGKILLed on it is an error
+    result for every variant (written, exit 1), not bad input."""
+    root, _ = labelled
+    monkeypatch.setenv(FAULT_ENV, "reference:running")
+    out_json = tmp_path / "eval.json"
+    code, out, err = run_cli(
+        capsys, "eval", "-q", "--data", str(root), "--model", MODEL,
+        "-r", "ort_torchscript", "--json", str(out_json),
+    )  # fmt: skip
+    assert code == 1, out + err
+    assert "Traceback" not in out + err
+    crash = "crashed (SIGKILL) while running the torch reference"
+    for row in json.loads(out_json.read_text())["variants"]:
+        assert row["images"] == 0 and crash in row["error"], row
+        assert "the torch reference could not run" in row["error"], row

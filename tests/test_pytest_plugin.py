@@ -161,6 +161,32 @@ def test_variants_run_in_workers_so_a_crash_fails_only_its_tests(
     }
 
 
+def test_a_crashed_torch_reference_fails_the_tests_of_its_model(
+    run: Run, parity_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The torch worker SIGKILLed on the reference (none cached): the tests that need it
+    fail naming the crash, golden checks are still judged, the report is written."""
+    cache = tmp_path / "cache"  # the weights and artifacts, but no cached reference
+    cache.mkdir()
+    for folder in ("weights", "artifacts"):
+        (cache / folder).symlink_to(parity_cache / folder)
+    report = tmp_path / "report"
+    monkeypatch.setenv("PARITY_CACHE_DIR", str(cache))
+    monkeypatch.setenv(FAULT_ENV, "reference:running")
+    result = run(*MODEL, *ORT, "--parity-goldens", str(golden_copy(tmp_path)), "--parity-live",
+                 "--parity-report", str(report), "-k", "chelsea")  # fmt: skip
+    result.assert_outcomes(failed=2)  # ort_torchscript: its goldens pass, its live check not
+    result.stdout.fnmatch_lines(["*crashed (SIGKILL) while running the torch reference*"])
+    assert "Traceback" not in result.stdout.str()
+    (model,) = json.loads((report / "report.json").read_text())["models"]
+    status = {(v["name"], v["mode"]): v["status"] for v in model["variants"]}
+    assert status == {
+        ("torch", "golden"): "error",
+        ("ort_torchscript", "golden"): "pass",
+        ("ort_torchscript", "live"): "error",
+    }
+
+
 def test_family_markers_select_and_deselect(run: Run):
     """Each test carries its family marker (registered by the plugin) and `parity`."""
     ort = sum(v.family == "onnxruntime" for v in VARIANTS.values())

@@ -132,3 +132,50 @@ def test_a_backend_is_one_package_and_one_registration_line(tmp_path: Path):
     run = parity_cli("run", "-q", "--summary", "-r", "ort_single", "--json", str(report), env=env)
     assert run.returncode == 0, run.stdout + run.stderr
     assert statuses(report)["ort_single_thread"]["status"] == "pass"
+
+
+@pytest.mark.torch
+@pytest.mark.onnxruntime
+@pytest.mark.keras
+def test_a_crashed_torch_reference_is_a_failed_run_with_reports_not_bad_input(
+    session_for: Callable[[str], Session], parity_cache: Path, tmp_path: Path
+):
+    """The torch worker SIGKILLed while running the reference: every live check and every
+    artifact torch makes fail naming the crash, golden checks are still judged, exit 1."""
+    session_for("mobilenet_v2").artifact(VARIANTS["ort_torchscript"])  # cached: it runs
+    cache = tmp_path / "cache"  # the weights and artifacts, but no cached reference
+    cache.mkdir()
+    for folder in ("weights", "artifacts"):
+        (cache / folder).symlink_to(parity_cache / folder)
+    env = {FAULT_ENV: "reference:running", "PARITY_CACHE_DIR": str(cache)}
+    crash = "crashed (SIGKILL) while running the torch reference"
+    reports = tmp_path / "reports"
+    check = parity_cli(
+        "check", "-q", "--summary", "-m", "mobilenet_v2", "-r", "ort_torchscript",
+        "--report", str(reports), env=env,
+    )  # fmt: skip
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "Traceback" not in check.stdout + check.stderr
+    assert {p.suffix for p in reports.iterdir()} >= {".json", ".md", ".xml"}
+    results = json.loads(next(reports.glob("*.json")).read_text())["models"][0]["variants"]
+    by_mode = {(v["name"], v["mode"]): v for v in results}
+    assert "the torch reference could not run" in by_mode[("ort_torchscript", "live")]["error"]
+    assert crash in by_mode[("ort_torchscript", "live")]["error"]
+    assert by_mode[("ort_torchscript", "golden")]["status"] == "pass"  # vs the stored goldens
+    assert crash in by_mode[("torch", "golden")]["error"]
+    report = tmp_path / "report.json"
+    run = parity_cli(
+        "run", "-q", "--summary", "--rebuild", "-r", "ort_torchscript", "-r", "keras",
+        "--json", str(report), env=env,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "Traceback" not in run.stdout + run.stderr
+    variants = statuses(report)
+    assert set(variants) == {"ort_torchscript", "keras"}
+    for variant in variants.values():  # the exports torch was to make never ran
+        assert variant["status"] == "error", variant
+        assert (
+            "its artifact could not be made: the torch reference could not run"
+            in (variant["error"])
+        ), variant
+        assert crash in variant["error"], variant

@@ -85,7 +85,8 @@ def evaluate(
     it in chunks of ``batch_size`` (taps off) and hands back their logits. A variant that
     does not apply here is ``n/a`` with its reason; one whose export or runtime fails, or
     whose worker crashes or times out, is failed (its error in the result) and the others
-    carry on. The reference failing, or bad input, raises :class:`ParityError`.
+    carry on. The reference failing fails every variant (no agreement without it: an error
+    result, exit 1); bad input raises :class:`ParityError`.
     """
     from parity.applicability import not_applicable_reason
     from parity.harness import RunConfig, Session
@@ -115,7 +116,7 @@ def evaluate(
     # Weights first (in the torch worker): a training source may write the dataset.
     session.prefetch([])
     session.release()
-    source, sha256 = session.weights()
+    source, sha256 = session.reported_weights()
     folder = scan_image_folder(config.data, card.num_classes, class_names(card))
     selected = select_indices(len(folder.images), config.limit)
     indices = shard_indices(selected, config.shard)
@@ -139,21 +140,20 @@ def evaluate(
         )
         adjust = functools.partial(_evaluations, config.batch_size, config.device)
         outcomes = session.run_workers(run_dir, names, reference=True, adjust=adjust)
-        if outcomes[REFERENCE].error is not None:
-            raise ParityError(
-                f"the torch reference failed on the dataset: {outcomes[REFERENCE].error}"
-            )
         logits = {
             name: np.load(outcomes[name].folder / "logits.npy")
             for name in (REFERENCE, *names) if outcomes[name].error is None
         }  # fmt: skip
     labels = np.array([image.label for image in images])
     paths = [image.name for image in images]
+    failed = outcomes[REFERENCE].error
     for name in (REFERENCE, *names):
         score = scores[name]
         score.error = outcomes[name].error
+        if score.error is None and failed is not None:  # nothing to agree with
+            score.error = f"the torch reference failed on the dataset: {failed}"
         score.seconds = float(outcomes[name].record.get("seconds", 0.0))
-        if name in logits:
+        if score.error is None:
             score_batch(score, indices, paths, labels, logits[REFERENCE], logits[name])
     dataset = {
         "root": str(config.data),

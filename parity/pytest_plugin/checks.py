@@ -14,6 +14,7 @@ from parity.errors import ParityError
 from parity.pytest_plugin.options import ParityCase
 from parity.pytest_plugin.state import RunFailed
 from parity.pytest_plugin.verdicts import image_verdict, rejudged, tap_table_lines
+from parity.result import RuntimeFailure
 
 if TYPE_CHECKING:
     import numpy as np
@@ -132,13 +133,15 @@ def _prepare(
             pytest.skip(f"n/a: {reason}")
         # Outputs first: the workers hand over the weights' hash the goldens are checked by.
         obtained = plugin.outputs(case.model, variant, case.id)
+        if plugin.options.live and not variant.reference:
+            _ = session.prepared_reference  # RuntimeFailure: the torch worker died
         _ = session.goldens  # stale or missing goldens fail here, with their message
         return session, obtained, None
     except MissingGoldenError as exc:
         return None, None, f"{exc}\n\n{accept_text(plugin, case, 'to create them')}"
     except StaleGoldenError as exc:
         return None, None, f"{exc}\n\n{accept_text(plugin, case)}"
-    except (ParityError, RunFailed) as exc:
+    except (ParityError, RunFailed, RuntimeFailure) as exc:
         return None, None, str(exc)
 
 

@@ -10,7 +10,7 @@ parent (:mod:`parity.workers`) through files in the run directory:
   chunks by ``eval`` tasks, which write ``<task>/logits.npy``;
 * ``<task>/<tap>.npy`` + ``<task>/done.json`` per finished task (``error`` set when the
   runtime failed; ``parity_error`` for bad input, which the parent raises);
-* ``phases.<backend>.log``: one line per phase entered (``task<TAB>phase``), so a crash
+* ``phases.<job>.log``: one line per phase entered (``task<TAB>phase``), so a crash
   or a hang names what it was doing.
 
 ``PARITY_WORKER_FAULT=<task>:<phase word>[:hang]`` (comma-separated) makes the worker
@@ -228,7 +228,7 @@ def main(argv: list[str]) -> int:
     job = json.loads(job_path.read_text())
     lazy.ISOLATED = True
     run_dir = job_path.parent
-    phases = Phases(run_dir / f"phases.{job['backend']}.log")
+    phases = Phases(run_dir / f"phases.{job.get('name', job['backend'])}.log")
     phases.enter("worker", "importing parity")
     current = "worker"
     try:

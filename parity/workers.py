@@ -55,13 +55,22 @@ def threads_per_worker(jobs: int, threads: int) -> int:
 
 @dataclasses.dataclass
 class Job:
-    """One worker's work: a backend, the tasks it runs in order, the jobs it waits for."""
+    """One worker's work: a backend, the tasks it runs in order, the tasks it waits for.
+
+    ``needs`` names tasks of other jobs (``reference``, ``export-<exporter>``): the job
+    starts once each has an outcome (or its job ended without one). ``name`` is unique
+    in a run: one backend can have several jobs, each waiting for different artifacts.
+    """
 
     backend: str
     tasks: list[dict[str, Any]]
     needs: set[str] = dataclasses.field(default_factory=set)
     reference: bool = False
     state_dict: bool = False
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.backend
 
 
 @dataclasses.dataclass
@@ -100,26 +109,33 @@ def plan(
 ) -> list[Job]:
     """The jobs for ``variant_names`` (non-reference) and a file made elsewhere.
 
-    ``with_reference``: the reference's backend runs first (weights, reference taps);
-    without it (no torch here: a bundle's goldens-only check, or a cached reference) no
-    job waits for it. ``cached``: exporters whose artifact is already in the cache: no
-    worker is started to export them (a warm run of ONNX Runtime starts no torch worker).
+    ``with_reference``: the reference's backend runs first (weights, reference taps) and
+    every other job waits for its ``reference`` task (the weights handed over as a file),
+    not for its exports; without it (no torch here: a bundle's goldens-only check, or a
+    cached reference) nothing waits for it. ``cached``: exporters whose artifact is
+    already in the cache: no worker is started to export them (a warm run of ONNX Runtime
+    starts no torch worker). A backend's runs are grouped by the artifacts they wait for,
+    so in a cold run each group starts as soon as its files are made (LiteRT's fp32 runs
+    while the int8 file is still converting) instead of after every export.
     """
-    jobs: dict[str, Job] = {}
+    jobs: dict[tuple[str, frozenset[str]], Job] = {}
     reference = next(v for v in variants.values() if v.reference)
     first = Job(reference.family, [], reference=with_reference)
-    jobs[first.backend] = first
-    start = {first.backend} if with_reference else set()
+    jobs[first.backend, frozenset()] = first
+    start = {REFERENCE_TASK} if with_reference else set()
 
-    def job(name: str) -> Job:
-        if name not in jobs:
-            jobs[name] = Job(name, [], needs=set(start))
-        return jobs[name]
+    def job(backend: str, waits: frozenset[str] = frozenset()) -> Job:
+        if (backend, waits) not in jobs:
+            count = sum(1 for other, _ in jobs if other == backend)
+            name = backend if count == 0 else f"{backend}-{count + 1}"
+            needs = set(waits) | (start if backend != first.backend else set())
+            jobs[backend, waits] = Job(backend, [], needs=needs, name=name)
+        return jobs[backend, waits]
 
     exported: set[str] = set()
     for name in variant_names:
         variant = variants[name]
-        runner_job = job(variant.family)
+        waits: set[str] = set()
         if exporting and variant.exporter is not None and variant.exporter not in cached:
             for exporter in _chain(variant.exporter):
                 owner = maker(exporter).name
@@ -131,8 +147,10 @@ def plan(
                 if exporter == "keras":
                     first.state_dict = True
                 if owner != variant.family:
-                    runner_job.needs.add(owner)
-        runner_job.tasks.append({"kind": "run", "name": name, "variant": name})
+                    waits.add(f"export-{exporter}")
+        job(variant.family, frozenset(waits)).tasks.append(
+            {"kind": "run", "name": name, "variant": name}
+        )
     if external is not None:
         job(external["runtime"]).tasks.append({"kind": "external", "name": "external", **external})
     for each in jobs.values():  # exports before runs
@@ -168,23 +186,28 @@ class Runs:
         self.lock = threading.Lock()
 
     def run(self, jobs: list[Job]) -> dict[str, TaskOutcome]:
-        """Run every job (dependencies first, ``self.jobs`` at a time); the task outcomes."""
-        pending = {j.backend: j for j in jobs}
-        done: set[str] = set()
+        """Run every job (once the tasks it needs are settled, ``self.jobs`` at a time)."""
+        pending = {j.name: j for j in jobs}
+        settled: set[str] = set()  # tasks of ended jobs, with or without an outcome
+
+        def ready(job: Job) -> bool:
+            return all(n in self.outcomes or n in settled for n in job.needs)
+
         with concurrent.futures.ThreadPoolExecutor(self.jobs) as pool:
-            running: dict[concurrent.futures.Future[None], str] = {}
+            running: dict[concurrent.futures.Future[None], Job] = {}
             while pending or running:
-                ready = [j for j in pending.values() if j.needs <= done]
-                for job in ready[: self.jobs - len(running)]:
-                    del pending[job.backend]
-                    running[pool.submit(self._job, job)] = job.backend
+                for job in [j for j in pending.values() if ready(j)][: self.jobs - len(running)]:
+                    del pending[job.name]
+                    running[pool.submit(self._job, job)] = job
                 if not running:
                     raise RuntimeError(f"worker jobs wait on each other: {sorted(pending)}")
                 finished, _ = concurrent.futures.wait(
-                    running, return_when=concurrent.futures.FIRST_COMPLETED
+                    running, timeout=_POLL, return_when=concurrent.futures.FIRST_COMPLETED
                 )
                 for future in finished:
-                    done.add(running.pop(future))
+                    ended = running.pop(future)
+                    settled.update(t["name"] for t in ended.tasks)
+                    settled.update([REFERENCE_TASK] if ended.reference else [])
                     future.result()  # a ParityError (bad input) propagates
         return self.outcomes
 
@@ -246,19 +269,20 @@ class Runs:
         """One worker for ``tasks``; returns how it died, or None when it finished."""
         spec = {
             "backend": job.backend,
+            "name": job.name,
             "config": self.config,
             "tasks": tasks,
             "reference": reference,
             "state_dict": job.state_dict,
         }
-        path = self.run_dir / f"job.{job.backend}.{time.monotonic_ns()}.json"
+        path = self.run_dir / f"job.{job.name}.{time.monotonic_ns()}.json"
         path.write_text(json.dumps(spec, default=str))
-        log = self.run_dir / f"phases.{job.backend}.log"
+        log = self.run_dir / f"phases.{job.name}.log"
         log.touch()
         offset = log.stat().st_size
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        self.progress(f"worker {job.backend}: {', '.join(t['name'] for t in tasks) or 'reference'}")
-        stderr = (self.run_dir / f"stderr.{job.backend}.log").open("ab")
+        self.progress(f"worker {job.name}: {', '.join(t['name'] for t in tasks) or 'reference'}")
+        stderr = (self.run_dir / f"stderr.{job.name}.log").open("ab")
         process = subprocess.Popen(
             [sys.executable, "-m", "parity.worker", str(path)],
             env=env,
@@ -296,7 +320,7 @@ class Runs:
             how = f"exited with status {code}"
         message = f"{label} worker {how} while {phase}"
         if not timed_out and code > 0:
-            lines = (self.run_dir / f"stderr.{job.backend}.log").read_text(errors="replace")
+            lines = (self.run_dir / f"stderr.{job.name}.log").read_text(errors="replace")
             message += f": {lines.strip().splitlines()[-1] if lines.strip() else 'no message'}"
         failing = next((t for t in tasks if t["name"] == task), None)
         if failing is not None and failing["name"] not in self.outcomes:

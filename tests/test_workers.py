@@ -48,25 +48,43 @@ def test_registry_is_derived_from_entry_points():
 
 
 def test_plan_exports_in_the_worker_of_the_framework_that_makes_them():
-    jobs = {j.backend: j for j in plan(["ort_tf2onnx", "litert_int8"], VARIANTS, None, True)}
+    jobs = {j.name: j for j in plan(["ort_tf2onnx", "litert_int8"], VARIANTS, None, True)}
     assert jobs["torch"].reference and jobs["torch"].state_dict  # handed to the TF worker
     keras = [t["exporter"] for t in jobs["keras"].tasks]
     assert keras[0] == "keras" and {"tf2onnx", "tflite_int8"} <= set(keras)
-    assert jobs["onnxruntime"].needs == {"torch", "keras"}
+    assert jobs["keras"].needs == {"reference"}  # the weights, not the torch job's exports
+    assert jobs["onnxruntime"].needs == {"reference", "export-keras", "export-tf2onnx"}
     assert [t["name"] for t in jobs["litert"].tasks] == ["litert_int8"]
+
+
+def test_plan_groups_runs_by_the_artifacts_they_wait_for():
+    """A cold run starts each group of runs once its files exist, not after every export."""
+    names = ["ort_dynamo", "ort_dynamo_noopt", "ort_torchscript", "litert_fp32", "litert_int8"]
+    jobs = {j.name: j for j in plan(names, VARIANTS, None, True)}
+    groups = {n: [t["name"] for t in j.tasks] for n, j in jobs.items() if n != "keras"}
+    assert groups == {
+        "torch": ["export-onnx_dynamo", "export-onnx_torchscript"],
+        "onnxruntime": ["ort_dynamo", "ort_dynamo_noopt"],  # their own worker: needs torch's
+        "onnxruntime-2": ["ort_torchscript"],
+        "litert": ["litert_fp32"],
+        "litert-2": ["litert_int8"],
+    }
+    assert jobs["onnxruntime"].needs == {"reference", "export-onnx_dynamo"}
+    assert jobs["litert"].needs >= {"export-tflite_fp32"}
+    assert "export-tflite_int8" not in jobs["litert"].needs
 
 
 def test_plan_starts_no_exporting_worker_for_cached_artifacts():
     """A warm run (reference and artifacts cached) starts only the runtimes' own workers."""
     cached = frozenset({"onnx_dynamo", "tflite_int8"})
     names = ["ort_dynamo", "litert_int8", "ort_tf2onnx"]
-    jobs = {j.backend: j for j in plan(names, VARIANTS, None, True, False, cached)}
-    assert set(jobs) == {"onnxruntime", "litert", "keras"}  # keras: tf2onnx is not cached
+    jobs = {j.name: j for j in plan(names, VARIANTS, None, True, False, cached)}
+    assert set(jobs) == {"onnxruntime", "onnxruntime-2", "litert", "keras"}  # tf2onnx: not cached
     assert [t["exporter"] for t in jobs["keras"].tasks] == ["keras", "tf2onnx"]
     assert [t["name"] for t in jobs["litert"].tasks] == ["litert_int8"]
-    assert not jobs["litert"].needs
-    warm = {j.backend for j in plan(names[:2], VARIANTS, None, True, False, cached)}
-    assert warm == {"onnxruntime", "litert"}
+    assert not jobs["litert"].needs and not jobs["onnxruntime"].needs
+    warm = [j.name for j in plan(names[:2], VARIANTS, None, True, False, cached)]
+    assert warm == ["onnxruntime", "litert"]  # one worker per backend
 
 
 @pytest.mark.torch

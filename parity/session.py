@@ -1,0 +1,452 @@
+"""One model under test: its card, weights, fixtures, reference and artifacts, and the
+judging of each variant's outputs against torch now or the stored goldens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parity.applicability import not_applicable_reason
+from parity.artifacts import Artifact, ArtifactCache, BuildContext
+from parity.backends.base import Runner
+from parity.bundle import Bundle
+from parity.compare import (
+    ReferenceTap,
+    TolerancePolicy,
+    VariantVerdict,
+    compare_taps,
+    merge_verdicts,
+    prepare_reference,
+)
+from parity.errors import ParityError
+from parity.export import get_exporter
+from parity.fixtures import Fixture, load_fixtures
+from parity.golden import (
+    GoldenMoves,
+    GoldenStore,
+    StaleGoldenError,
+    golden_moves,
+    golden_verdict,
+)
+from parity.lazy import installed, package_version
+from parity.paths import find_project
+from parity.prefetch import prefetch, run_workers
+from parity.preprocess import preprocess_batch, tensor_sha256
+from parity.reference import ReferenceCache, reference_key
+from parity.result import (
+    ParityReport,
+    RuntimeFailure,
+    VariantResult,
+    failure_artifact,
+    failure_message,
+)
+from parity.taps import select_taps
+from parity.threads import REFERENCE_THREADS
+from parity.variants import REFERENCE, VARIANTS, Variant
+from parity.weights import HandedWeights, LoadedModel, Weights, cached_weights_sha256, load_model
+from parity.workers import DEFAULT_TIMEOUT
+from parity.zoo import get_card
+
+Progress = Callable[[str], None]
+
+DEFAULT_MODEL = "mobilenet_v2"
+
+
+def default_tolerances() -> Path:
+    """The project's tolerance file (default: the bundled one)."""
+    return find_project().tolerances
+
+
+def golden_versions() -> dict[str, str]:
+    """Package versions recorded in golden provenance."""
+    return {p: package_version(p) for p in ("torch", "torchvision", "numpy", "pillow")}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """What to check. ``None`` means the default for every field."""
+
+    model: str = DEFAULT_MODEL
+    runtimes: Sequence[str] | None = None
+    fixtures: Path | None = None
+    weights: str | None = None
+    tolerances: Path | None = None
+    taps: Sequence[str] | None = None
+    threads: int = 2
+    rebuild: bool = False
+    cache_root: Path | None = None
+    goldens: Path | None = None
+    #: Read artifacts and goldens from this bundle instead of exporting (no torch/TF needed).
+    bundle: Path | None = None
+    #: Also check a file made elsewhere (parity.external): path, runtime, tap map, layout.
+    artifact: Path | None = None
+    artifact_runtime: str | None = None
+    tap_map: Path | None = None
+    input_layout: str | None = None
+    #: A variant that does not apply (``n/a``) fails the run.
+    strict: bool = False
+    #: Backends run side by side in worker processes (``None``: one per core; 1: one at
+    #: a time). ``run_parity`` always runs them in workers.
+    jobs: int | None = None
+    #: Seconds one task (an export, a variant's run) may take before its worker is killed.
+    timeout: float = DEFAULT_TIMEOUT
+
+
+def make_runner(variant: Variant, source: Artifact | Any, threads: int) -> Runner:
+    """Instantiate a variant's runner on an artifact (or, for torch, a module).
+
+    The runner gets the variant's options plus the ``runner_options`` the exporter
+    recorded in the artifact's metadata (e.g. the Keras tap -> layer map).
+    """
+    options = dict(variant.options)
+    if isinstance(source, Artifact):
+        options.update(source.metadata.get("runner_options", {}))
+        source = source.path
+    runner: Runner = variant.runner_class()(variant.name, source, threads=threads, **options)
+    return runner
+
+
+class Session:
+    """Shared state of one model under test: card, weights, fixtures, reference, cache.
+
+    Each piece is computed on first use and kept, so a pytest session or a benchmark can
+    check many variants without reloading weights or re-running the reference.
+    """
+
+    def __init__(self, config: RunConfig, progress: Progress = lambda message: None) -> None:
+        self.config = config
+        self.progress = progress
+        self.card = get_card(config.model)
+        self.taps = select_taps(self.card.taps, config.taps)
+        self.policy = TolerancePolicy.load(config.tolerances or default_tolerances())
+        self.cache = ArtifactCache(config.cache_root, rebuild=config.rebuild)
+        self.context = BuildContext(
+            self.card, self.model, self.cache, progress, self.local_weights_sha256
+        )
+        self.references = ReferenceCache()
+        self.bundle = Bundle(config.bundle) if config.bundle is not None else None
+        self.bundle_model = (
+            self.bundle.model(self.card.name, self.card.preprocess.sha256) if self.bundle else None
+        )
+        self.reference_seconds = 0.0
+        #: "cached" (read from the reference cache, no torch) or "computed" (torch ran now).
+        self.reference_source = ""
+        self._model: LoadedModel | None = None
+        #: Weights loaded by the torch worker (set in workers and after :meth:`prefetch`).
+        self.handed: HandedWeights | None = None
+        self._outputs: dict[str, tuple[dict[str, np.ndarray], Artifact | None]] = {}
+        #: Variants whose worker failed on them (message), from :meth:`prefetch`.
+        self._failures: dict[str, tuple[str, Artifact | None]] = {}
+        #: Seconds each prefetched variant took in its worker (artifact, load and run).
+        self._worker_seconds: dict[str, float] = {}
+        #: Why the torch worker could not produce the reference (live checks then fail).
+        self.reference_failure: str | None = None
+        #: The result of the file made elsewhere, when a worker checked it.
+        self.external: VariantResult | None = None
+        self._release: weakref.finalize[Any, Any] | None = None
+        #: When set (the pytest plugin), called with a variant before its outputs or the
+        #: reference are needed here; it runs them in workers (:meth:`prefetch`), so this
+        #: process imports no framework.
+        self.fetch: Callable[[Variant], None] | None = None
+
+    @functools.cached_property
+    def fixtures(self) -> list[Fixture]:
+        return load_fixtures(self.config.fixtures or find_project().fixtures)
+
+    @functools.cached_property
+    def batch(self) -> np.ndarray:
+        """The fixtures through the card's spec: float32 NCHW, identical for every runtime."""
+        return preprocess_batch(
+            [f.path for f in self.fixtures], self.card.preprocess.replace(layout="NCHW")
+        )
+
+    def model(self) -> Weights:
+        if self.handed is not None:
+            return self.handed
+        if self._model is None:
+            self.progress(
+                f"loading {self.card.name} weights ({self.config.weights or self.card.weights})"
+            )
+            self._model = load_model(self.card, self.config.weights)
+        return self._model
+
+    def local_weights_sha256(self) -> str:
+        """The sha256 of the weights here: read without torch when cached, else loaded."""
+        if self._model is None:
+            known = cached_weights_sha256(self.card, self.config.weights)
+            if known is not None:
+                return known
+        self._reference_ran()
+        return self.model().sha256
+
+    def _reference_ran(self) -> None:
+        """Raise :class:`RuntimeFailure` when the torch worker died before the reference."""
+        if self.reference_failure is not None and self.handed is None:
+            raise RuntimeFailure(self.reference_failure)
+
+    @functools.cached_property
+    def reference(self) -> dict[str, np.ndarray]:
+        """Torch outputs for every tap on the fixture batch (from the reference cache if there)."""
+        if self.fetch is not None:
+            self.fetch(VARIANTS[REFERENCE])
+            if "reference" in self.__dict__:
+                fetched: dict[str, np.ndarray] = self.__dict__["reference"]
+                return fetched
+        self._reference_ran()
+        key = self._reference_key(self.local_weights_sha256())
+        cached = self._cached_reference(key)
+        if cached is not None:
+            return cached
+        module = self.model().module
+        self.progress(f"running the torch reference on {len(self.fixtures)} images")
+        threads = min(self.config.threads, REFERENCE_THREADS)
+        with make_runner(VARIANTS[REFERENCE], module, threads) as runner:
+            start = time.perf_counter()
+            outputs = runner.run(self.batch, self.taps)
+            self.reference_seconds = time.perf_counter() - start
+        self.reference_source = "computed"
+        self.references.store(self.card.name, key, outputs)
+        return outputs
+
+    def _reference_key(self, weights_sha256: str) -> str:
+        return reference_key(
+            weights_sha256, tensor_sha256(self.batch), self.taps, self.card.preprocess.sha256
+        )
+
+    def _cached_reference(self, key: str) -> dict[str, np.ndarray] | None:
+        """The reference from the reference cache (``--rebuild`` recomputes it)."""
+        cached = (
+            None if self.config.rebuild else self.references.load(self.card.name, key, self.taps)
+        )
+        if cached is not None:
+            self.reference_source = "cached"
+        return cached
+
+    @functools.cached_property
+    def prepared_reference(self) -> dict[str, ReferenceTap]:
+        """The reference's per-tap statistics, computed once for every live comparison."""
+        return prepare_reference(self.reference, self.taps)
+
+    def artifact(self, variant: Variant) -> Artifact:
+        """The variant's artifact: from the bundle, or exported (cached) now."""
+        assert variant.exporter is not None
+        if self.bundle is not None and self.bundle_model is not None:
+            return self.bundle.artifact(self.bundle_model, variant.exporter)
+        return self.cache.get(get_exporter(variant.exporter), self.context)
+
+    def weights(self) -> tuple[str, str]:
+        """(source, sha256) of the weights under test, without torch in bundle mode."""
+        if self.bundle_model is not None:
+            return self.bundle_model.weights_source, self.bundle_model.weights_sha256
+        return self.config.weights or self.card.weights, self.local_weights_sha256()
+
+    def reported_weights(self) -> tuple[str, str]:
+        """:meth:`weights` for a report: no sha256 when the torch worker died before it."""
+        try:
+            return self.weights()
+        except RuntimeFailure:
+            return self.config.weights or self.card.weights, ""
+
+    def outputs(self, variant: Variant) -> tuple[dict[str, np.ndarray], Artifact | None]:
+        """A variant's outputs and taps on the fixture batch, run once per session.
+
+        The torch variant returns the reference itself. Exceptions from the runtime
+        propagate; :meth:`check` and :meth:`check_golden` turn them into failed results.
+        """
+        if self.fetch is not None:
+            self.fetch(variant)
+        if variant.reference:
+            local = self.local_weights_sha256()
+            if self.bundle_model is not None and local != self.weights()[1]:
+                raise StaleGoldenError(
+                    f"{self.config.bundle}: the bundle was built from weights "
+                    f"{self.weights()[1][:12]}, torch here has {local[:12]}; "
+                    "rebuild the bundle (tox -e build)"
+                )
+            return self.reference, None
+        if variant.name in self._failures:
+            message, artifact = self._failures[variant.name]
+            raise RuntimeFailure(message, artifact)
+        if variant.name not in self._outputs:
+            # A torch variant that is not the reference runs on (a copy of) the module.
+            artifact = self.artifact(variant) if variant.exporter else None
+            source = artifact or self.model().module
+            self.progress(f"running {variant.name}")
+            with make_runner(variant, source, self.config.threads) as runner:
+                self._outputs[variant.name] = (runner.run(self.batch, self.taps), artifact)
+        return self._outputs[variant.name]
+
+    #: Run the reference and the variants in worker processes (:mod:`parity.prefetch`).
+    prefetch = prefetch
+
+    def applicable(self, variants: Sequence[Variant]) -> list[Variant]:
+        """The non-reference ``variants`` that apply here (the others are ``n/a``)."""
+        exporting = self.bundle is None
+        return [
+            v for v in variants
+            if not v.reference and not_applicable_reason(v, self.card, exporting) is None
+        ]  # fmt: skip
+
+    #: Plan and run the workers of a run directory (:mod:`parity.prefetch`).
+    run_workers = run_workers
+
+    def forget(self, variant: Variant) -> None:
+        """Drop a judged variant's outputs (memory-mapped taps: their pages go with them).
+
+        For a caller done with the variant: :meth:`outputs` would run it again, here.
+        """
+        self._outputs.pop(variant.name, None)
+
+    def release(self) -> None:
+        """Remove the workers' run directory once judged (mapped taps stay readable)."""
+        if self._release is not None:
+            self._release()
+
+    def _judged(
+        self, variant: Variant, judge: Callable[[dict[str, np.ndarray]], VariantVerdict], mode: str
+    ) -> VariantResult:
+        reason = not_applicable_reason(variant, self.card, exporting=self.bundle is None)
+        if reason is not None:
+            return VariantResult.not_applicable(variant, reason, mode)
+        start = time.perf_counter() - self._worker_seconds.get(variant.name, 0.0)
+        try:
+            obtained, artifact = self.outputs(variant)
+            if mode == "live":
+                _ = self.prepared_reference  # the torch reference not there: a failed check
+        except ParityError:
+            raise
+        except Exception as exc:  # a runtime failing on its artifact is a failed check
+            return VariantResult.failed_to_run(
+                variant, failure_message(exc), mode, failure_artifact(exc),
+                time.perf_counter() - start,
+            )  # fmt: skip
+        return VariantResult(
+            variant, judge(obtained), artifact, time.perf_counter() - start, mode=mode
+        )
+
+    def check(self, variant: Variant) -> VariantResult:
+        """Live check: one variant vs the torch reference now, every tap, every image."""
+        return self._judged(
+            variant,
+            lambda obtained: compare_taps(
+                self.card.name,
+                variant.name,
+                self.taps,
+                self.prepared_reference,
+                obtained,
+                self.policy,
+            ),
+            "live",
+        )
+
+    @functools.cached_property
+    def goldens(self) -> GoldenStore:
+        """This model's golden store, checked fresh against the current spec and inputs."""
+        store = self._store()
+        store.check_fresh(
+            self.fixtures,
+            self.batch,
+            self.card.preprocess,
+            lambda: self.weights()[1] if self.bundle or installed("torch") else None,
+            self.taps,
+        )
+        return store
+
+    def image_verdict(self, variant: Variant, index: int, mode: str = "golden") -> VariantVerdict:
+        """One image's verdict: vs the golden (``mode="golden"``) or vs torch now."""
+        obtained, _ = self.outputs(variant)
+        if mode == "live":
+            rows = slice(index, index + 1)
+            reference = {k: v.rows(rows) for k, v in self.prepared_reference.items()}
+            single = {k: v[index : index + 1] for k, v in obtained.items()}
+            return compare_taps(
+                self.card.name, variant.name, self.taps, reference, single, self.policy
+            )
+        fixture = self.fixtures[index].name
+        return golden_verdict(
+            self.card.name,
+            variant.name,
+            self.taps,
+            self.goldens,
+            fixture,
+            {k: v[index] for k, v in obtained.items()},
+            self.policy,
+        )
+
+    def check_golden(self, variant: Variant) -> VariantResult:
+        """Regression check: one variant (torch included) vs the stored goldens."""
+        store = self.goldens
+
+        def judge(obtained: dict[str, np.ndarray]) -> VariantVerdict:
+            verdicts = [self.image_verdict(variant, i) for i in range(len(self.fixtures))]
+            for index, verdict in enumerate(verdicts):
+                if not verdict.passed:
+                    store.write_obtained(self.fixtures[index].name, variant.name, obtained, index)
+            return merge_verdicts(verdicts, self.policy, self.card.name)
+
+        return self._judged(variant, judge, "golden")
+
+    @property
+    def goldens_folder(self) -> Path:
+        return self._store().folder
+
+    def _store(self) -> GoldenStore:
+        root = self.config.goldens or (
+            self.bundle.goldens if self.bundle else find_project().goldens_root(self.card.name)
+        )
+        return GoldenStore(root, self.card.name)
+
+    def golden_moves(self) -> GoldenMoves:
+        """What rewriting the goldens from torch now would change, and by how much."""
+        return golden_moves(
+            self._store(), self.fixtures, self.batch, self.reference, self.taps,
+            weights_sha256=self.local_weights_sha256(), spec=self.card.preprocess,
+            versions=golden_versions(),
+        )  # fmt: skip
+
+    def report(self, results: list[VariantResult], started: float) -> ParityReport:
+        """The report of this session's results (``started``: ``time.perf_counter()``)."""
+        weights_source, weights_sha256 = self.reported_weights()
+        return ParityReport(
+            card=self.card,
+            weights_source=weights_source,
+            weights_sha256=weights_sha256,
+            input_sha256=tensor_sha256(self.batch),
+            fixtures=self.fixtures,
+            taps=self.taps,
+            tolerances=_relative(self.policy.source),
+            results=results,
+            reference_seconds=self.reference_seconds,
+            reference_source=self.reference_source,
+            wall_seconds=time.perf_counter() - started,
+            strict=self.config.strict,
+            config=find_project().config_label,
+            measured_budgets=self.policy.measured_for(self.card.name),
+        )
+
+    def write_goldens(self) -> None:
+        """(Re)write this model's goldens from the torch reference."""
+        loaded = self.model()
+        store = self._store()
+        store.write(
+            self.fixtures, self.batch, self.reference, self.taps,
+            weights_source=loaded.source, weights_sha256=loaded.sha256,
+            spec=self.card.preprocess, versions=golden_versions(),
+        )  # fmt: skip
+        self.__dict__.pop("goldens", None)
+
+
+def _relative(path: str) -> str:
+    """``path`` relative to the working directory when it is inside it (for reports)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path

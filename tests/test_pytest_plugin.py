@@ -185,6 +185,11 @@ def test_a_crashed_torch_reference_fails_the_tests_of_its_model(
         ("ort_torchscript", "golden"): "pass",
         ("ort_torchscript", "live"): "error",
     }
+    update = run(*MODEL, *ORT, "--parity-goldens", str(golden_copy(tmp_path / "update")),
+                 "--parity-update-goldens")  # fmt: skip
+    assert update.ret == pytest.ExitCode.USAGE_ERROR
+    update.stderr.fnmatch_lines(["*cannot update goldens: the torch reference could not run*"])
+    assert "Traceback" not in update.stdout.str() + update.stderr.str()
 
 
 def test_family_markers_select_and_deselect(run: Run):

@@ -223,7 +223,7 @@ class ParityPlugin:
                 print_golden_moves(parity_session.card.name, moves, console)
                 parity_session.write_goldens()
                 self.rewritten.add(model)
-            except ParityError as exc:
+            except (ParityError, RuntimeFailure) as exc:  # RuntimeFailure: no torch reference
                 raise pytest.UsageError(f"parity: cannot update goldens: {exc}") from None
             text = buffer.getvalue() + f"wrote {parity_session.goldens_folder}\n"
             if reporter is not None:

@@ -75,7 +75,7 @@ def run_workers(
     ``reference``, which also hands over the weights); ``adjust`` edits the planned
     jobs before they start (``parity eval`` turns runs into evaluations).
     """
-    from parity.workers import Runs, default_jobs, plan, threads_per_worker
+    from parity.workers import Runs, default_jobs, plan, spread, threads_per_worker
 
     exporting = session.bundle is None
     jobs = session.config.jobs or default_jobs()
@@ -99,6 +99,7 @@ def run_workers(
         # (it reads the reference from the cache): e.g. a later prefetch of the plugin.
         with_reference = True
         work = plan(names, VARIANTS, external, exporting, with_reference, in_cache)
+    work = spread(work, jobs)
     adjust(work)
     outcomes = Runs(run_dir, config, jobs, session.config.timeout, session.progress).run(work)
     if with_reference:

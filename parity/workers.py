@@ -158,6 +158,27 @@ def plan(
     return [j for j in jobs.values() if j.tasks or j.reference]
 
 
+def spread(jobs: list[Job], slots: int) -> list[Job]:
+    """Split the runs of the longest run-only job over worker slots that would stay idle.
+
+    A warm check of one backend (ONNX Runtime only) is one job: its variants then run in
+    two workers at once instead of one after another (``bench/bench_speed.py``).
+    """
+    jobs = [dataclasses.replace(j, tasks=list(j.tasks), needs=set(j.needs)) for j in jobs]
+    while len(jobs) < slots:
+        splittable = [
+            j for j in jobs
+            if not j.reference and len(j.tasks) > 1 and all(t["kind"] == "run" for t in j.tasks)
+        ]  # fmt: skip
+        if not splittable:
+            break
+        job = max(splittable, key=lambda j: len(j.tasks))
+        half = len(job.tasks) // 2
+        jobs.append(Job(job.backend, job.tasks[half:], set(job.needs), name=f"{job.name}+"))
+        del job.tasks[half:]
+    return jobs
+
+
 def _signal_name(code: int) -> str:
     try:
         return signal.Signals(-code).name

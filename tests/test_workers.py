@@ -21,7 +21,7 @@ from parity.backends import backends, markers
 from parity.harness import Session
 from parity.variants import VARIANTS
 from parity.worker import FAULT_ENV
-from parity.workers import plan
+from parity.workers import plan, spread
 
 EXAMPLE = Path(__file__).parent / "data" / "backend_example"
 
@@ -85,6 +85,26 @@ def test_plan_starts_no_exporting_worker_for_cached_artifacts():
     assert not jobs["litert"].needs and not jobs["onnxruntime"].needs
     warm = [j.name for j in plan(names[:2], VARIANTS, None, True, False, cached)]
     assert warm == ["onnxruntime", "litert"]  # one worker per backend
+
+
+def test_idle_worker_slots_take_half_of_a_lone_backends_runs():
+    """A warm ONNX-only check runs its variants in two workers at once (``--jobs 2``)."""
+    cached = frozenset({"onnx_dynamo", "onnx_torchscript"})
+    names = ["ort_dynamo", "ort_dynamo_noopt", "ort_torchscript"]
+    lone = plan(names, VARIANTS, None, True, False, cached)
+    split = spread(lone, 2)
+    assert [[t["name"] for t in j.tasks] for j in split] == [
+        ["ort_dynamo"],
+        ["ort_dynamo_noopt", "ort_torchscript"],
+    ]
+    assert len({j.name for j in split}) == 2
+    busy = plan(["ort_dynamo", "litert_int8"], VARIANTS, None, True, False, cached)
+    assert [j.name for j in spread(busy, 2)] == [j.name for j in busy]  # no idle slot
+    cold = plan(names, VARIANTS, None, True)  # exports and the reference are never split
+    tasks = sorted(t["name"] for j in cold for t in j.tasks)
+    assert sorted(t["name"] for j in spread(cold, 8) for t in j.tasks) == tasks
+    exporting = [j for j in spread(cold, 8) if any(t["kind"] == "export" for t in j.tasks)]
+    assert [j.name for j in exporting] == ["torch"] and exporting[0].reference
 
 
 @pytest.mark.torch

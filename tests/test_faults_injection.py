@@ -243,6 +243,8 @@ def test_tap_map_json_not_a_table(tmp_path: Path):
 # updates is visible. Run as a script so it can be killed or starved of disk.
 WRITER = """
 import sys, resource, signal
+# Ctrl-C as a user sends it: a test run started in the background inherits SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 import numpy as np
 from parity.fixtures import Fixture, load_fixtures
@@ -353,8 +355,9 @@ def test_interrupted_update_leaves_a_set_that_check_accepts(golden_root: Path, s
     """Kill updates at many moments of writing the staged set: old or new set, whole.
 
     SIGKILL before the swap always keeps the old set. SIGINT is handled by Python between
-    bytecodes, so a swap whose system call was already under way completes first (the new
-    set, whole); at least one interrupted update must have rolled back to the old set.
+    bytecodes, so a swap whose call was already under way when the writer was frozen
+    completes first (the new set, whole); at least one interrupted update must have rolled
+    back to the old set.
     """
     version, early, kept_any = 1, 0, False
     for delay in [0.0, 0.0, 0.0, *np.linspace(0.0, 1.2, 4)]:

@@ -174,7 +174,9 @@ def spread(jobs: list[Job], slots: int) -> list[Job]:
             break
         job = max(splittable, key=lambda j: len(j.tasks))
         half = len(job.tasks) // 2
-        jobs.append(Job(job.backend, job.tasks[half:], set(job.needs), name=f"{job.name}+"))
+        jobs.append(
+            Job(job.backend, job.tasks[half:], set(job.needs), name=f"{job.name}+{len(jobs)}")
+        )
         del job.tasks[half:]
     return jobs
 

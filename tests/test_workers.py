@@ -98,6 +98,10 @@ def test_idle_worker_slots_take_half_of_a_lone_backends_runs():
         ["ort_dynamo_noopt", "ort_torchscript"],
     ]
     assert len({j.name for j in split}) == 2
+    four = plan([*names, "ort_tf2onnx"], VARIANTS, None, True, False, cached | {"tf2onnx"})
+    wide = spread(four, 8)  # a bigger machine: one variant per worker, names stay unique
+    assert sorted(len(j.tasks) for j in wide) == [1, 1, 1, 1]
+    assert len({j.name for j in wide}) == 4
     busy = plan(["ort_dynamo", "litert_int8"], VARIANTS, None, True, False, cached)
     assert [j.name for j in spread(busy, 2)] == [j.name for j in busy]  # no idle slot
     cold = plan(names, VARIANTS, None, True)  # exports and the reference are never split

@@ -767,10 +767,18 @@ def test_junit_classname_is_stable_and_relative(tmp_path: Path):
 @pytest.mark.torch
 @pytest.mark.onnxruntime
 def test_runtime_refusing_a_built_artifact_is_a_failed_variant_but_a_user_file_is_bad_input(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    parity_cache: Path,
+    tmp_path: Path,
 ):
     """Exit 1 for ONNX Runtime refusing a file parity built (its meta.json vouches for the
-    bytes); exit 2 for the same bytes given by the user with --artifact."""
+    bytes); exit 2 for the same bytes given by the user with --artifact. Its own artifact
+    cache (the file is broken in place); the session's weights and reference (not cold)."""
+    for folder in ("weights", "reference"):
+        (parity_cache / folder).mkdir(exist_ok=True)
+        (tmp_path / "cache").mkdir(exist_ok=True)
+        (tmp_path / "cache" / folder).symlink_to(parity_cache / folder)
     monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path / "cache"))
     argv = ["run", "-q", "--runtime", "ort_torchscript", "--summary"]
     assert main(argv) == 0

@@ -396,13 +396,19 @@ def _cmd_update_goldens(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_bundle(args: argparse.Namespace, console: Console) -> int:
+    from parity.backends import backend
     from parity.bundle import write_bundle
     from parity.export import get_exporter
     from parity.harness import RunConfig, Session
+    from parity.lazy import installed
     from parity.variants import VARIANTS, resolve_variants
     from parity.zoo import list_models
 
-    selectors = args.runtime or [v.name for v in VARIANTS.values() if not v.reference]
+    # By default every variant whose backend is installed (a route with its own extra, such
+    # as litert-torch, is bundled where it is installed).
+    selectors = args.runtime or [
+        v.name for v in VARIANTS.values() if not v.reference and installed(backend(v.family).module)
+    ]
     variants = [v for v in resolve_variants(selectors) if v.exporter is not None]
     entries = []
     with _progress(console, args.quiet) as progress:

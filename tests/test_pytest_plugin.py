@@ -342,7 +342,6 @@ def test_xdist_workers_export_once_and_write_one_merged_report(
     monkeypatch: pytest.MonkeyPatch,
 ):
     """``-n 2`` on a cold artifact cache: one export, one merged report; no -n goldens update."""
-    pytest.importorskip("xdist")
     from parity.scaffold import init_project
 
     init_project(pytester.path)  # a user's project, as `parity init` lays it out

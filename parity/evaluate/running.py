@@ -92,7 +92,7 @@ def evaluate(
     from parity.harness import RunConfig, Session
     from parity.lazy import installed
     from parity.variants import REFERENCE, VARIANTS, resolve_variants
-    from parity.weights import class_names
+    from parity.weights import cached_class_names, class_names_path
 
     start = time.perf_counter()
     if config.batch_size < 1:
@@ -113,11 +113,13 @@ def evaluate(
         progress,
     )  # fmt: skip
     card = session.card
-    # Weights first (in the torch worker): a training source may write the dataset.
-    session.prefetch([])
+    # Weights first (in the torch worker): a training source may write the dataset. The
+    # torch worker also caches the class names, which this process reads.
+    names_path = class_names_path(card)
+    session.prefetch([], reference=names_path is not None and not names_path.is_file())
     session.release()
     source, sha256 = session.reported_weights()
-    folder = scan_image_folder(config.data, card.num_classes, class_names(card))
+    folder = scan_image_folder(config.data, card.num_classes, cached_class_names(card))
     selected = select_indices(len(folder.images), config.limit)
     indices = shard_indices(selected, config.shard)
     if not indices:

@@ -175,7 +175,12 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
             outputs = runner.run(session.batch, session.taps)
         phases.enter(name, "writing the taps")
         save_arrays(folder, outputs)
-        _done(folder, artifact=_artifact_record(artifact), seconds=time.perf_counter() - start)
+        _done(
+            folder,
+            artifact=_artifact_record(artifact),
+            seconds=time.perf_counter() - start,
+            executed=runner.executed,
+        )
     except ParityError:
         raise
     except Exception as exc:  # a runtime failing on its artifact: a failed result

@@ -38,6 +38,7 @@ import numpy as np
 from parity import lazy
 from parity.backends.base import OUTPUT, Runner
 from parity.errors import ArtifactError, RuntimeFailure, TapError
+from parity.preprocess import Layout
 from parity.taps import Tap
 
 _SCOPE_SUFFIX = re.compile(r"_\d+$")
@@ -107,8 +108,8 @@ class LiteRTRunner(Runner):
     by image without XNNPACK); a file whose input has a static batch runs that many.
     """
 
-    input_layout = "NHWC"
-    tap_layout = "NHWC"
+    input_layout: Layout = "NHWC"
+    tap_layout: Layout = "NHWC"
 
     def __init__(
         self,

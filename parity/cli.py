@@ -212,6 +212,15 @@ def _parser() -> argparse.ArgumentParser:
         help="flips listed per variant (default 10; all are in --json)",
     )
     evals.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    evals.add_argument(
+        "--engine", choices=("local", "ray"), default="local",
+        help="local: worker processes here (default); ray: a Ray Dataset with a pool of actors "
+        "per variant (pip install 'parity[ray]')",
+    )  # fmt: skip
+    evals.add_argument(
+        "--address", metavar="ADDR",
+        help="--engine ray: an existing Ray cluster ('auto', host:port); default: a local one",
+    )  # fmt: skip
     _add_worker_options(evals)
     merge = commands.add_parser(
         "eval-merge",
@@ -440,6 +449,8 @@ def _cmd_eval(args: argparse.Namespace, console: Console) -> int:
     from parity import evaluate as ev
 
     shard = None
+    if args.command == "eval" and args.address is not None and args.engine != "ray":
+        raise ParityError("--address names a Ray cluster: use it with --engine ray")
     if args.command == "eval-merge":
         results = [ev.read_result(path) for path in args.shards]
         result = ev.merge_results(results, [str(path) for path in args.shards])
@@ -463,7 +474,12 @@ def _cmd_eval(args: argparse.Namespace, console: Console) -> int:
             def on_batch(done: int, total: int) -> None:
                 bar.update(task, description="images", completed=done, total=total)
 
-            result = ev.evaluate(config, progress, on_batch)
+            if args.engine == "ray":
+                from parity.evaluate.ray_engine import RayOptions, evaluate_ray
+
+                result = evaluate_ray(config, RayOptions(args.address), progress, on_batch)
+            else:
+                result = ev.evaluate(config, progress, on_batch)
     ev.print_eval(result, console, args.flips)
     out = args.json or (Path(f"eval-{result.model}-{shard[0]}of{shard[1]}.json") if shard else None)
     if out is not None:

@@ -191,24 +191,16 @@ def _evaluate(
     """``parity eval``: the variant's logits on ``images.npy`` in chunks (taps off), written
     as ``<task>/logits.npy``; returns the inference seconds."""
     from parity.backends.base import OUTPUT
-    from parity.harness import make_runner
+    from parity.evaluate.running import eval_runner
     from parity.variants import VARIANTS
 
     name, variant = task["name"], VARIANTS[task["variant"]]
     images = np.load(run_dir / "images.npy", mmap_mode="r")
     size = int(task["batch_size"])
     device = task.get("device", "cpu")
-    if device != "cpu":  # --device for the reference: a GPU that is not there is bad input
-        from parity.evaluate.running import reference_device
-
-        device = reference_device(device)
-    if device != "cpu":  # the reference on a GPU, strict fp32
+    if device != "cpu":
         phases.enter(name, f"loading {label} on {device}")
-        runner = variant.runner_class()(
-            variant.name, source, session.config.threads, device=device, tf32=False
-        )
-    else:
-        runner = make_runner(variant, source, session.config.threads)
+    runner = eval_runner(variant, source, session.config.threads, device)
     logits, seconds = [], 0.0
     with runner:
         for first in range(0, len(images), size):

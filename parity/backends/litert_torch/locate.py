@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from parity.detect import GraphTensor, detect, short_key
+from parity.detect import GraphTensor, detect, format_shape, short_key
 from parity.preprocess import Layout, to_layout
 from parity.tapmatch import TapMapEntry, TapMatch, match_summary, match_taps
 from parity.taps import Tap
@@ -107,9 +107,19 @@ def by_scope(
         if len(found) == 1:
             located[tap.name] = found[0]
         else:
-            what = "no tensor" if not found else f"{len(found)} tensors"
-            misses[tap.name] = f"{what} named after module '{tap.module}' leave it"
+            count = f"{len(found)} tensors" if found else "no tensor"
+            m = tap.module
+            where = (
+                f"of module '{m}' read outside it"
+                if tap.point == "output"
+                else (f"read by module '{m}' from outside it")
+            )
+            misses[tap.name] = f"{count} {where}, by the scopes in the tensor names"
     return located, misses
+
+
+def _squeeze(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
 
 
 def _layout(reference: tuple[int, ...], shape: tuple[int, ...]) -> tuple[bool, Layout | None]:
@@ -148,22 +158,30 @@ def locate(
     found, misses = by_scope(probe.ops, names, graph_inputs, graph_outputs, card.taps, scopes)
     by_key = {t.key: t for t in tensors}
     anchors: dict[str, TapMapEntry] = {}
+    squeezed: dict[str, TapMatch] = {}  # (1,512,1,1) in torch, (1,512) in the file
     for tap, index in found.items():
         tensor = by_key.get(probe.keys[index])
-        fits, layout = (
-            _layout(tuple(reference[tap].shape[1:]), tensor.shape) if tensor else (0, None)
-        )
-        if not fits:
+        shape = tuple(reference[tap].shape[1:])
+        fits, layout = _layout(shape, tensor.shape) if tensor else (False, None)
+        if fits:
+            anchors[tap] = TapMapEntry(probe.keys[index], layout)
+        elif tensor and _squeeze(tensor.shape) == _squeeze((1, *shape)):
+            squeezed[tap] = TapMatch(
+                tap, MODULE_PATH, tensor.key, None,
+                f"'{short_key(tensor.key)}' ({tensor.op}): named after the tap's module; shape "
+                f"{format_shape(tensor.shape)}, the tap's without its axes of size 1",
+            )  # fmt: skip
+        else:
             misses[tap] = "the tensor named after its module does not have the tap's shape"
-            continue
-        anchors[tap] = TapMapEntry(probe.keys[index], layout)
-    matches = [
-        _relabel(m, anchors, by_key, card.taps)
+    rest = [t for t in card.taps if t.name not in squeezed]
+    located = {
+        m.tap: _relabel(m, anchors, by_key, card.taps)
         for m in match_taps(
-            card.taps, reference, tensors, keys, anchors, lambda tap: None,
+            rest, reference, tensors, keys, anchors, lambda tap: None,
             probe.native_layout, detection.output.name, "the first calibration image",
         )
-    ]  # fmt: skip
+    }  # fmt: skip
+    matches = [located.get(t.name) or squeezed[t.name] for t in card.taps]
     tensors_of: dict[str, int] = {}
     layouts: dict[str, Layout | None] = {}
     unlocated: dict[str, str] = {}
@@ -178,6 +196,7 @@ def locate(
     lines += [f"  {tap}: not by module path: {why}" for tap, why in misses.items()]
     options = {
         "tap_tensors": tensors_of,
+        "tap_shapes": {tap: list(reference[tap].shape[1:]) for tap in squeezed},
         "tap_layouts": layouts,
         "unlocated": unlocated,
         "input_layout": detection.layout,

@@ -20,6 +20,8 @@ class LiteRTTorchRunner(LiteRTRunner):
     Args:
         tap_tensors: tap name -> tensor index in the file (:mod:`.locate`).
         tap_layouts: tap name -> the layout its tensor has (``None``: not 4-D).
+        tap_shapes: tap name -> its per-image shape, for tensors that have it without the
+            axes of size 1 (torch's pooled (512, 1, 1) as the file's (512,)).
         unlocated: tap name -> why it could not be located (asking for it is a TapError).
         input_layout: the file's input layout (litert-torch keeps torch's NCHW).
     """
@@ -33,6 +35,7 @@ class LiteRTTorchRunner(LiteRTRunner):
         path: Path | str,
         tap_tensors: Mapping[str, int] | None = None,
         tap_layouts: Mapping[str, Layout | None] | None = None,
+        tap_shapes: Mapping[str, Sequence[int]] | None = None,
         unlocated: Mapping[str, str] | None = None,
         input_layout: Layout = "NCHW",
         threads: int = 2,
@@ -41,6 +44,7 @@ class LiteRTTorchRunner(LiteRTRunner):
         super().__init__(name, path, threads=threads, xnnpack=xnnpack)
         self.tap_tensors = dict(tap_tensors or {})
         self.tap_layouts = dict(tap_layouts or {})
+        self.tap_shapes = {tap: tuple(shape) for tap, shape in (tap_shapes or {}).items()}
         self.unlocated = dict(unlocated or {})
         self.input_layout = input_layout
 
@@ -61,4 +65,6 @@ class LiteRTTorchRunner(LiteRTRunner):
             layout = self.tap_layouts.get(tap.name)
             if layout is not None:
                 outputs[tap.name] = to_layout(outputs[tap.name], layout, "NCHW")
+            if tap.name in self.tap_shapes:
+                outputs[tap.name] = outputs[tap.name].reshape(len(feed), *self.tap_shapes[tap.name])
         return outputs

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -367,6 +368,19 @@ def _cmd_check(args: argparse.Namespace, console: Console) -> int:
                 timeout=args.timeout,
             )
             reports.append(run_parity(config, progress, modes))
+            for shipped in gate.shipped(model):  # the files the project ships: as --artifact
+                if "live" not in modes:
+                    console.print(
+                        f"[yellow]{shipped.path}[/]: not checked (a file made elsewhere is "
+                        "compared with torch now; --no-live compares with the goldens only)"
+                    )
+                    continue
+                config = dataclasses.replace(
+                    config, runtimes=None, bundle=None, artifact=shipped.path,
+                    artifact_runtime=shipped.runtime, tap_map=shipped.taps,
+                    input_layout=shipped.layout,
+                )  # fmt: skip
+                reports.append(run_parity(config, progress, ("live",)))
     for report in reports:
         print_report(report, console, per_tap=not args.summary)
     report_dir = args.report or gate.report

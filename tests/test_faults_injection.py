@@ -767,11 +767,14 @@ def test_junit_classname_is_stable_and_relative(tmp_path: Path):
 @pytest.mark.torch
 @pytest.mark.onnxruntime
 def test_runtime_refusing_a_built_artifact_is_a_failed_variant_but_a_user_file_is_bad_input(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    parity_cache: Path,
+    tmp_path: Path,
 ):
     """Exit 1 for ONNX Runtime refusing a file parity built (its meta.json vouches for the
     bytes); exit 2 for the same bytes given by the user with --artifact."""
-    cached = cached_torchscript_export(capsys, monkeypatch, tmp_path)
+    cached = cached_torchscript_export(capsys, monkeypatch, parity_cache, tmp_path)
     vouch_for(cached, b"\x08\x07" + b"not a graph" * 100)
     assert main(ORT_RUN) == 1
     out = capsys.readouterr().out
@@ -783,9 +786,17 @@ ORT_RUN = ["run", "-q", "--runtime", "ort_torchscript", "--summary"]
 
 
 def cached_torchscript_export(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    parity_cache: Path,
+    tmp_path: Path,
 ) -> Path:
-    """The TorchScript ONNX export in a fresh cache, after a run of it passed."""
+    """The TorchScript ONNX export in an artifact cache of its own (to be broken in place),
+    after a run of it passed; the session's weights and reference (coldness is not tested)."""
+    for folder in ("weights", "reference"):
+        (parity_cache / folder).mkdir(exist_ok=True)
+        (tmp_path / "cache").mkdir(exist_ok=True)
+        (tmp_path / "cache" / folder).symlink_to(parity_cache / folder)
     monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path / "cache"))
     assert main(ORT_RUN) == 0
     capsys.readouterr()
@@ -805,7 +816,10 @@ def vouch_for(cached: Path, content: bytes) -> None:
 @pytest.mark.torch
 @pytest.mark.onnxruntime
 def test_runtime_failing_while_running_a_built_artifact_is_a_failed_variant(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    parity_cache: Path,
+    tmp_path: Path,
 ):
     """ONNX Runtime loads the file (a Reshape of the input to 7 x ? x 224 x 224 passes
     shape inference: the batch is dynamic) and fails running it (48 channels of 16 images
@@ -813,7 +827,7 @@ def test_runtime_failing_while_running_a_built_artifact_is_a_failed_variant(
     import onnx
     from onnx import helper, numpy_helper
 
-    cached = cached_torchscript_export(capsys, monkeypatch, tmp_path)
+    cached = cached_torchscript_export(capsys, monkeypatch, parity_cache, tmp_path)
     model = onnx.load(str(cached))
     for node in model.graph.node:
         node.input[:] = ["input_reshaped" if name == "input" else name for name in node.input]

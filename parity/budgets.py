@@ -35,7 +35,7 @@ from parity import atomic
 from parity.applicability import not_applicable_reason
 from parity.artifacts import package_version
 from parity.compare import TapMetrics, TolerancePolicy
-from parity.errors import ParityError, ToleranceError
+from parity.errors import ParityError, RuntimeFailure, ToleranceError
 from parity.session import RunConfig, Session
 from parity.variants import Variant, resolve_variants
 
@@ -107,9 +107,7 @@ def _measure_pass(
     for variant in variants:
         try:
             obtained, _ = session.outputs(variant)
-        except ParityError:
-            raise
-        except Exception as exc:  # a runtime failing on its artifact: nothing is measured
+        except RuntimeFailure as exc:  # a runtime failing on its artifact: nothing is measured
             failed.append(f"{variant.name}: {exc}")
             continue
         metrics = {t.name: reference[t.name].metrics(obtained[t.name]) for t in session.taps}

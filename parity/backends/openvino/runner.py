@@ -25,7 +25,7 @@ import numpy as np
 
 from parity import lazy
 from parity.backends.base import OUTPUT, Runner
-from parity.errors import ArtifactError, TapError
+from parity.errors import ArtifactError, TapError, runtime_failure
 from parity.fixtures import file_sha256
 from parity.taps import Tap
 
@@ -158,11 +158,13 @@ class OpenVINORunner(Runner):
 
     def _compile_model(self, model: Any, hint: str) -> Any:
         config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": self.threads}
-        return self.core.compile_model(model, "CPU", config)
+        with runtime_failure(f"{self.path}: OpenVINO cannot compile it"):
+            return self.core.compile_model(model, "CPU", config)
 
     def _run(self, feed: np.ndarray, taps: Sequence[Tap]) -> dict[str, np.ndarray]:
         compiled = self._compile(taps)
-        values = compiled(feed)
+        with runtime_failure(f"{self.path}: OpenVINO failed running it"):
+            values = compiled(feed)
         outputs = compiled.outputs
         result = {OUTPUT: np.asarray(values[outputs[0]], dtype=np.float32)}
         for tap in taps:  # a tap may be the model output itself (add_outputs adds nothing)

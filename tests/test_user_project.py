@@ -154,6 +154,15 @@ def test_own_torchvision_card_passes_check_with_na_rows_and_strict_fails(
     code, out, err = cli(capsys, "check", "-q", "--summary", "--strict", "-m", "mnv3s", *runtimes)
     assert code == 1, out + err
     assert "strict" in out
+    # bundle skips the n/a variants with the reason, as check shows them (it was exit 2).
+    bundle = project / "bundle"
+    code, out, err = cli(capsys, "bundle", "-q", "--out", str(bundle), "-m", "mnv3s", *runtimes)
+    assert code == 0, out + err
+    text = " ".join(out.split())
+    assert "n/a mnv3s ort_tf2onnx: mnv3s has no Keras twin" in text, text
+    assert "n/a mnv3s keras: mnv3s has no Keras twin" in text, text
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert set(manifest["models"]["mnv3s"]["artifacts"]) == {"onnx_dynamo"}
 
 
 FT10_CARD = """\

@@ -410,6 +410,7 @@ def _cmd_update_goldens(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_bundle(args: argparse.Namespace, console: Console) -> int:
+    from parity.applicability import not_applicable_reason
     from parity.backends import backend
     from parity.bundle import write_bundle
     from parity.harness import RunConfig, Session
@@ -423,17 +424,25 @@ def _cmd_bundle(args: argparse.Namespace, console: Console) -> int:
         v.name for v in VARIANTS.values() if not v.reference and installed(backend(v.family).module)
     ]
     variants = [v for v in resolve_variants(selectors) if v.exporter is not None]
-    entries = []
+    entries, count = [], 0
     with _progress(console, args.quiet) as progress:
         for model in args.model or list_models(include_heavy=False):
             session = Session(RunConfig(model=model), progress)
             # Goldens made from other weights (or inputs) than the artifacts would fail every
             # runtime env that reads the bundle: refuse them here, before any export.
             _ = session.goldens
-            by_exporter = {v.exporter: v for v in variants}
+            applicable = []
+            for variant in variants:  # n/a for this card (no Keras twin...): skipped, as run does
+                reason = not_applicable_reason(variant, session.card)
+                if reason is None:
+                    applicable.append(variant)
+                else:
+                    console.print(f"n/a {model} {variant.name}: {escape(reason)}", soft_wrap=True)
+            by_exporter = {v.exporter: v for v in applicable}
             exporters = sorted(e for e in by_exporter if e is not None)
-            session.build(variants)  # in the workers of the frameworks that make them
+            session.build(applicable)  # in the workers of the frameworks that make them
             artifacts = [session.artifact(by_exporter[e]) for e in exporters]
+            count += len(artifacts)
             source, sha = session.weights()
             entries.append(
                 (
@@ -446,7 +455,7 @@ def _cmd_bundle(args: argparse.Namespace, console: Console) -> int:
                 )
             )
         manifest = write_bundle(args.out, entries, progress)
-    console.print(f"bundle: {manifest} ({len(entries)} models, {len(exporters)} artifacts each)")
+    console.print(f"bundle: {manifest} ({len(entries)} models, {count} artifacts)")
     return EXIT_PASS
 
 
@@ -510,8 +519,8 @@ def _cmd_doctor(args: argparse.Namespace, console: Console) -> int:
 
     from parity.doctor import PROBLEM, evidence_lines
     from parity.doctor.remote import doctor_in_worker
+    from parity.errors import RuntimeFailure
     from parity.harness import RunConfig, Session
-    from parity.result import RuntimeFailure
 
     session = Session(RunConfig(model=args.model, weights=args.weights))
     options = {

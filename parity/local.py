@@ -83,4 +83,6 @@ class LocalSession(Session):
         self.progress(f"running {variant.name}")
         with make_runner(variant, source, self.config.threads) as runner:
             self._outputs[variant.name] = (runner.run(self.batch, self.taps), artifact)
+        if runner.executed:
+            self.executed[variant.name] = runner.executed
         return self._outputs[variant.name]

@@ -28,7 +28,7 @@ from parity.compare import (
     merge_verdicts,
     prepare_reference,
 )
-from parity.errors import ParityError
+from parity.errors import RuntimeFailure
 from parity.export import get_exporter
 from parity.fixtures import Fixture, load_fixtures
 from parity.golden import (
@@ -45,10 +45,7 @@ from parity.preprocess import preprocess_batch, tensor_sha256
 from parity.reference import ReferenceCache, reference_key
 from parity.result import (
     ParityReport,
-    RuntimeFailure,
     VariantResult,
-    failure_artifact,
-    failure_message,
 )
 from parity.taps import select_taps
 from parity.variants import REFERENCE, VARIANTS, Variant
@@ -150,6 +147,8 @@ class Session:
         self._failures: dict[str, tuple[str, Artifact | None]] = {}
         #: Seconds each prefetched variant took in its worker (artifact, load and run).
         self._worker_seconds: dict[str, float] = {}
+        #: The precision each variant ran in, where its runtime says (``Runner.executed``).
+        self.executed: dict[str, str] = {}
         #: Why the torch worker could not produce the reference (live checks then fail).
         self.reference_failure: str | None = None
         #: The result of the file made elsewhere, when a worker checked it.
@@ -350,15 +349,15 @@ class Session:
             obtained, artifact = self.outputs(variant)
             if mode == "live":
                 _ = self.prepared_reference  # the torch reference not there: a failed check
-        except ParityError:
-            raise
-        except Exception as exc:  # a runtime failing on its artifact is a failed check
+        except RuntimeFailure as exc:  # a runtime failing on its artifact is a failed check
             return VariantResult.failed_to_run(
-                variant, failure_message(exc), mode, failure_artifact(exc),
+                variant, str(exc), mode, exc.artifact,
                 time.perf_counter() - start,
             )  # fmt: skip
+        seconds = time.perf_counter() - start
+        executed = self.executed.get(variant.name)
         return VariantResult(
-            variant, judge(obtained), artifact, time.perf_counter() - start, mode=mode
+            variant, judge(obtained), artifact, seconds, mode=mode, executed=executed
         )
 
     def check(self, variant: Variant) -> VariantResult:

@@ -17,7 +17,7 @@ import numpy as np
 
 from parity.doctor.findings import Finding
 from parity.doctor.registry import DoctorInputs
-from parity.result import RuntimeFailure
+from parity.errors import RuntimeFailure
 
 if TYPE_CHECKING:
     from parity.session import Session

@@ -71,15 +71,8 @@ def _commands(tmp: Path) -> dict[str, list[str]]:
 @pytest.mark.onnxruntime
 @pytest.mark.parametrize(
     "command",
-    [
-        "list", "init", "run", "check", "bundle", "update-goldens", "doctor", "eval",
-        pytest.param("budgets", marks=pytest.mark.xfail(
-            strict=True,
-            reason="parity budgets measures in this process until it runs in the workers "
-            "(the precision issue's change): remove this mark then",
-        )),
-    ],
-)  # fmt: skip
+    ["list", "init", "run", "check", "bundle", "update-goldens", "doctor", "eval", "budgets"],
+)
 def test_the_parent_imports_no_framework(command: str, tmp_path: Path) -> None:
     argv = _commands(tmp_path)[command]
     out = tmp_path / "audit.json"

@@ -103,26 +103,42 @@ def diagnose_preprocessing(
         "user_range": [float(user.min()), float(user.max())],
     }
     card_recipe = base_recipe(card.preprocess, card.preprocess.input_hw)[0]
-    effect = None
     expected = renderer.render(card_recipe)
-    same = expected.shape == user.shape and float(np.abs(expected - user).max()) <= (
-        half_level_tolerance(card_recipe, renderer.pixels(card_recipe))
+    unrounded = None
+    if card_recipe.spec.resize is not None:
+        unrounded = renderer.render(card_recipe.replace(pixel_rounding="none"))
+    tolerance = half_level_tolerance(card_recipe, renderer.pixels(card_recipe))
+    same = (
+        not nhwc
+        and expected.shape == user.shape
+        and any(
+            float(np.abs(ref - user).max()) <= tolerance
+            for ref in (expected, unrounded)
+            if ref is not None
+        )
     )
-    if judge is not None and not nhwc and not same:
-        if card_recipe.spec.resize is not None:
-            unrounded = card_recipe.replace(pixel_rounding="none")
-            judge.set_floor(expected, renderer.render(unrounded))
+    effect, accept = None, None
+    if judge is not None and not same:
+        if unrounded is not None:
+            judge.set_floor(expected, unrounded)
         effect = judge.effect(expected, user)
         evidence["effect_vs_card"] = effect.to_evidence()
-        if effect.within and expected.shape == user.shape:
+        if effect.within and expected.shape == user.shape and not nhwc:
             return _negligible(card_recipe, expected, user, effect, evidence)
-    accept = None
-    if judge is not None and not nhwc and not same:
 
         def accept(candidate: Scored) -> bool:
-            residual = judge.effect(renderer.render(candidate.recipe), user)
-            return residual.within
+            assert judge is not None
+            return judge.effect(renderer.render(candidate.recipe), user).within
 
+    if same:
+        return Finding(
+            "preprocessing",
+            OK,
+            "user preprocessing reproduces the card spec (max abs diff "
+            f"{float(np.abs(expected - user).max()):.2e}; within half an 8-bit step of the "
+            "card's tensors, or of them with the resized pixels kept as floats)",
+            {**evidence, "max_abs_diff_vs_card": float(np.abs(expected - user).max())},
+        )
     result = search(
         renderer, card.preprocess, user, extra=(_LAYOUT,) if nhwc else (), accept=accept
     )

@@ -51,17 +51,18 @@ def test_floored_pixels_move_the_model_more_than_rounding(session_for: Any) -> N
 
 
 @pytest.mark.parametrize(
-    "name",
+    ("name", "with_model"),
     [
-        "tv2-resize-232-crop-224",
-        "numpy-mean-std-255-on-0-1",
-        "tv2-permute-hw-swapped",
-        pytest.param("pil-letterbox", marks=pytest.mark.heavy),
+        ("tv2-resize-232-crop-224", True),  # v2 on uint8 leaves 1 step on 0.1%: judged
+        ("numpy-mean-std-255-on-0-1", False),
+        ("tv2-permute-hw-swapped", False),
+        pytest.param("pil-letterbox", False, marks=pytest.mark.heavy),
+        pytest.param("cv2-like-numpy", True, marks=pytest.mark.heavy),
     ],
 )
-def test_wider_search_names_the_factor(session_for: Any, name: str) -> None:
+def test_wider_search_names_the_factor(session_for: Any, name: str, with_model: bool) -> None:
     case = CASES[name]
-    finding = _diagnose(session_for(MODEL), case, with_model=False)
+    finding = _diagnose(session_for(MODEL), case, with_model)
     assert finding.status == PROBLEM
     assert named_exactly(finding.evidence["factors"], case.expected), finding.cause
 

@@ -26,9 +26,11 @@ from parity.variants import resolve_variants
 
 #: Variants measured for the fp32 floor (threads 1 and 2); the rest are quantised.
 FP32 = ("ort_dynamo", "ort_torchscript", "ort_dynamo_noopt", "keras", "ort_tf2onnx",
-        "litert_fp32", "litert_fp32_noxnn")  # fmt: skip
+        "litert_fp32", "litert_fp32_noxnn",
+        "litert_torch_fp32", "litert_torch_fp32_noxnn")  # fmt: skip
 #: Quantised variants grouped under one budget rule each (``litert_int8*`` covers int8 I/O).
-QUANTISED_GROUPS = ("litert_fp16", "litert_dynamic", "litert_int8")
+QUANTISED_GROUPS = ("litert_fp16", "litert_dynamic", "litert_int8", "litert_torch_fp16",
+                    "litert_torch_dynamic", "litert_torch_int8")  # fmt: skip
 FP32_FACTOR, COSINE_FACTOR, QUANT_FACTOR, SQNR_MARGIN_DB = 5.0, 30.0, 2.5, 3.0
 _VERSIONS = ("torch", "onnxruntime", "tensorflow-cpu", "ai-edge-litert")
 _BEGIN = "# -- parity budgets: {model} (begin) --"

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import tempfile
 import time
 from collections import Counter
@@ -60,7 +61,8 @@ ACTOR_MEMORY = 3 << 29
 #: Batches queued at one actor (one running, one being pulled): bounds its input memory.
 IN_FLIGHT_PER_ACTOR = 2
 #: Test-only fault injector: ``<variant>:<n>`` makes the first actor of that variant hang
-#: in its n-th batch (once per evaluation), until the test kills it.
+#: in its n-th batch (once per evaluation) until the test kills it; ``<variant>:<k>:kill``
+#: makes every actor of that variant SIGKILL itself on batch ``k`` (a crash loop).
 FAULT_ENV = "PARITY_RAY_FAULT"
 
 
@@ -224,6 +226,7 @@ def _dataset(
     rows = [
         {
             "batch": k,
+            "first": first,
             "indices": [prepared.indices[i] for i in range(first, min(first + size, len(images)))],
             "paths": [str(image.path) for image in images[first : first + size]],
             "names": [image.name for image in images[first : first + size]],
@@ -383,29 +386,37 @@ class VariantActor:
             raise RuntimeError("the torch module's weights do not hash to the handed sha256")
         return module
 
+    def _inject(self, batch: int) -> None:
+        """The test-only faults of :data:`FAULT_ENV`."""
+        import ray
+
+        name, n, *kill = (self.fault or "::").split(":")
+        if name != self.name:
+            return
+        if kill and int(n) == batch:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if not kill and int(n) == self.calls and ray.get(self.ledger.begin.remote("fault")) == 0:
+            time.sleep(86400)  # the fault test kills this actor here
+
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         import ray
 
         from parity.backends.base import OUTPUT
 
         images = row["images"]
-        first, last = row["indices"][0], row["indices"][-1]
+        first, last = row["first"], row["first"] + len(row["indices"])
         logits, seconds, error = np.zeros((len(row["indices"]), 0), np.float32), 0.0, ""
         if self.error is not None:
             error = self.error
         elif not row["parity_error"]:
             key = f"{self.name}:{row['batch']}"
             died = ray.get(self.ledger.begin.remote(key))
-            where = f"{self.label_of} on images {first + 1}-{last + 1} of {self.total}"
+            where = f"{self.label_of} on images {first + 1}-{last} of {self.total}"
             if died >= CRASH_LIMIT:
                 error = f"{self.label} actor died {died} times while running {where}"
             else:
                 self.calls += 1
-                if (
-                    self.fault == f"{self.name}:{self.calls}"
-                    and ray.get(self.ledger.begin.remote("fault")) == 0
-                ):
-                    time.sleep(86400)  # the fault test kills this actor here
+                self._inject(row["batch"])
                 try:
                     out = self.runner.run(np.array(images, np.float32), taps=())[OUTPUT]
                     logits = out.reshape(len(out), -1).astype(np.float32, copy=False)

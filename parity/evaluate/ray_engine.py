@@ -55,9 +55,9 @@ CRASH_LIMIT = 2
 #: Object store of a local cluster (bytes): a few dozen batches in flight, then spilling.
 LOCAL_OBJECT_STORE = 1 << 30
 #: Memory Ray reserves for each actor (bytes): the scheduler places no more actors on a
-#: node than its memory holds. The largest measured actor (torch, mobilenet_v2, batch 64)
-#: is under 1.2 GiB: bench/ray_eval.md.
-ACTOR_MEMORY = 3 << 29
+#: node than its memory holds. The largest measured actor (torch, mobilenet_v2, batch 32)
+#: peaked at 1.75 GiB; ONNX Runtime 0.8, LiteRT 0.5 (bench/ray_eval.md).
+ACTOR_MEMORY = 2 << 30
 #: Batches queued at one actor (one running, one being pulled): bounds its input memory.
 IN_FLIGHT_PER_ACTOR = 2
 #: Test-only fault injector: ``<variant>:<n>`` makes the first actor of that variant hang

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import tempfile
@@ -177,8 +178,6 @@ def _build(
 
 
 def _start(ray: Any, options: RayOptions) -> None:
-    import logging
-
     if options.address is not None:
         ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
         return
@@ -208,6 +207,8 @@ def _dataset(
 
     from parity.variants import REFERENCE
 
+    # The driver shows its own progress and reports every failure in the result.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     context = DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False

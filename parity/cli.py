@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -367,6 +368,19 @@ def _cmd_check(args: argparse.Namespace, console: Console) -> int:
                 timeout=args.timeout,
             )
             reports.append(run_parity(config, progress, modes))
+            for shipped in gate.shipped(model):  # the files the project ships: as --artifact
+                if "live" not in modes:
+                    console.print(
+                        f"[yellow]{shipped.path}[/]: not checked (a file made elsewhere is "
+                        "compared with torch now; --no-live compares with the goldens only)"
+                    )
+                    continue
+                config = dataclasses.replace(
+                    config, runtimes=None, bundle=None, artifact=shipped.path,
+                    artifact_runtime=shipped.runtime, tap_map=shipped.taps,
+                    input_layout=shipped.layout,
+                )  # fmt: skip
+                reports.append(run_parity(config, progress, ("live",)))
     for report in reports:
         print_report(report, console, per_tap=not args.summary)
     report_dir = args.report or gate.report
@@ -396,6 +410,7 @@ def _cmd_update_goldens(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_bundle(args: argparse.Namespace, console: Console) -> int:
+    from parity.applicability import not_applicable_reason
     from parity.backends import backend
     from parity.bundle import write_bundle
     from parity.export import get_exporter
@@ -410,15 +425,23 @@ def _cmd_bundle(args: argparse.Namespace, console: Console) -> int:
         v.name for v in VARIANTS.values() if not v.reference and installed(backend(v.family).module)
     ]
     variants = [v for v in resolve_variants(selectors) if v.exporter is not None]
-    entries = []
+    entries, count = [], 0
     with _progress(console, args.quiet) as progress:
         for model in args.model or list_models(include_heavy=False):
             session = Session(RunConfig(model=model), progress)
             # Goldens made from other weights (or inputs) than the artifacts would fail every
             # runtime env that reads the bundle: refuse them here, before any export.
             _ = session.goldens
-            exporters = sorted({v.exporter for v in variants if v.exporter})
+            applicable = []
+            for variant in variants:  # n/a for this card (no Keras twin...): skipped, as run does
+                reason = not_applicable_reason(variant, session.card)
+                if reason is None:
+                    applicable.append(variant)
+                else:
+                    console.print(f"n/a {model} {variant.name}: {escape(reason)}", soft_wrap=True)
+            exporters = sorted({v.exporter for v in applicable if v.exporter})
             artifacts = [session.cache.get(get_exporter(e), session.context) for e in exporters]
+            count += len(artifacts)
             source, sha = session.weights()
             entries.append(
                 (
@@ -431,7 +454,7 @@ def _cmd_bundle(args: argparse.Namespace, console: Console) -> int:
                 )
             )
         manifest = write_bundle(args.out, entries, progress)
-    console.print(f"bundle: {manifest} ({len(entries)} models, {len(exporters)} artifacts each)")
+    console.print(f"bundle: {manifest} ({len(entries)} models, {count} artifacts)")
     return EXIT_PASS
 
 

@@ -366,6 +366,11 @@ class Runs:
                 if record.get("parity_error"):
                     cls = getattr(errors, record.get("error_class", ""), ParityError)
                     raise cls(record["parity_error"])
+                if record.get("internal_error"):
+                    where = f"in parity's {task['name']} task, in a worker process"
+                    raise errors.WorkerBug(f"{record['message']} ({where})") from (
+                        errors.WorkerTraceback(record["internal_error"])
+                    )
                 self._record(task, record)
 
 

@@ -767,21 +767,76 @@ def test_junit_classname_is_stable_and_relative(tmp_path: Path):
 @pytest.mark.torch
 @pytest.mark.onnxruntime
 def test_runtime_refusing_a_built_artifact_is_a_failed_variant_but_a_user_file_is_bad_input(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    parity_cache: Path,
+    tmp_path: Path,
 ):
     """Exit 1 for ONNX Runtime refusing a file parity built (its meta.json vouches for the
     bytes); exit 2 for the same bytes given by the user with --artifact."""
-    monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path / "cache"))
-    argv = ["run", "-q", "--runtime", "ort_torchscript", "--summary"]
-    assert main(argv) == 0
-    (cached,) = (tmp_path / "cache" / "artifacts").rglob("model.onnx")
-    cached.write_bytes(b"\x08\x07" + b"not a graph" * 100)
-    meta = cached.parent / "meta.json"
-    data = json.loads(meta.read_text())
-    data["sha256"] = hashlib.sha256(cached.read_bytes()).hexdigest()
-    meta.write_text(json.dumps(data))
-    capsys.readouterr()
-    assert main(argv) == 1
+    cached = cached_torchscript_export(capsys, monkeypatch, parity_cache, tmp_path)
+    vouch_for(cached, b"\x08\x07" + b"not a graph" * 100)
+    assert main(ORT_RUN) == 1
     out = capsys.readouterr().out
     assert "ONNX Runtime cannot load it" in " ".join(out.split()), out
     one_line_error(capsys, ["run", "-q", "--artifact", str(cached)], str(cached))
+
+
+ORT_RUN = ["run", "-q", "--runtime", "ort_torchscript", "--summary"]
+
+
+def cached_torchscript_export(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    parity_cache: Path,
+    tmp_path: Path,
+) -> Path:
+    """The TorchScript ONNX export in an artifact cache of its own (to be broken in place),
+    after a run of it passed; the session's weights and reference (coldness is not tested)."""
+    for folder in ("weights", "reference"):
+        (parity_cache / folder).mkdir(exist_ok=True)
+        (tmp_path / "cache").mkdir(exist_ok=True)
+        (tmp_path / "cache" / folder).symlink_to(parity_cache / folder)
+    monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(ORT_RUN) == 0
+    capsys.readouterr()
+    (cached,) = (tmp_path / "cache" / "artifacts").rglob("model.onnx")
+    return cached
+
+
+def vouch_for(cached: Path, content: bytes) -> None:
+    """Replace a cached artifact's bytes, its meta.json vouching for them (parity built it)."""
+    cached.write_bytes(content)
+    meta = cached.parent / "meta.json"
+    data = json.loads(meta.read_text())
+    data["sha256"] = hashlib.sha256(content).hexdigest()
+    meta.write_text(json.dumps(data))
+
+
+@pytest.mark.torch
+@pytest.mark.onnxruntime
+def test_runtime_failing_while_running_a_built_artifact_is_a_failed_variant(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    parity_cache: Path,
+    tmp_path: Path,
+):
+    """ONNX Runtime loads the file (a Reshape of the input to 7 x ? x 224 x 224 passes
+    shape inference: the batch is dynamic) and fails running it (48 channels of 16 images
+    do not split into 7): the runtime failed, exit 1, its message in the variant's row."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    cached = cached_torchscript_export(capsys, monkeypatch, parity_cache, tmp_path)
+    model = onnx.load(str(cached))
+    for node in model.graph.node:
+        node.input[:] = ["input_reshaped" if name == "input" else name for name in node.input]
+    shape = numpy_helper.from_array(np.array([7, -1, 224, 224], np.int64), "bad_shape")
+    model.graph.initializer.append(shape)
+    reshape = helper.make_node("Reshape", ["input", "bad_shape"], ["input_reshaped"])
+    model.graph.node.insert(0, reshape)
+    vouch_for(cached, model.SerializeToString())
+    assert main([*ORT_RUN, "--json", str(tmp_path / "report.json")]) == 1
+    (row,) = json.loads((tmp_path / "report.json").read_text())["variants"]
+    assert row["status"] == "error", row
+    assert "ONNX Runtime failed running it" in row["error"] and "Reshape" in row["error"], row

@@ -133,3 +133,45 @@ def test_plugin_runs_the_parity_tests_with_the_venv_inside_the_project(
     errors = [line for line in (empty.stdout + empty.stderr).splitlines() if "ERROR" in line]
     assert empty.returncode == 4, empty.stdout + empty.stderr
     assert len(errors) == 1 and "collected no parity test" in errors[0], errors
+
+
+def package_goldens_digest(python: Path) -> str:
+    """A digest of the goldens bundled in the installed package (names and bytes)."""
+    probe = (
+        "import hashlib, parity.paths as p; d = hashlib.sha256(); root = p.bundled_dir("
+        "'fixtures') / 'goldens'\nfor f in sorted(root.rglob('*')):\n"
+        "    d.update(str(f).encode() + (f.read_bytes() if f.is_file() else b''))\n"
+        "print(d.hexdigest())"
+    )
+    done = run([str(python), "-c", probe], python.parent)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.mark.torch
+@pytest.mark.onnxruntime
+def test_update_goldens_writes_the_projects_goldens_never_the_installed_package(
+    venv: Path, tmp_path: Path, parity_cache: Path
+):
+    """In a project made by ``parity init``, update-goldens writes parity/goldens (it wrote
+    into site-packages, and check then said 'no goldens'); without a project it refuses."""
+    before = package_goldens_digest(venv / "python")
+    cache = str(parity_cache)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = run([str(venv / "parity"), "update-goldens", "-q", "-m", "mobilenet_v2"], empty,
+                  PARITY_CACHE_DIR=cache)  # fmt: skip
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert len(lines) == 1 and "read-only" in lines[0] and "parity init" in lines[0], lines
+    project = tmp_path / "project"
+    project.mkdir()
+    assert run([str(venv / "parity"), "init"], project).returncode == 0
+    update = [str(venv / "parity"), "update-goldens", "-q", "-m", "mobilenet_v2"]
+    done = run(update, project, PARITY_CACHE_DIR=cache)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (project / "parity/goldens/mobilenet_v2/provenance.json").is_file()
+    check = [str(venv / "parity"), "check", "-q", "--summary", "-m", "mobilenet_v2"]
+    checked = run([*check, "-r", "ort_torchscript", "--no-live"], project, PARITY_CACHE_DIR=cache)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert package_goldens_digest(venv / "python") == before

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from parity import lazy
-from parity.errors import ArtifactError, TapError
+from parity.errors import ArtifactError, TapError, runtime_failure
 
 if TYPE_CHECKING:
     from parity.artifacts import BuildContext
@@ -224,12 +224,13 @@ def export_tf2onnx(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> 
     # tf2onnx logs every optimiser pass and TF prints graph-building chatter.
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     with (
+        runtime_failure("tf2onnx failed converting the Keras twin"),
         contextlib.redirect_stdout(io.StringIO()),
         contextlib.redirect_stderr(io.StringIO()),
         frozen_heap(),
     ):
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
-    onnx.checker.check_model(proto, full_check=True)
+        onnx.checker.check_model(proto, full_check=True)
     (graph_input,) = proto.graph.input
     dims = [d.dim_value or None for d in graph_input.type.tensor_type.shape.dim]
     if dims[1:] != list(model.input_shape[1:]):  # NHWC, as the Keras model takes it

@@ -19,8 +19,10 @@ storage for a multi-node cluster). The result is the local engine's
 Faults: an actor that dies (a signal, an OOM kill) is restarted by Ray and its batches are
 retried; an actor that dies :data:`CRASH_LIMIT` times on one batch (or while loading)
 fails that variant with the images it was on, as a worker crash does locally. A runtime
-raising on a batch fails its variant; the other variants carry on. No image is dropped:
-the driver checks that every batch came back.
+failing on a batch (:class:`~parity.errors.RuntimeFailure`) fails its variant; the other
+variants carry on. Bad input is bad input (exit 2); any other exception is a bug in parity
+and fails the run (exit 3). No image is dropped: the driver checks that every batch came
+back.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from parity.errors import ParityError
+from parity.errors import ParityError, RuntimeFailure
 from parity.evaluate.results import EvalResult, VariantScore, score_batch
 from parity.evaluate.running import (
     EvalConfig,
@@ -344,24 +346,24 @@ class VariantActor:
         self.runner: Any = None
         self.error: str | None = None
         self.calls = 0
-        self.label, self.label_of = self.variant.family, name
+        self.label, self.label_of = self.variant.family, "the torch module"
         key = f"{name}:load:{context.get_actor_id()}"
         died = ray.get(ledger.begin.remote(key))
-        try:
-            payload = ray.get(payload) if isinstance(payload, ray.ObjectRef) else payload
-            if payload.get("error"):
-                raise RuntimeError(payload["error"])
-            source = self._source(payload)
-            if died >= CRASH_LIMIT:
-                raise RuntimeError(
-                    f"{self.label} actor died {died} times while loading {self.label_of}"
-                )
-            self.runner = eval_runner(self.variant, source, threads, device)
-            self.runner.activate()
-        except ParityError as exc:
-            self.error = f"parity_error:{exc}"
-        except Exception as exc:  # the runtime refusing its artifact: a failed variant
-            self.error = f"{type(exc).__name__}: {exc}"
+        payload = ray.get(payload) if isinstance(payload, ray.ObjectRef) else payload
+        if "artifact" in payload:
+            self.label_of = payload["artifact"].path.name
+        if payload.get("error"):  # the torch worker failed before the reference
+            self.error = payload["error"]
+        elif died >= CRASH_LIMIT:
+            self.error = f"{self.label} actor died {died} times while loading {self.label_of}"
+        else:  # parity's own errors other than bad input are bugs: they fail the run (exit 3)
+            try:
+                self.runner = eval_runner(self.variant, self._source(payload), threads, device)
+                self.runner.activate()
+            except ParityError as exc:
+                self.error = f"parity_error:{exc}"
+            except RuntimeFailure as exc:  # the runtime refusing its artifact
+                self.error = str(exc)
         ledger.end.remote(key)
 
     def _source(self, payload: dict[str, Any]) -> Any:
@@ -371,14 +373,12 @@ class VariantActor:
             artifact = payload["artifact"]
             for file, data in payload["files"].items():
                 Path(self.folder.name, file).write_bytes(data)
-            self.label_of = artifact.path.name
             path = Path(self.folder.name, artifact.path.name)
             return dataclasses.replace(artifact, path=path)
         from parity import lazy
         from parity.weights import build_module, state_dict_sha256
 
         torch = lazy.torch()
-        self.label_of = "the torch module"
         module = build_module(payload["card"])
         state = {k: torch.from_numpy(np.array(v)) for k, v in payload["state_dict"].items()}
         module.load_state_dict(state)
@@ -424,8 +424,8 @@ class VariantActor:
                     seconds = self.runner.last_inference_time
                 except ParityError as exc:
                     error = f"parity_error:{exc}"
-                except Exception as exc:  # the runtime failing on this batch
-                    error = f"{type(exc).__name__}: {exc} (while running {where})"
+                except RuntimeFailure as exc:  # the runtime failing on this batch
+                    error = f"{exc} (while running {where})"
             self.ledger.end.remote(key)
         row[f"logits:{self.name}"] = logits
         row[f"seconds:{self.name}"] = seconds

@@ -179,7 +179,12 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
             outputs = runner.run(session.batch, session.taps)
         phases.enter(name, "writing the taps")
         save_arrays(folder, outputs)
-        _done(folder, artifact=_artifact_record(artifact), seconds=time.perf_counter() - start)
+        _done(
+            folder,
+            artifact=_artifact_record(artifact),
+            seconds=time.perf_counter() - start,
+            executed=runner.executed,
+        )
     except RuntimeFailure as exc:  # a runtime or converter failing: a failed result
         record = _artifact_record(exc.artifact or artifact)
         _done(folder, artifact=record, error=str(exc), seconds=time.perf_counter() - start)

@@ -62,6 +62,29 @@ def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], *fragmen
     return lines[0]
 
 
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["run", "--jobs", "-1"], "argument --jobs/-j: must be at least 1, got -1"),
+        (["run", "--jobs", "0"], "argument --jobs/-j: must be at least 1, got 0"),
+        (["run", "--threads", "-3"], "argument --threads: must be at least 1, got -3"),
+        (["check", "--timeout", "nan"], "argument --timeout: must be a finite number"),
+        (["run", "--timeout", "0"], "argument --timeout: must be a finite number"),
+        (["run", "--timeout", "inf"], "argument --timeout: must be a finite number"),
+        (["run", "--timeout", "-5"], "argument --timeout: must be a finite number"),
+        (["eval", "--data", ".", "--batch-size", "0"], "argument --batch-size: must be at"),
+        (["eval", "--data", ".", "--limit", "x"], "argument --limit: 'x' is not an integer"),
+        (["run", "--no-such-option"], "unrecognized arguments: --no-such-option"),
+    ],
+)
+def test_bad_numeric_options_are_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str
+):
+    """They ran: --jobs -1 and --threads -3 passed, --timeout nan never timed out and
+    --timeout 0 failed every variant. Now one line naming the option, exit 2, before work."""
+    one_line_error(capsys, argv, fragment, "--help")
+
+
 def refused(load: Callable[[Path], object], path: Path, *fragments: str) -> str:
     """Assert ``load(path)`` raises a one-line ParityError naming the file and fragments."""
     with pytest.raises(ParityError) as info:

@@ -57,7 +57,7 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
         from parity.scaffold import init_project
 
         for line in init_project(Path.cwd(), args.fixtures):
-            console.print(f"wrote {escape(line)}")
+            console.print(escape(line), soft_wrap=True)
         console.print("next: add a card in parity/models/, then `parity check`")
         return 0
     from parity.budgets import measure, rules_text, write_rules

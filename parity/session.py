@@ -399,9 +399,16 @@ class Session:
     def goldens_folder(self) -> Path:
         return self._store().folder
 
-    def _store(self) -> GoldenStore:
+    def _store(self, writing: bool = False) -> GoldenStore:
+        """The goldens read (the project's, else the bundled ones) or written (the project's
+        only: the installed package is read-only, see :meth:`GoldenStore.write`)."""
+        project = find_project()
         root = self.config.goldens or (
-            self.bundle.goldens if self.bundle else find_project().goldens_root(self.card.name)
+            self.bundle.goldens
+            if self.bundle
+            else project.goldens
+            if writing
+            else project.goldens_root(self.card.name)
         )
         return GoldenStore(root, self.card.name)
 
@@ -436,7 +443,7 @@ class Session:
     def write_goldens(self) -> None:
         """(Re)write this model's goldens from the torch reference."""
         loaded = self.model()
-        store = self._store()
+        store = self._store(writing=True)
         store.write(
             self.fixtures, self.batch, self.reference, self.taps,
             weights_source=loaded.source, weights_sha256=loaded.sha256,

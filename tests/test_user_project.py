@@ -82,6 +82,42 @@ def test_init_appends_tool_parity_to_an_existing_pyproject(tmp_path: Path, monke
     assert project.fixtures == tmp_path / "photos"
 
 
+def test_init_never_overwrites_what_is_there_and_says_what_it_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    monkeypatch.delenv("PARITY_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    mine = {
+        "parity/fixtures/chelsea.png": b"the user's own image, not the bundled one",
+        "parity/tolerances.toml": b"# my budgets\n",
+        "parity/models/_example.toml": b"# my notes\n",
+        ".gitignore": b"build/",
+    }
+    for name, content in mine.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(content)
+    code, out, err = cli(capsys, "init")
+    assert code == 0, err
+    text = " ".join(out.split())
+    for name, content in mine.items():
+        kept = (tmp_path / name).read_bytes()
+        assert kept == content or name == ".gitignore" and kept.startswith(content + b"\n")
+    assert f"kept {tmp_path / 'parity/fixtures'}: it already holds 1 files" in text, text
+    assert not (tmp_path / "parity/fixtures/images").exists()
+    for name in ("parity/tolerances.toml", "parity/models/_example.toml"):
+        assert f"kept {tmp_path / name}: it exists (not overwritten" in text, text
+    assert f"wrote {tmp_path / 'parity.toml'}" in text
+    assert "parity/goldens/*/*.obtained.*" in (tmp_path / ".gitignore").read_text()
+    # A pyproject.toml parity cannot parse is refused, never rewritten.
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    (other / "pyproject.toml").write_text("[project\nname = 'x'\n")
+    code, _, err = cli(capsys, "init")
+    assert code == 2 and "pyproject.toml" in err and len(err.strip().splitlines()) == 1, err
+    assert (other / "pyproject.toml").read_text() == "[project\nname = 'x'\n"
+
+
 def test_parity_home_overrides_discovery(tmp_path: Path, monkeypatch):
     home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
     home.mkdir()

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
-from parity.errors import ParityError
+from parity.errors import ParityError, RuntimeFailure
 
 #: Environment variable of the test-only fault injector (``task:phase``).
 FAULT_ENV = "PARITY_WORKER_FAULT"
@@ -139,7 +139,11 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
     start = time.perf_counter()
     if task["kind"] == "export":
         phases.enter(name, f"exporting {task['exporter']}")
-        artifact = session.cache.get(get_exporter(task["exporter"]), session.context)
+        try:
+            artifact = session.cache.get(get_exporter(task["exporter"]), session.context)
+        except RuntimeFailure as exc:  # a converter failing on parity's artifact: its variants fail
+            _done(folder, error=str(exc), seconds=time.perf_counter() - start)
+            return
         _done(folder, artifact=_artifact_record(artifact), seconds=time.perf_counter() - start)
         return
     if task["kind"] == "external":

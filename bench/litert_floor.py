@@ -15,6 +15,11 @@ Two diagnostic sections explain the quantised numbers (``--no-diagnose`` skips t
   set), with the head's int8 range against the fixtures' range.
 
     python bench/litert_floor.py [--models mobilenet_v2 resnet18] [--out bench/litert_floor.md]
+
+``--family litert_torch`` measures the litert-torch route's variants the same way (the
+diagnostics are the Keras route's; they are skipped):
+
+    python bench/litert_floor.py --family litert_torch --out bench/litert_torch_floor.md
 """
 
 from __future__ import annotations
@@ -36,11 +41,16 @@ from parity.export import get_exporter
 from parity.harness import RunConfig, Session, make_runner
 from parity.variants import VARIANTS
 
-LITERT = [name for name, v in VARIANTS.items() if v.family == "litert"]
+#: What each family's files are converted with (the report's first line).
+SOURCES = {
+    "litert": "TFLite from the Keras twin (tf.lite.TFLiteConverter.from_keras_model)",
+    "litert_torch": "TFLite from the torch module (litert_torch.convert; AI Edge Quantizer "
+    "recipes for fp16/dynamic/int8)",
+}
 
 
 def short(name: str) -> str:
-    return name.removeprefix("litert_").replace("_noxnn", " nx")
+    return name.removeprefix("litert_").removeprefix("torch_").replace("_noxnn", " nx")
 
 
 def summary_row(label: str, metrics: Mapping[str, TapMetrics], extra: Sequence[str] = ()) -> str:
@@ -75,14 +85,16 @@ def wide_table(
     return rows
 
 
-def measure_variants(session: Session) -> tuple[list[str], dict[str, dict[str, TapMetrics]]]:
+def measure_variants(
+    session: Session, family: str
+) -> tuple[list[str], dict[str, dict[str, TapMetrics]]]:
     header = [
         "| variant | convert s | MB | run ms (16 img, taps) | worst max_abs_norm | "
         "min cosine | min SQNR dB | top-1 | top-5 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     results: dict[str, dict[str, TapMetrics]] = {}
-    for name in LITERT:
+    for name in [n for n, v in VARIANTS.items() if v.family == family]:
         variant = VARIANTS[name]
         result = session.check(variant)
         if result.error is not None or result.verdict is None:
@@ -95,8 +107,9 @@ def measure_variants(session: Session) -> tuple[list[str], dict[str, dict[str, T
             runner.run(session.batch, session.taps)
             ms = runner.last_inference_time * 1e3
         converter = artifact.metadata["converter"]
+        seconds = converter.get("convert_seconds", converter.get("quantize_seconds"))
         extra = [
-            f"{converter['convert_seconds']:.1f}",
+            f"{seconds:.1f}",
             f"{artifact.size_bytes / 1e6:.1f}",
             f"{ms:.0f}",
         ]
@@ -218,14 +231,16 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet18"])
     parser.add_argument("--out", type=Path, default=Path("bench/litert_floor.md"))
     parser.add_argument("--no-diagnose", action="store_true", help="skip the diagnostics")
+    parser.add_argument("--family", choices=sorted(SOURCES), default="litert")
     args = parser.parse_args()
+    diagnose = not args.no_diagnose and args.family == "litert"
     start = time.perf_counter()
     litert = lazy.require("ai_edge_litert")
     lines = [
         "# LiteRT variants vs torch, per tap (all fixture images)",
         "",
         f"{datetime.date.today()}, ai-edge-litert {getattr(litert, '__version__', '?')}, "
-        "TFLite from the Keras twin (tf.lite.TFLiteConverter.from_keras_model), calibrated "
+        f"{SOURCES[args.family]}, calibrated "
         "weights, 2 threads. `nx` = XNNPACK off (builtin kernels). Worst/min over taps "
         "and images; the tap is in brackets. `convert s` is the converter alone; run ms "
         "is one tapped invoke of the 16-image batch (noisy: shared 2-core machine).",
@@ -233,7 +248,7 @@ def main() -> None:
     for model in args.models:
         session = Session(RunConfig(model=model), progress=print)
         taps = [t.name for t in session.taps]
-        summary, results = measure_variants(session)
+        summary, results = measure_variants(session, args.family)
         lines += ["", f"## {model}", "", *summary]
         lines += ["", f"### {model}: max_abs_norm per tap", ""]
         lines += wide_table(taps, results, lambda m: f"{m.max_abs_norm:.2g}")
@@ -241,7 +256,7 @@ def main() -> None:
         lines += wide_table(taps, results, lambda m: f"{m.cosine:.6f}")
         lines += ["", f"### {model}: SQNR dB per tap", ""]
         lines += wide_table(taps, results, lambda m: f"{m.sqnr_db:.1f}")
-        if not args.no_diagnose:
+        if diagnose:
             inputs = session.artifact(VARIANTS["litert_int8_io"]).metadata["converter"]["inputs"]
             scale, zero = inputs[0]["scale"][0], inputs[0]["zero_point"][0]
             lines += ["", f"### {model}: sensitivity of the torch model itself", ""]

@@ -31,6 +31,20 @@ def _missing(module: str, why: str) -> str:
     return f"{module} is not installed ({why}); pip install 'parity[{extra_for(module)}]'"
 
 
+def _twinless_routes(variant: Variant) -> str:
+    """The families whose artifacts are made without a Keras twin, the variant's own kind
+    (TFLite: litert_torch) first."""
+    from parity.backends import variants
+
+    suffix = get_exporter(variant.exporter or "").filename.rpartition(".")[2]
+    routes: dict[str, bool] = {}
+    for other in variants().values():
+        if other.exporter is not None and "keras" not in _chain(other.exporter):
+            same = get_exporter(other.exporter).filename.endswith(f".{suffix}")
+            routes[other.family] = routes.get(other.family, False) or same
+    return ", ".join(sorted(routes, key=lambda family: not routes[family]))
+
+
 def not_applicable_reason(variant: Variant, card: ModelCard, exporting: bool = True) -> str | None:
     """Why ``variant`` cannot run for ``card`` here, or ``None`` when it applies.
 
@@ -46,8 +60,9 @@ def not_applicable_reason(variant: Variant, card: ModelCard, exporting: bool = T
     chain = _chain(variant.exporter)
     if "keras" in chain and card.keras_twin is None:
         return (
-            f"{card.name} has no Keras twin (card key 'keras_twin'); "
-            f"the {variant.name} artifact is made from it"
+            f"{card.name} has no Keras twin (card key 'keras_twin'); the {variant.name} artifact "
+            f"is made from it. Routes that apply: {_twinless_routes(variant)}, or your own "
+            "file: parity check --artifact FILE (or [tool.parity] artifacts)"
         )
     if not exporting:
         return None

@@ -129,6 +129,8 @@ class ArtifactCache:
         }
         if ctx.card.calibration:  # cards with their own int8 calibration set
             parts["calibration"] = ctx.card.calibration
+        if exporter.keyed_on_taps:  # the artifact records where the card's taps are
+            parts["taps"] = [t.to_dict() for t in ctx.card.taps]
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:20]
 

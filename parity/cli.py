@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -212,6 +213,15 @@ def _parser() -> argparse.ArgumentParser:
         help="flips listed per variant (default 10; all are in --json)",
     )
     evals.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    evals.add_argument(
+        "--engine", choices=("local", "ray"), default="local",
+        help="local: worker processes here (default); ray: a Ray Dataset with a pool of actors "
+        "per variant (pip install 'parity[ray]')",
+    )  # fmt: skip
+    evals.add_argument(
+        "--address", metavar="ADDR",
+        help="--engine ray: an existing Ray cluster ('auto', host:port); default: a local one",
+    )  # fmt: skip
     _add_worker_options(evals)
     merge = commands.add_parser(
         "eval-merge",
@@ -358,6 +368,19 @@ def _cmd_check(args: argparse.Namespace, console: Console) -> int:
                 timeout=args.timeout,
             )
             reports.append(run_parity(config, progress, modes))
+            for shipped in gate.shipped(model):  # the files the project ships: as --artifact
+                if "live" not in modes:
+                    console.print(
+                        f"[yellow]{shipped.path}[/]: not checked (a file made elsewhere is "
+                        "compared with torch now; --no-live compares with the goldens only)"
+                    )
+                    continue
+                config = dataclasses.replace(
+                    config, runtimes=None, bundle=None, artifact=shipped.path,
+                    artifact_runtime=shipped.runtime, tap_map=shipped.taps,
+                    input_layout=shipped.layout,
+                )  # fmt: skip
+                reports.append(run_parity(config, progress, ("live",)))
     for report in reports:
         print_report(report, console, per_tap=not args.summary)
     report_dir = args.report or gate.report
@@ -387,13 +410,19 @@ def _cmd_update_goldens(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_bundle(args: argparse.Namespace, console: Console) -> int:
+    from parity.backends import backend
     from parity.bundle import write_bundle
     from parity.export import get_exporter
     from parity.harness import RunConfig, Session
+    from parity.lazy import installed
     from parity.variants import VARIANTS, resolve_variants
     from parity.zoo import list_models
 
-    selectors = args.runtime or [v.name for v in VARIANTS.values() if not v.reference]
+    # By default every variant whose backend is installed (a route with its own extra, such
+    # as litert-torch, is bundled where it is installed).
+    selectors = args.runtime or [
+        v.name for v in VARIANTS.values() if not v.reference and installed(backend(v.family).module)
+    ]
     variants = [v for v in resolve_variants(selectors) if v.exporter is not None]
     entries = []
     with _progress(console, args.quiet) as progress:
@@ -434,6 +463,8 @@ def _cmd_eval(args: argparse.Namespace, console: Console) -> int:
     from parity import evaluate as ev
 
     shard = None
+    if args.command == "eval" and args.address is not None and args.engine != "ray":
+        raise ParityError("--address names a Ray cluster: use it with --engine ray")
     if args.command == "eval-merge":
         results = [ev.read_result(path) for path in args.shards]
         result = ev.merge_results(results, [str(path) for path in args.shards])
@@ -457,7 +488,12 @@ def _cmd_eval(args: argparse.Namespace, console: Console) -> int:
             def on_batch(done: int, total: int) -> None:
                 bar.update(task, description="images", completed=done, total=total)
 
-            result = ev.evaluate(config, progress, on_batch)
+            if args.engine == "ray":
+                from parity.evaluate.ray_engine import RayOptions, evaluate_ray
+
+                result = evaluate_ray(config, RayOptions(args.address), progress, on_batch)
+            else:
+                result = ev.evaluate(config, progress, on_batch)
     ev.print_eval(result, console, args.flips)
     out = args.json or (Path(f"eval-{result.model}-{shard[0]}of{shard[1]}.json") if shard else None)
     if out is not None:

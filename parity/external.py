@@ -61,8 +61,8 @@ from parity.artifacts import Artifact
 from parity.backends import Variant, backend
 from parity.backends.base import OUTPUT, Runner
 from parity.compare import compare_taps
-from parity.detect import Detection, Probe, detect, first_line, format_shape, sniff_runtime
-from parity.errors import ParityError
+from parity.detect import Detection, Probe, detect, format_shape, sniff_runtime
+from parity.errors import ParityError, RuntimeFailure
 from parity.fixtures import file_sha256
 from parity.preprocess import Layout, to_layout
 from parity.tapmatch import TapMapEntry, TapMatch, load_tap_map, match_summary, match_taps
@@ -317,13 +317,11 @@ def check_external(
         session.progress(f"running {plan.variant.name} on {len(session.fixtures)} images")
         with plan.runner as runner:
             obtained = runner.run(session.batch, taps)
-    except ParityError:
-        raise
-    except Exception as exc:  # a runtime failing on its artifact is a failed check
+    except RuntimeFailure as exc:  # a runtime failing on its artifact is a failed check
         artifact = inspection.artifact(inspection.detection.lines)
         seconds = time.perf_counter() - start
         return VariantResult.failed_to_run(
-            inspection.variant, first_line(exc), artifact=artifact, seconds=seconds
+            inspection.variant, str(exc), artifact=artifact, seconds=seconds
         )
     verdict = compare_taps(
         session.card.name, plan.variant.name, taps, session.reference, obtained, session.policy

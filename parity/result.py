@@ -93,28 +93,6 @@ class VariantResult:
         return self.status == PASS
 
 
-class RuntimeFailure(Exception):
-    """A runtime failed on its artifact in a worker (raised, crashed, timed out): the message
-    says how, and names the artifact and the phase."""
-
-    def __init__(self, message: str, artifact: Artifact | None = None) -> None:
-        super().__init__(message)
-        self.artifact = artifact
-
-
-def failure_message(exc: BaseException) -> str:
-    """The one wording of a runtime failure in a result's ``error`` (exceptions that are not
-    bad input: a :class:`~parity.errors.ParityError` is never a result, it ends the run)."""
-    if isinstance(exc, RuntimeFailure):
-        return str(exc)
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}"
-
-
-def failure_artifact(exc: BaseException) -> Artifact | None:
-    return exc.artifact if isinstance(exc, RuntimeFailure) else None
-
-
 def run_passed(results: list[VariantResult], strict: bool = False) -> bool:
     """The one failure policy: every applicable variant passed; with ``strict``, no ``n/a``."""
     if strict and any(r.status == NOT_APPLICABLE for r in results):

@@ -70,6 +70,11 @@ def _config_text(fixtures: str, models: list[str]) -> str:
         'goldens = "parity/goldens"\n'
         'report = "parity-report"\n'
         "strict = false                    # true: a variant that does not apply fails\n"
+        "# The files you ship (made by your own conversion), checked on every run against\n"
+        "# their model like the built-in variants; runtime, input layout and taps are read\n"
+        "# from the file when left out (paths relative to this file):\n"
+        '# artifacts = [{path = "dist/model.tflite", model = "mynet", runtime = "litert",\n'
+        '#               layout = "NHWC", taps = "dist/taps.toml"}]\n'
     )
 
 

@@ -26,7 +26,7 @@ from parity.compare import (
     merge_verdicts,
     prepare_reference,
 )
-from parity.errors import ParityError
+from parity.errors import RuntimeFailure
 from parity.export import get_exporter
 from parity.fixtures import Fixture, load_fixtures
 from parity.golden import (
@@ -43,10 +43,7 @@ from parity.preprocess import preprocess_batch, tensor_sha256
 from parity.reference import ReferenceCache, reference_key
 from parity.result import (
     ParityReport,
-    RuntimeFailure,
     VariantResult,
-    failure_artifact,
-    failure_message,
 )
 from parity.taps import select_taps
 from parity.threads import REFERENCE_THREADS
@@ -321,11 +318,9 @@ class Session:
             obtained, artifact = self.outputs(variant)
             if mode == "live":
                 _ = self.prepared_reference  # the torch reference not there: a failed check
-        except ParityError:
-            raise
-        except Exception as exc:  # a runtime failing on its artifact is a failed check
+        except RuntimeFailure as exc:  # a runtime failing on its artifact is a failed check
             return VariantResult.failed_to_run(
-                variant, failure_message(exc), mode, failure_artifact(exc),
+                variant, str(exc), mode, exc.artifact,
                 time.perf_counter() - start,
             )  # fmt: skip
         return VariantResult(

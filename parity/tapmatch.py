@@ -386,7 +386,7 @@ def match_summary(matches: Sequence[TapMatch]) -> str:
     """``taps: 20 of 21 compared (1 final output, 9 shape-unique, ...); 1 unmatched ...``"""
     counts = Counter(m.how for m in matches)
     matched = len(matches) - counts.get("unmatched", 0)
-    kinds = ("final output", "explicit", "shape-unique", "shape-order", "numeric")
+    kinds = ("final output", "module path", "explicit", "shape-unique", "shape-order", "numeric")
     hows = ", ".join(f"{counts[h]} {h}" for h in kinds if counts.get(h))
     text = f"taps: {matched} of {len(matches)} compared ({hows})"
     if counts.get("unmatched"):

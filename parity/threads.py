@@ -14,6 +14,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from parity.errors import ParityError
+
 #: Threads for the float64 BatchNorm re-estimation (bench: 1 beat 2 under load).
 BN_THREADS = 1
 #: Threads for the torch reference on the fixture batch (bench/RESULTS.md, speed region:
@@ -22,16 +24,16 @@ REFERENCE_THREADS = 1
 
 
 def available_cores() -> int:
-    """The cores parity may use: ``PARITY_CORES`` if set, else the process's CPU affinity."""
+    """The cores parity may use: ``PARITY_CORES`` if set, else the process's CPU affinity.
+
+    The one source of the core count: the default ``--jobs`` and each worker's runtime
+    threads (:mod:`parity.workers`) are derived from it.
+    """
     if value := os.environ.get("PARITY_CORES"):
-        return max(1, int(value))
+        if not value.strip().isdigit() or int(value) < 1:
+            raise ParityError(f"PARITY_CORES={value!r}: expected a whole number of cores >= 1")
+        return int(value)
     return max(1, len(os.sched_getaffinity(0)))
-
-
-def per_worker(workers: int, cores: int | None = None) -> int:
-    """Threads each of ``workers`` concurrent processes may use: never more than the cores."""
-    total = available_cores() if cores is None else cores
-    return max(1, total // max(1, workers))
 
 
 @contextlib.contextmanager

@@ -9,13 +9,14 @@ parent (:mod:`parity.workers`) through files in the run directory:
 * ``images.npy`` (``parity eval``: the dataset, preprocessed by the parent), run in
   chunks by ``eval`` tasks, which write ``<task>/logits.npy``;
 * ``<task>/<tap>.npy`` + ``<task>/done.json`` per finished task (``error`` set when the
-  runtime failed; ``parity_error`` for bad input, which the parent raises);
+  runtime failed; ``parity_error`` for bad input and ``internal_error``, the traceback,
+  for a bug in parity's own code: the parent raises both);
 * ``phases.<job>.log``: one line per phase entered (``task<TAB>phase``), so a crash
   or a hang names what it was doing.
 
-``PARITY_WORKER_FAULT=<task>:<phase word>[:hang]`` (comma-separated) makes the worker
-SIGKILL itself (or hang) when it enters that phase of that task: the fault injector of
-the crash and timeout tests.
+``PARITY_WORKER_FAULT=<task>:<phase word>[:hang|:bug]`` (comma-separated) makes the worker
+SIGKILL itself (or hang, or raise an exception from parity's own code) when it enters that
+phase of that task: the fault injector of the crash, timeout and internal-error tests.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pickle
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,8 @@ class Phases:
         fault = self.faults.get((task, phase.split()[0]))
         if fault == "hang":
             time.sleep(86400)
+        elif fault == "bug":
+            raise AttributeError(f"injected bug in parity while {phase} ({task})")
         elif fault is not None:
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -137,29 +141,25 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
 
     name, folder = task["name"], run_dir / task["name"]
     start = time.perf_counter()
-    if task["kind"] == "export":
-        phases.enter(name, f"exporting {task['exporter']}")
-        try:
-            artifact = session.cache.get(get_exporter(task["exporter"]), session.context)
-        except RuntimeFailure as exc:  # a converter failing on parity's artifact: its variants fail
-            _done(folder, error=str(exc), seconds=time.perf_counter() - start)
-            return
-        _done(folder, artifact=_artifact_record(artifact), seconds=time.perf_counter() - start)
-        return
-    if task["kind"] == "external":
-        from parity.external import check_external
-
-        phases.enter(name, f"loading {Path(task['path']).name}")
-        result = check_external(
-            session, Path(task["path"]), task["runtime"], task["tap_map"], task["input_layout"]
-        )
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "result.pkl").write_bytes(pickle.dumps(result))
-        _done(folder, seconds=time.perf_counter() - start)
-        return
-    variant = VARIANTS[task["variant"]]
     artifact = None
     try:
+        if task["kind"] == "export":
+            phases.enter(name, f"exporting {task['exporter']}")
+            artifact = session.cache.get(get_exporter(task["exporter"]), session.context)
+            _done(folder, artifact=_artifact_record(artifact), seconds=time.perf_counter() - start)
+            return
+        if task["kind"] == "external":
+            from parity.external import check_external
+
+            phases.enter(name, f"loading {Path(task['path']).name}")
+            result = check_external(
+                session, Path(task["path"]), task["runtime"], task["tap_map"], task["input_layout"]
+            )
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "result.pkl").write_bytes(pickle.dumps(result))
+            _done(folder, seconds=time.perf_counter() - start)
+            return
+        variant = VARIANTS[task["variant"]]
         if variant.runs_on == "module":  # a torch variant that is not the reference
             session.handed = None  # this worker has torch: load the module itself
             phases.enter(name, "loading the torch module")
@@ -180,15 +180,9 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
         phases.enter(name, "writing the taps")
         save_arrays(folder, outputs)
         _done(folder, artifact=_artifact_record(artifact), seconds=time.perf_counter() - start)
-    except ParityError:
-        raise
-    except Exception as exc:  # a runtime failing on its artifact: a failed result
-        _done(
-            folder,
-            artifact=_artifact_record(artifact),
-            error=f"{type(exc).__name__}: {exc}",
-            seconds=time.perf_counter() - start,
-        )
+    except RuntimeFailure as exc:  # a runtime or converter failing: a failed result
+        record = _artifact_record(exc.artifact or artifact)
+        _done(folder, artifact=record, error=str(exc), seconds=time.perf_counter() - start)
 
 
 def _evaluate(
@@ -197,24 +191,16 @@ def _evaluate(
     """``parity eval``: the variant's logits on ``images.npy`` in chunks (taps off), written
     as ``<task>/logits.npy``; returns the inference seconds."""
     from parity.backends.base import OUTPUT
-    from parity.harness import make_runner
+    from parity.evaluate.running import eval_runner
     from parity.variants import VARIANTS
 
     name, variant = task["name"], VARIANTS[task["variant"]]
     images = np.load(run_dir / "images.npy", mmap_mode="r")
     size = int(task["batch_size"])
     device = task.get("device", "cpu")
-    if device != "cpu":  # --device for the reference: a GPU that is not there is bad input
-        from parity.evaluate.running import reference_device
-
-        device = reference_device(device)
-    if device != "cpu":  # the reference on a GPU, strict fp32
+    if device != "cpu":
         phases.enter(name, f"loading {label} on {device}")
-        runner = variant.runner_class()(
-            variant.name, source, session.config.threads, device=device, tf32=False
-        )
-    else:
-        runner = make_runner(variant, source, session.config.threads)
+    runner = eval_runner(variant, source, session.config.threads, device)
     logits, seconds = [], 0.0
     with runner:
         for first in range(0, len(images), size):
@@ -235,17 +221,22 @@ def main(argv: list[str]) -> int:
     run_dir = job_path.parent
     phases = Phases(run_dir / f"phases.{job.get('name', job['backend'])}.log")
     phases.enter("worker", "importing parity")
-    current = "worker"
+    names = [REFERENCE_TASK] * bool(job.get("reference")) + [t["name"] for t in job["tasks"]]
+    current = names[0] if names else "worker"  # what the parent reads an error from
     try:
         session = _session(job, run_dir)
         if job.get("reference"):
-            current = REFERENCE_TASK
             _reference(session, run_dir, phases, job.get("state_dict", False))
         for task in job["tasks"]:
             current = task["name"]
             _task(session, task, run_dir, phases)
     except ParityError as exc:
         _done(run_dir / current, parity_error=str(exc), error_class=type(exc).__name__)
+    except RuntimeFailure as exc:  # torch failed on the reference: it and its job fail
+        _done(run_dir / current, error=str(exc))
+    except Exception as exc:  # a bug in parity: the parent raises it (exit 3)
+        message = f"{type(exc).__name__}: {str(exc).strip()}"
+        _done(run_dir / current, internal_error=traceback.format_exc(), message=message)
     return 0
 
 

@@ -36,6 +36,7 @@ from parity.artifacts import Artifact
 from parity.backends import backends, maker
 from parity.errors import ParityError
 from parity.export import get_exporter
+from parity.threads import available_cores
 from parity.worker import REFERENCE_TASK
 
 #: Seconds a single task may take before its worker is killed (``--timeout``).
@@ -44,13 +45,13 @@ _POLL = 0.1
 
 
 def default_jobs() -> int:
-    """Backends run side by side by default: one per core."""
-    return max(1, os.cpu_count() or 1)
+    """Backends run side by side by default: one per core parity may use."""
+    return available_cores()
 
 
 def threads_per_worker(jobs: int, threads: int) -> int:
     """Runtime threads of each worker, so that ``jobs x threads <= cores``."""
-    return max(1, min(threads, (os.cpu_count() or 1) // max(1, jobs)))
+    return max(1, min(threads, available_cores() // max(1, jobs)))
 
 
 @dataclasses.dataclass
@@ -367,6 +368,11 @@ class Runs:
                 if record.get("parity_error"):
                     cls = getattr(errors, record.get("error_class", ""), ParityError)
                     raise cls(record["parity_error"])
+                if record.get("internal_error"):
+                    where = f"in parity's {task['name']} task, in a worker process"
+                    raise errors.WorkerBug(f"{record['message']} ({where})") from (
+                        errors.WorkerTraceback(record["internal_error"])
+                    )
                 self._record(task, record)
 
 

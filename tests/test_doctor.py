@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from parity.backends.onnxruntime.runner import OnnxRuntimeRunner
 from parity.cli import main
 from parity.doctor import (
     OK,
@@ -24,8 +25,10 @@ from parity.doctor import (
     diagnose_port,
     diagnose_preprocessing,
 )
+from parity.faults import perturb_onnx_conv
 from parity.harness import Session
 from parity.preprocess import preprocess
+from parity.variants import VARIANTS
 
 MODEL = "resnet18"
 IMAGES = 4
@@ -194,23 +197,23 @@ def test_delegates_ort_optimisation_is_ok(session: Session) -> None:
     assert pair["worst_max_abs_norm"] < 5e-4
 
 
-def test_delegates_names_first_divergent_tap(session: Session) -> None:
-    # A delegate fault cannot be injected into LiteRT/ORT cheaply; perturb the second
-    # variant's outputs from one tap on instead (what a faulty kernel there looks like).
+@pytest.mark.onnxruntime
+def test_delegates_names_first_divergent_tap(session: Session, tmp_path: Path) -> None:
+    """A real delegate pair whose second side computes one block wrong: ONNX Runtime with
+    graph optimisation off, run on the dynamo export with one conv in layer3.0 perturbed
+    (what a faulty kernel looks like), against the clean export optimised."""
+    clean, _ = session.outputs(VARIANTS["ort_dynamo"])
+    broken = tmp_path / "broken.onnx"
+    perturb_onnx_conv(session.artifact(VARIANTS["ort_dynamo"]).path, broken, "layer3.0")
+    with OnnxRuntimeRunner("ort_dynamo_noopt", broken, graph_optimization="disabled") as runner:
+        faulty = runner.run(session.batch, session.taps)
     taps = [t.name for t in session.taps]
-    reference = session.reference
-    rng = np.random.default_rng(0)
-    faulty = {}
-    for index, tap in enumerate(taps):
-        value = reference[tap]
-        if index >= 3:
-            value = value + rng.normal(0, 0.01 * np.abs(value).max(), value.shape)
-        faulty[tap] = value.astype(np.float32)
-    result = compare_pair("torch", "faulty", taps, reference, faulty)
+    result = compare_pair("ort_dynamo", "ort_dynamo_noopt", taps, clean, faulty)
     finding = delegate_finding([result], 5e-4)
     assert finding.status == PROBLEM
-    assert result["first_divergent_tap"] == taps[3]
-    assert f"first divergent tap '{taps[3]}'" in finding.cause
+    assert result["first_divergent_tap"] == "layer3.0"
+    assert "first divergent tap 'layer3.0'" in finding.cause
+    assert all(result["max_abs_norm"][tap] < 5e-4 for tap in taps[: taps.index("layer3.0")])
 
 
 def test_calibration_int8_noise_named_with_worst_layers(session: Session) -> None:

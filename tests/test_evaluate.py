@@ -70,7 +70,6 @@ def labelled(
     Even-numbered fixtures go into the folder of torch's prediction, odd ones into the
     next class: torch's accuracy is exactly 50%. Returns (root, torch predictions).
     """
-    pytest.importorskip("torch")
     from parity.weights import class_names
 
     session = session_for(MODEL)

@@ -11,8 +11,6 @@ import pytest
 from parity.paths import project_root
 from parity.variants import VARIANTS
 
-pytest.importorskip("torch")
-
 pytestmark = [pytest.mark.torch, pytest.mark.torch_cuda]
 
 

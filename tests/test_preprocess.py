@@ -59,7 +59,8 @@ WEIGHTS = ("MobileNet_V2_Weights", "ResNet18_Weights")
 
 
 def _transforms(weights_class: str):
-    models = pytest.importorskip("torchvision.models")
+    from torchvision import models
+
     # Building the transforms object needs no weights download.
     return getattr(models, weights_class).IMAGENET1K_V1.transforms()
 
@@ -87,7 +88,8 @@ def test_default_spec_matches_torchvision_transforms(weights_class: str, name: s
 @pytest.mark.parametrize("weights_class", WEIGHTS)
 def test_default_geometry_is_bit_identical_to_torchvision(weights_class: str) -> None:
     """Resize + centre crop (PIL path) give exactly torchvision's 8-bit pixels."""
-    functional = pytest.importorskip("torchvision.transforms.functional")
+    from torchvision.transforms import functional
+
     transforms = _transforms(weights_class)
     assert tuple(transforms.resize_size) == DEFAULT.resize
     assert tuple(transforms.crop_size) * 2 == DEFAULT.crop
@@ -347,7 +349,8 @@ FIXTURE_SIZES = sorted({(e["width"], e["height"]) for e in ENTRIES})
 
 @pytest.mark.torch
 def test_resized_size_matches_torchvision_resize() -> None:
-    transforms = pytest.importorskip("torchvision.transforms")
+    from torchvision import transforms
+
     sizes = FIXTURE_SIZES + [(h, w) for w, h in FIXTURE_SIZES]  # landscape and portrait
     assert (1280, 240) in sizes and (240, 1280) in sizes and (300, 451) in sizes
     for resize in ((256,), (224, 300)):
@@ -372,7 +375,8 @@ def test_bgr_is_exactly_the_reversed_channels() -> None:
 )
 def test_no_antialias_bilinear_matches_torch_interpolate(name: str, size: tuple[int, int]) -> None:
     """``antialias=False`` is torch/TF half-pixel bilinear: within 1 level (rounding)."""
-    torch = pytest.importorskip("torch")
+    import torch
+
     spec = RAW.replace(resize=size, crop=None, antialias=False)
     ours = preprocess(PATHS[name], spec)
     image = torch.from_numpy(rgb(name).astype(np.uint8)).permute(2, 0, 1)[None]

@@ -30,8 +30,8 @@ def run(argv: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[s
 
 
 @pytest.fixture(scope="session")
-def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with the parity wheel installed (no editable path); its ``bin``."""
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The parity wheel built from this checkout."""
     work = tmp_path_factory.mktemp("wheel")
     source = work / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.obtained.*", "*.pyc")
@@ -45,18 +45,29 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
     built = run([*pip, "-q", "-w", str(wheels), str(source)], work)
     assert built.returncode == 0, built.stderr
-    (wheel,) = wheels.glob("parity-*.whl")
-    env = work / "venv"
+    (built_wheel,) = wheels.glob("parity-*.whl")
+    return built_wheel
+
+
+def make_venv(env: Path, wheel: Path) -> Path:
+    """A fresh venv at ``env`` with ``wheel`` installed (no editable path); its ``bin``."""
     subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
     purelib = Path(sysconfig.get_path("purelib", vars={"base": str(env), "platbase": str(env)}))
     # torch, TF, ONNX Runtime... from this interpreter's environment (sys.prefix).
     deps = sysconfig.get_path("purelib", vars={"base": sys.prefix, "platbase": sys.prefix})
     (purelib / "parity_test_deps.pth").write_text(deps + "\n")
     installed = run(
-        [str(env / "bin" / "pip"), "install", "-q", "--no-deps", "--no-index", str(wheel)], work
+        [str(env / "bin" / "pip"), "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        env.parent,
     )
     assert installed.returncode == 0, installed.stderr
     return env / "bin"
+
+
+@pytest.fixture(scope="session")
+def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv outside any project with the wheel installed; its ``bin``."""
+    return make_venv(tmp_path_factory.mktemp("venv") / "venv", wheel)
 
 
 def test_wheel_is_installed_without_an_editable_path(venv: Path, tmp_path: Path):
@@ -85,3 +96,40 @@ def test_wheel_runs_the_default_from_an_empty_directory(
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "ort_dynamo" in result.stdout and "PASS" in result.stdout
     assert not any(tmp_path.iterdir()), "a run must not write into the working directory"
+
+
+USER_TESTS = "def test_mine():\n    pass\n\n\ndef test_also_mine():\n    pass\n"
+
+
+@pytest.mark.torch
+@pytest.mark.onnxruntime
+def test_plugin_runs_the_parity_tests_with_the_venv_inside_the_project(
+    wheel: Path, tmp_path: Path, parity_cache: Path
+):
+    """``python -m venv .venv`` in the project, ``pytest --parity-models ...`` from its root:
+    pytest drops the suite's path (covered by ``.``) and never walks into ``.venv``; the
+    parity tests must run anyway, write the report, and a session that collects none of
+    them must fail (it passed with the user's 2 tests before)."""
+    project = tmp_path / "project"
+    (project / "tests").mkdir(parents=True)
+    (project / "tests" / "test_mine.py").write_text(USER_TESTS)
+    python = make_venv(project / ".venv", wheel) / "python"
+    argv = [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-W", "ignore"]
+    argv += ["--parity-models", "mobilenet_v2", "--parity-runtimes", "ort_torchscript"]
+    cache = str(parity_cache)
+    done = run([*argv, "-v", "--parity-report", "report"], project, PARITY_CACHE_DIR=cache)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    passed = [line for line in done.stdout.splitlines() if " PASSED" in line]
+    assert sum("test_parity[mobilenet_v2-ort_torchscript-" in line for line in passed) == 16
+    assert sum("test_parity[mobilenet_v2-torch-" in line for line in passed) == 16
+    assert sum("tests/test_mine.py::" in line for line in passed) == 2
+    assert (project / "report" / "report.json").is_file()
+    # Nothing else of the venv was collected (site-packages hold many test_*.py files).
+    collected = run([*argv, "--collect-only", "-q"], project, PARITY_CACHE_DIR=cache)
+    ids = [line for line in collected.stdout.splitlines() if "::" in line]
+    assert len(ids) == 34 and all("pytest_suite.py" in i or "test_mine" in i for i in ids), ids
+    # No parity test collected (the project's python_functions excludes test_parity).
+    empty = run([*argv, "-o", "python_functions=it_*"], project, PARITY_CACHE_DIR=cache)
+    errors = [line for line in (empty.stdout + empty.stderr).splitlines() if "ERROR" in line]
+    assert empty.returncode == 4, empty.stdout + empty.stderr
+    assert len(errors) == 1 and "collected no parity test" in errors[0], errors

@@ -93,17 +93,39 @@ def move_logits(root: Path, fixture: str = "chelsea", *, record: bool = True) ->
         provenance_path.write_text(json.dumps(provenance, indent=2))
 
 
-def test_generated_tests_pass_and_write_reports(run: Run, tmp_path: Path):
-    """No test file: 16 images x (torch + ort_torchscript), model-variant-image ids."""
+USER_TESTS = """
+import numpy as np
+
+def test_live_check(parity_session, parity_check, parity_preprocess):
+    session = parity_session("mobilenet_v2")
+    assert parity_session("mobilenet_v2") is session
+    result = parity_check("mobilenet_v2", "ort_torchscript")
+    assert result.passed, result.error or result.verdict.explain()
+    assert result.mode == "live" and len(result.verdict.taps) == len(session.taps)
+    chelsea = [f.name for f in session.fixtures].index("chelsea")
+    tensor = parity_preprocess(session.fixtures[chelsea].path)
+    assert tensor.shape == (1, 3, 224, 224) and tensor.dtype == np.float32
+    np.testing.assert_array_equal(tensor[0], session.batch[chelsea])
+"""
+
+
+def test_generated_tests_pass_and_write_reports(
+    run: Run, pytester: pytest.Pytester, tmp_path: Path
+):
+    """No parity test file: 16 images x (torch + ort_torchscript), model-variant-image ids;
+    beside them, a user's own test module using parity_session / parity_check /
+    parity_preprocess shares the generated tests' session (one pytest run for both)."""
+    pytester.makepyfile(test_mine=USER_TESTS)
     report = tmp_path / "report"
     goldens = golden_copy(tmp_path)
     result = run(
         *MODEL, *ORT, "--parity-goldens", str(goldens), "-v", "--parity-report", str(report)
     )
-    result.assert_outcomes(passed=2 * N_IMAGES)
+    result.assert_outcomes(passed=2 * N_IMAGES + 1)
     result.stdout.fnmatch_lines(
         [
             "parity: models mobilenet_v2; torch, ort_torchscript; vs goldens",
+            "*test_mine.py::test_live_check PASSED*",
             "*test_parity[[]mobilenet_v2-torch-chelsea[]] PASSED*",
             "*test_parity[[]mobilenet_v2-ort_torchscript-chelsea[]] PASSED*",
             f"parity report: {report / 'report.json'}",
@@ -204,30 +226,6 @@ def test_family_markers_select_and_deselect(run: Run):
     result.stdout.fnmatch_lines(
         [f"{N_IMAGES}/{(1 + ort) * N_IMAGES} tests collected (* deselected)*"]
     )
-
-
-def test_user_tests_use_the_fixtures(run: Run, pytester: pytest.Pytester, tmp_path: Path):
-    """parity_session / parity_check / parity_preprocess in a user's own test module."""
-    pytester.makepyfile(
-        test_mine="""
-        import numpy as np
-
-        def test_live_check(parity_session, parity_check, parity_preprocess):
-            session = parity_session("mobilenet_v2")
-            assert parity_session("mobilenet_v2") is session
-            result = parity_check("mobilenet_v2", "ort_torchscript")
-            assert result.passed, result.error or result.verdict.explain()
-            assert result.mode == "live" and len(result.verdict.taps) == len(session.taps)
-            chelsea = [f.name for f in session.fixtures].index("chelsea")
-            tensor = parity_preprocess(session.fixtures[chelsea].path)
-            assert tensor.shape == (1, 3, 224, 224) and tensor.dtype == np.float32
-            np.testing.assert_array_equal(tensor[0], session.batch[chelsea])
-        """
-    )
-    # With generated tests in the same run: they share the user's session.
-    goldens = golden_copy(tmp_path)
-    result = run(*MODEL, *ORT, "--parity-goldens", str(goldens), "-k", "test_live_check or chelsea")
-    result.assert_outcomes(passed=3)
 
 
 def test_corrupt_golden_fails_with_its_message(run: Run, tmp_path: Path):
@@ -342,7 +340,6 @@ def test_xdist_workers_export_once_and_write_one_merged_report(
     monkeypatch: pytest.MonkeyPatch,
 ):
     """``-n 2`` on a cold artifact cache: one export, one merged report; no -n goldens update."""
-    pytest.importorskip("xdist")
     from parity.scaffold import init_project
 
     init_project(pytester.path)  # a user's project, as `parity init` lays it out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -294,3 +295,53 @@ def test_fine_tuned_state_dict_every_runtime(project: Path, capsys):
     # n/a only for what this machine lacks: ORT execution providers of other builds.
     for variant in model["variants"]:
         assert variant["status"] == "pass" or "ExecutionProvider" in variant["reason"], variant
+
+
+@pytest.mark.onnxruntime
+def test_check_checks_the_files_listed_in_tool_parity_and_fails_on_a_broken_one(
+    project: Path, session_for, capsys: pytest.CaptureFixture[str]
+):
+    """[tool.parity] artifacts: every `parity check` checks the shipped files too."""
+    from parity.faults import perturb_onnx_conv
+
+    exported = session_for("mobilenet_v2").artifact(VARIANTS["ort_dynamo"]).path
+    (project / "dist").mkdir()
+    shipped = project / "dist/model.onnx"
+    shipped.write_bytes(exported.read_bytes())
+    config = project / "parity.toml"
+    text = config.read_text()
+    assert "# artifacts = [" in text  # `parity init` shows where the shipped files go
+    text = re.sub(r"(?m)^models = .*$", 'models = ["mobilenet_v2"]', text)
+    text = re.sub(r"(?m)^runtimes = .*$", 'runtimes = ["ort_dynamo"]', text)
+    text = re.sub(r"(?m)^goldens = .*$", "", text)  # mobilenet_v2's bundled goldens
+    config.write_text(text + 'artifacts = [{path = "dist/model.onnx", runtime = "onnxruntime"}]\n')
+    argv = ("check", "-q", "--summary", "--report", str(project / "report"))
+    code, out, err = cli(capsys, *argv)
+    assert code == 0, out + err
+    models = json.loads((project / "report/report.json").read_text())["models"]
+    names = [[v["name"] for v in m["variants"]] for m in models]
+    assert names == [["torch", "ort_dynamo", "ort_dynamo"], ["external_onnxruntime"]]
+    assert models[1]["variants"][0]["status"] == "pass"
+    perturb_onnx_conv(exported, shipped, "features.7")
+    code, out, err = cli(capsys, *argv)
+    assert code == 1, out + err
+    models = json.loads((project / "report/report.json").read_text())["models"]
+    assert [v["status"] for v in models[0]["variants"]] == ["pass", "pass", "pass"]
+    (broken,) = models[1]["variants"]
+    assert broken["status"] == "fail" and broken["first_divergent_tap"] == "features.7"
+    # --no-live (goldens only) says the shipped file was not checked, never a silent pass.
+    code, out, err = cli(capsys, *argv, "--no-live")
+    assert code == 0 and "dist/model.onnx: not checked" in out.replace("\n", "")
+
+
+def test_a_listed_file_of_a_multi_model_gate_names_its_model(tmp_path: Path):
+    from parity.config import load_gate_config
+    from parity.errors import ParityError
+
+    config = tmp_path / "parity.toml"
+    config.write_text('models = ["a", "b"]\nartifacts = [{path = "m.tflite"}]\n')
+    with pytest.raises(ParityError, match=r"artifacts\[0\] \(m.tflite\): say which model"):
+        load_gate_config(config)
+    config.write_text('models = ["a", "b"]\nartifacts = [{path = "m.tflite", model = "b"}]\n')
+    gate = load_gate_config(config)
+    assert gate.shipped("a") == [] and gate.shipped("b")[0].path == tmp_path / "m.tflite"

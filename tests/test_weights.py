@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from parity.backends.torch.runner import TorchRunner
 from parity.errors import ParityError, WeightsError
@@ -21,7 +22,6 @@ from parity.weights import (
 )
 from parity.zoo import get_card
 
-torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
 

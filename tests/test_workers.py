@@ -117,17 +117,20 @@ def test_idle_worker_slots_take_half_of_a_lone_backends_runs():
 def test_killed_and_hung_workers_are_failed_variants_and_reports_are_written(
     session_for: Callable[[str], Session], tmp_path: Path
 ):
+    """A SIGKILLed worker fails its task and a fresh one runs the rest (default timeout: no
+    healthy task is raced against a limit); a hung one is killed after ``--timeout``, which
+    here covers only the hang: the task hangs in its first phase, before any framework is
+    imported, so the limit times the hang and nothing else (the worker's own start, which
+    imports no framework, is timed on its own)."""
     names = ["ort_torchscript", "ort_dynamo", "litert_fp32", "litert_fp16"]
     session = session_for("mobilenet_v2")
-    for name in names:  # exported and cached first: the timeout then only meets the hang
+    for name in names:  # exported and cached first: the runs only meet the faults
         session.artifact(VARIANTS[name])
     _ = session.reference
     report = tmp_path / "report.json"
-    faults = "litert_fp32:loading,ort_dynamo:running:hang"
     run = parity_cli(
-        "run", "-q", "--summary", *(f"-r{name}" for name in names), "--timeout", "15",
-        "--json", str(report),
-        env={FAULT_ENV: faults},
+        "run", "-q", "--summary", *(f"-r{name}" for name in names[::2] + names[3:]),
+        "--json", str(report), env={FAULT_ENV: "litert_fp32:loading"},
     )  # fmt: skip
     assert run.returncode == 1, run.stdout + run.stderr
     assert "Traceback" not in run.stderr
@@ -137,9 +140,14 @@ def test_killed_and_hung_workers_are_failed_variants_and_reports_are_written(
     killed = variants["litert_fp32"]
     assert killed["status"] == "error"
     assert "crashed (SIGKILL) while loading model.tflite" in killed["error"], killed
-    hung = variants["ort_dynamo"]
+    hang = parity_cli(
+        "run", "-q", "--summary", "-r", "ort_dynamo", "--timeout", "15", "--json", str(report),
+        env={FAULT_ENV: "ort_dynamo:reading:hang"},
+    )  # fmt: skip
+    assert hang.returncode == 1, hang.stdout + hang.stderr
+    hung = statuses(report)["ort_dynamo"]
     assert hung["status"] == "error"
-    assert "timed out after 15 s while running model.onnx" in hung["error"], hung
+    assert "timed out after 15 s while reading the onnx_dynamo artifact" in hung["error"], hung
 
 
 @pytest.mark.torch
@@ -221,3 +229,27 @@ def test_a_crashed_torch_reference_is_a_failed_run_with_reports_not_bad_input(
             in (variant["error"])
         ), variant
         assert crash in variant["error"], variant
+
+
+@pytest.mark.torch
+@pytest.mark.onnxruntime
+@pytest.mark.parametrize(
+    ("fault", "task"), [("running", "ort_torchscript"), ("exporting", "export-onnx_torchscript")]
+)
+def test_a_bug_in_parity_inside_a_worker_is_an_internal_error_not_a_failed_variant(
+    tmp_path: Path, fault: str, task: str
+):
+    """An exception from parity's own code in a worker (injected: an AttributeError where
+    the worker enters a phase) is exit 3 with the worker's traceback in the file, whether
+    it is a run or an export; a runtime failing on its artifact stays exit 1."""
+    cache = tmp_path / "cache"
+    env = {FAULT_ENV: f"{task}:{fault}:bug", "PARITY_CACHE_DIR": str(cache)}
+    done = parity_cli("run", "-q", "--summary", "-r", "ort_torchscript", env=env)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert len(lines) == 1 and "internal error: WorkerBug: AttributeError: injected bug" in lines[0]
+    assert f"parity's {task} task, in a worker process" in lines[0], lines
+    (written,) = (cache / "logs").glob("traceback-*.txt")
+    text = written.read_text()
+    assert str(written) in lines[0]
+    assert "parity/worker.py" in text and "in enter" in text and "WorkerTraceback" in text, text

@@ -170,10 +170,12 @@ def exporters() -> dict[str, Exporter]:
 
 
 def maker(exporter: str) -> Backend:
-    """The backend whose framework makes ``exporter``'s artifact (its worker exports it)."""
+    """The backend whose worker makes ``exporter``'s artifact: the one declaring it, or the
+    one it names as its :attr:`~parity.export.Exporter.worker`."""
     for b in backends().values():
-        if any(e.name == exporter for e in b.exporters):
-            return b
+        for e in b.exporters:
+            if e.name == exporter:
+                return backend(e.worker) if e.worker else b
     raise ParityError(f"unknown exporter {exporter!r}; known: {', '.join(exporters())}")
 
 

@@ -49,6 +49,18 @@ class VariantScore:
         """Inference throughput (preprocessing excluded)."""
         return self.images / self.seconds if self.seconds > 0 else math.nan
 
+    def absorb(self, part: VariantScore) -> None:
+        """Add the counts, flips, time and first error of ``part`` (other images of the
+        same variant: a shard, a batch); flips stay in index order."""
+        self.images += part.images
+        self.correct += part.correct
+        self.agree += part.agree
+        self.flips.extend(part.flips)
+        self.flips.sort(key=lambda flip: flip["index"])
+        self.seconds += part.seconds
+        self.error = self.error or part.error
+        self.not_applicable = self.not_applicable or part.not_applicable
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -252,14 +264,7 @@ def merge_results(results: Sequence[EvalResult], sources: Sequence[str]) -> Eval
         parts = [r.score(name) for r in results]
         merged = VariantScore(name)
         for part in parts:
-            merged.images += part.images
-            merged.correct += part.correct
-            merged.agree += part.agree
-            merged.flips.extend(part.flips)
-            merged.seconds += part.seconds
-            merged.error = merged.error or part.error
-            merged.not_applicable = merged.not_applicable or part.not_applicable
-        merged.flips.sort(key=lambda flip: flip["index"])
+            merged.absorb(part)
         scores.append(merged)
     return EvalResult(
         model=first.model,

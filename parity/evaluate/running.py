@@ -16,6 +16,7 @@ import numpy as np
 
 from parity.errors import ParityError
 from parity.evaluate.dataset import (
+    ImageFolder,
     LabelledImage,
     scan_image_folder,
     select_indices,
@@ -26,6 +27,9 @@ from parity.preprocess import PreprocessSpec, preprocess_batch
 from parity.workers import DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:
+    from parity.backends.base import Runner
+    from parity.session import Session
+    from parity.variants import Variant
     from parity.workers import Job
 
 DEFAULT_BATCH = 64
@@ -73,28 +77,74 @@ def reference_device(device: str) -> str:
     return "cpu" if reason is not None else "cuda"
 
 
-def evaluate(
-    config: EvalConfig,
-    progress: Progress = lambda message: None,
-    on_batch: OnBatch = lambda done, total: None,
-) -> EvalResult:
-    """Run torch and every requested variant over the (selected, sharded) dataset.
+def eval_runner(variant: Variant, source: Any, threads: int, device: str = "cpu") -> Runner:
+    """The runner of one evaluation (taps off): on ``device`` for the reference (``cuda``
+    is strict fp32, TF32 off; a GPU that is not there is bad input), else as in ``run``."""
+    from parity.session import make_runner
 
-    The images are preprocessed once, here, into a memory-mapped ``images.npy``
-    (``on_batch(done, total)`` as they are); each backend's worker runs its variants over
-    it in chunks of ``batch_size`` (taps off) and hands back their logits. A variant that
-    does not apply here is ``n/a`` with its reason; one whose export or runtime fails, or
-    whose worker crashes or times out, is failed (its error in the result) and the others
-    carry on. The reference failing fails every variant (no agreement without it: an error
-    result, exit 1); bad input raises :class:`ParityError`.
-    """
-    from parity.applicability import not_applicable_reason
+    if device != "cpu":
+        device = reference_device(device)
+    if device == "cpu":
+        return make_runner(variant, source, threads)
+    runner: Runner = variant.runner_class()(
+        variant.name, source, threads, device=device, tf32=False
+    )
+    return runner
+
+
+@dataclasses.dataclass
+class Prepared:
+    """What both engines share: the session, the selected images and the scores to fill."""
+
+    config: EvalConfig
+    session: Session
+    #: the reference first, then the requested variants.
+    variants: list[Variant]
+    folder: ImageFolder
+    selected: list[int]
+    #: the evaluated indices (selected, sharded), ascending.
+    indices: list[int]
+    images: list[LabelledImage]
+    scores: dict[str, VariantScore]
+    #: the non-reference variants that apply here (the others are ``n/a``).
+    names: list[str]
+
+    @property
+    def spec(self) -> PreprocessSpec:
+        """The card's hashed preprocessing, NCHW: the bytes every runtime gets."""
+        return self.session.card.preprocess.replace(layout="NCHW")
+
+    def result(self, start: float) -> EvalResult:
+        """The scores as an :class:`EvalResult` (the same schema whichever engine ran)."""
+        config, card = self.config, self.session.card
+        source, sha256 = self.session.reported_weights()
+        dataset = {
+            "root": str(config.data),
+            "sha256": self.folder.sha256,
+            "mapping": self.folder.mapping,
+            "classes": self.folder.classes,
+            "total": len(self.folder.images),
+            "limit": config.limit,
+            "selected": len(self.selected),
+        }
+        return EvalResult(
+            model=card.name,
+            weights={"source": source, "sha256": sha256},
+            preprocess_sha256=card.preprocess.sha256,
+            dataset=dataset,
+            shard={"k": config.shard[0], "n": config.shard[1]} if config.shard else None,
+            indices=list(self.indices),
+            scores=[self.scores[v.name] for v in self.variants],
+            seconds=time.perf_counter() - start,
+        )
+
+
+def open_session(config: EvalConfig, progress: Progress) -> tuple[Session, list[Variant]]:
+    """The checked configuration's session and variants (the reference first)."""
     from parity.harness import RunConfig, Session
     from parity.lazy import installed
     from parity.variants import REFERENCE, VARIANTS, resolve_variants
-    from parity.weights import class_names
 
-    start = time.perf_counter()
     if config.batch_size < 1:
         raise ParityError(f"--batch-size {config.batch_size}: must be at least 1")
     if config.device not in DEVICES:
@@ -112,11 +162,15 @@ def evaluate(
         ),
         progress,
     )  # fmt: skip
+    return session, variants
+
+
+def select(config: EvalConfig, session: Session, variants: list[Variant]) -> Prepared:
+    """Scan the dataset (after the weights: a training source may write it) and select."""
+    from parity.applicability import not_applicable_reason
+    from parity.weights import class_names
+
     card = session.card
-    # Weights first (in the torch worker): a training source may write the dataset.
-    session.prefetch([])
-    session.release()
-    source, sha256 = session.reported_weights()
     folder = scan_image_folder(config.data, card.num_classes, class_names(card))
     selected = select_indices(len(folder.images), config.limit)
     indices = shard_indices(selected, config.shard)
@@ -126,15 +180,41 @@ def evaluate(
             if config.shard
             else f"{config.data}: no images selected"
         )
-    images = [folder.images[i] for i in indices]
     scores = {v.name: VariantScore(v.name) for v in variants}
     for variant in variants[1:]:
         scores[variant.name].not_applicable = not_applicable_reason(variant, card)
     names = [v.name for v in session.applicable(variants)]
+    images = [folder.images[i] for i in indices]
+    return Prepared(config, session, variants, folder, selected, indices, images, scores, names)
+
+
+def evaluate(
+    config: EvalConfig,
+    progress: Progress = lambda message: None,
+    on_batch: OnBatch = lambda done, total: None,
+) -> EvalResult:
+    """Run torch and every requested variant over the (selected, sharded) dataset.
+
+    The images are preprocessed once, here, into a memory-mapped ``images.npy``
+    (``on_batch(done, total)`` as they are); each backend's worker runs its variants over
+    it in chunks of ``batch_size`` (taps off) and hands back their logits. A variant that
+    does not apply here is ``n/a`` with its reason; one whose export or runtime fails, or
+    whose worker crashes or times out, is failed (its error in the result) and the others
+    carry on. The reference failing fails every variant (no agreement without it: an error
+    result, exit 1); bad input raises :class:`ParityError`.
+    """
+    from parity.variants import REFERENCE
+
+    start = time.perf_counter()
+    session, variants = open_session(config, progress)
+    # Weights first (in the torch worker): a training source may write the dataset.
+    session.prefetch([])
+    session.release()
+    prepared = select(config, session, variants)
+    images, indices, names = prepared.images, prepared.indices, prepared.names
     with tempfile.TemporaryDirectory(prefix="parity-eval-") as tmp:
         run_dir = Path(tmp)
-        spec = card.preprocess.replace(layout="NCHW")
-        _preprocess(images, spec, run_dir / "images.npy", config.batch_size, on_batch)
+        _preprocess(images, prepared.spec, run_dir / "images.npy", config.batch_size, on_batch)
         progress(
             f"evaluating {len(indices)} images with torch, {', '.join(names) or 'nothing else'}"
         )
@@ -148,32 +228,14 @@ def evaluate(
     paths = [image.name for image in images]
     failed = outcomes[REFERENCE].error
     for name in (REFERENCE, *names):
-        score = scores[name]
+        score = prepared.scores[name]
         score.error = outcomes[name].error
         if score.error is None and failed is not None:  # nothing to agree with
             score.error = f"the torch reference failed on the dataset: {failed}"
         score.seconds = float(outcomes[name].record.get("seconds", 0.0))
         if score.error is None:
             score_batch(score, indices, paths, labels, logits[REFERENCE], logits[name])
-    dataset = {
-        "root": str(config.data),
-        "sha256": folder.sha256,
-        "mapping": folder.mapping,
-        "classes": folder.classes,
-        "total": len(folder.images),
-        "limit": config.limit,
-        "selected": len(selected),
-    }
-    return EvalResult(
-        model=card.name,
-        weights={"source": source, "sha256": sha256},
-        preprocess_sha256=card.preprocess.sha256,
-        dataset=dataset,
-        shard={"k": config.shard[0], "n": config.shard[1]} if config.shard else None,
-        indices=list(indices),
-        scores=[scores[v.name] for v in variants],
-        seconds=time.perf_counter() - start,
-    )
+    return prepared.result(start)
 
 
 def _preprocess(

@@ -35,6 +35,10 @@ class Exporter:
         requires: exporters whose artifacts this one is built from.
         options: passed to the function; part of the cache key.
         imports: Python modules it imports (an ``n/a`` reason names a missing one).
+        worker: the backend whose worker makes it, when not the one declaring it (a
+            converter that needs the torch module is made in the ``torch`` worker).
+        keyed_on_taps: its file records where the card's taps are, so the card's taps
+            are part of its cache key.
     """
 
     name: str
@@ -44,6 +48,8 @@ class Exporter:
     requires: tuple[str, ...] = ()
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     imports: tuple[str, ...] = ()
+    worker: str | None = None
+    keyed_on_taps: bool = False
 
     def function(self) -> ExportFunction:
         module, _, attr = self.target.partition(":")

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from parity import lazy
-from parity.errors import RuntimeFailure
+from parity.errors import RuntimeFailure, runtime_failure
 
 #: ONNX opset of the conversion: inside the range tf2onnx 1.17 tests (14-18) and equal to
 #: the TorchScript export's (:data:`parity.export.onnx.TORCHSCRIPT_OPSET`), so both ONNX
@@ -184,6 +184,7 @@ def _convert_here(model: Any, out: Path, opset: int) -> Any:
     # tf2onnx logs every optimiser pass and TF prints graph-building chatter.
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     with (
+        runtime_failure("tf2onnx failed converting the Keras twin"),
         contextlib.redirect_stdout(io.StringIO()),
         contextlib.redirect_stderr(io.StringIO()),
         frozen_heap(),
@@ -205,10 +206,7 @@ def convert(model: Any, keras_path: Path, out: Path, opset: int = OPSET) -> Any:
     """
     if sys.flags.hash_randomization:
         return convert_in_child(keras_path, out, opset)
-    try:
-        return _convert_here(model, out, opset)
-    except Exception as exc:  # tf2onnx raises ValueError, KeyError, RuntimeError, ...
-        raise RuntimeFailure(f"tf2onnx failed ({type(exc).__name__}: {exc})") from exc
+    return _convert_here(model, out, opset)
 
 
 def convert_in_child(keras_path: Path, out: Path, opset: int = OPSET) -> Any:

@@ -4,6 +4,7 @@ its node id outside the rootdir, and the parametrization per model x variant x i
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"parity: {exc}") from None
     if not any(_is_suite(arg, config.invocation_params.dir) for arg in config.args):
         config.args.append(str(SUITE))
+    config.pluginmanager.register(SuiteCollection(models=plugin.options.models), "parity-suite")
 
 
 def _is_suite(arg: str, base: Path) -> bool:
@@ -72,7 +74,73 @@ def pytest_pycollect_makemodule(
     """
     if module_path != SUITE or SUITE.is_relative_to(parent.config.rootpath):
         return None
-    return pytest.Module.from_parent(parent, path=module_path, nodeid=str(SUITE))
+    return _suite_module(parent)
+
+
+def _suite_module(parent: pytest.Collector) -> pytest.Module:
+    nodeid = None if SUITE.is_relative_to(parent.config.rootpath) else str(SUITE)
+    return pytest.Module.from_parent(parent, path=SUITE, nodeid=nodeid)
+
+
+class SuiteCollection:
+    """Makes sure the suite is collected, and fails a session that collected none of it.
+
+    pytest drops a collection argument that another one covers, so with the venv inside
+    the project (``pytest`` from its root: argument ``.``) the appended suite path is
+    dropped, and the walk from ``.`` never enters ``.venv`` (venvs and dot-folders are
+    not collected) nor collects ``pytest_suite.py`` (not a ``test_*.py`` name): the
+    session ran none of the parity tests and passed. Here the folders leading to the
+    suite are walked, and only they (nothing else of the venv is collected), the suite
+    becomes a module, and a session that still collected no parity test is a usage error.
+    """
+
+    def __init__(self, models: tuple[str, ...]) -> None:
+        self.models = models
+        self.session: pytest.Session | None = None
+        #: Folders on the way to the suite that pytest would not have entered.
+        self.opened: list[Path] = []
+        self.items = 0
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.session = session
+
+    def _covered(self) -> bool:
+        """Whether the suite is walked to from another argument (not an initial path)."""
+        return self.session is not None and not self.session.isinitpath(SUITE)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_ignore_collect(self, collection_path: Path, config: pytest.Config) -> bool | None:
+        if not self._covered():
+            return None
+        if collection_path == SUITE or collection_path in SUITE.parents:
+            others = config.pluginmanager.subset_hook_caller("pytest_ignore_collect", [self])
+            if others(collection_path=collection_path, config=config):
+                self.opened.append(collection_path)
+            return False
+        if any(collection_path.is_relative_to(folder) for folder in self.opened):
+            return True
+        return None
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_collect_file(
+        self, file_path: Path, parent: pytest.Collector
+    ) -> Generator[None, list[pytest.Collector], list[pytest.Collector]]:
+        collected = yield
+        if file_path == SUITE and not any(isinstance(c, pytest.Module) for c in collected):
+            collected = [*collected, _suite_module(parent)]
+        return collected
+
+    def pytest_itemcollected(self, item: pytest.Item) -> None:
+        self.items += item.path == SUITE
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if self.items or session.testsfailed:
+            return  # collection errors fail the session already
+        raise pytest.UsageError(
+            f"parity: --parity-models {','.join(self.models)} collected no parity test: pytest "
+            f"collected no test_parity from {SUITE} (python_functions must match it, e.g. "
+            "-o python_functions='test_*', and no conftest hook may drop the file)"
+        )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -19,15 +19,18 @@ import numpy as np
 import pytest
 
 # torch and torchvision MUST be imported before keras/tensorflow: when TF is loaded first,
-# triton (loaded by torchvision) later kills the process (shared/STACK.md). importorskip
-# keeps that order and skips this module where the extras are not installed.
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
-keras = pytest.importorskip("keras")
+# triton (loaded by torchvision) later kills the process (shared/STACK.md). The [dev]
+# extra installs all three: a missing one is an error, not a skip.
+# isort: off
+import torch
+import torchvision
+import keras
 
-from parity.errors import WeightTransferError  # noqa: E402
-from parity.export.keras import KerasTwin, build_keras_twin  # noqa: E402
-from parity.export.keras.transfer import keras_layer_name, split_layer_name  # noqa: E402
+# isort: on
+
+from parity.errors import WeightTransferError
+from parity.export.keras import KerasTwin, build_keras_twin
+from parity.export.keras.transfer import keras_layer_name, split_layer_name
 
 pytestmark = [pytest.mark.torch, pytest.mark.keras]
 

@@ -302,7 +302,8 @@ def test_converting_the_cached_saved_model_equals_from_keras_model(
 ):
     """Convert once, quantise many changes no number: the artifact (converted from the
     cached SavedModel) and ``from_keras_model`` on the twin give every tap to the bit."""
-    keras = pytest.importorskip("keras")
+    import keras
+
     session = session_for("mobilenet_v2")
     variant = VARIANTS[f"litert_{mode}"]
     artifact = session.artifact(variant)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import onnxruntime as ort
 import pytest
 
 from parity.backends.onnxruntime.runner import OnnxRuntimeRunner, provider_unavailable
 from parity.errors import RuntimeFailure
 from parity.harness import Session
 from parity.variants import VARIANTS
-
-ort = pytest.importorskip("onnxruntime")
 
 pytestmark = [pytest.mark.torch, pytest.mark.onnxruntime]
 

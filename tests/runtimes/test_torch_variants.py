@@ -18,8 +18,6 @@ from parity.faults import perturb_torch_conv
 from parity.harness import Session, make_runner
 from parity.variants import VARIANTS
 
-torch = pytest.importorskip("torch")
-
 pytestmark = [pytest.mark.torch, pytest.mark.torch_cpu]
 
 CUDA = [name for name, v in VARIANTS.items() if v.family == "torch_cuda"]

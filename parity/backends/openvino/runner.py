@@ -20,7 +20,7 @@ import numpy as np
 
 from parity import lazy
 from parity.backends.base import OUTPUT, Runner
-from parity.errors import ArtifactError, TapError
+from parity.errors import ArtifactError, RuntimeFailure, TapError, runtime_failure
 from parity.fixtures import file_sha256
 from parity.taps import Tap
 
@@ -116,10 +116,11 @@ class OpenVINORunner(Runner):
             "INFERENCE_PRECISION_HINT": self.precision,
             "INFERENCE_NUM_THREADS": self.threads,
         }
-        compiled = self.core.compile_model(model, "CPU", config)
+        with runtime_failure(f"{self.path}: OpenVINO cannot compile it"):
+            compiled = self.core.compile_model(model, "CPU", config)
         effective = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         if effective != self.precision:
-            raise RuntimeError(
+            raise RuntimeFailure(
                 f"{self.name}: OpenVINO compiled the model in {effective}, not the requested "
                 f"{self.precision}"
             )
@@ -128,7 +129,8 @@ class OpenVINORunner(Runner):
 
     def _run(self, feed: np.ndarray, taps: Sequence[Tap]) -> dict[str, np.ndarray]:
         compiled = self._compile(taps)
-        values = compiled(feed)
+        with runtime_failure(f"{self.path}: OpenVINO failed running it"):
+            values = compiled(feed)
         outputs = compiled.outputs
         result = {OUTPUT: np.asarray(values[outputs[0]], dtype=np.float32)}
         for tap in taps:  # a tap may be the model output itself (add_outputs adds nothing)

@@ -22,7 +22,7 @@ import numpy as np
 
 from parity import lazy
 from parity.backends.base import OUTPUT, Runner
-from parity.errors import ParityError, TapError
+from parity.errors import ParityError, TapError, runtime_failure
 from parity.taps import Tap
 
 #: Autocast dtypes by option value.
@@ -179,6 +179,7 @@ class TorchRunner(Runner):
             torch.no_grad(),
             tf32_mode(torch, self.tf32),
             torch.autocast(device_type, dtype=dtype, enabled=dtype is not None),
+            runtime_failure(f"{self.name}: torch failed running the model"),
         ):
             output = self.forward(batch)
         result = {name: _numpy(value) for name, value in self._captured.items()}

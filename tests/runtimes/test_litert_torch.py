@@ -1,0 +1,154 @@
+"""The litert-torch route: taps by module path, a perturbed conversion fails at its tap."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parity.backends.base import OUTPUT
+from parity.cli import main
+
+pytestmark = pytest.mark.litert_torch
+
+#: A custom model of the kinds the route must follow: conv+BN+ReLU6, depthwise, residual,
+#: pooling, linear (no Keras twin could follow it).
+TINY_NET = """\
+import torch
+from torch import nn
+
+
+def conv_bn(cin, cout, stride=1, groups=1, act=True):
+    layers = [nn.Conv2d(cin, cout, 3, stride, 1, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    return nn.Sequential(*layers, *([nn.ReLU6()] if act else []))
+
+
+class Residual(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.conv1 = conv_bn(channels, channels)
+        self.conv2 = conv_bn(channels, channels, act=False)
+
+    def forward(self, x):
+        return x + self.conv2(self.conv1(x))
+
+
+class TinyNet(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.stem = conv_bn(3, 16, stride=2)
+        self.dw = conv_bn(16, 16, stride=2, groups=16)
+        self.block = Residual(16)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        x = self.pool(self.block(self.dw(self.stem(x))))
+        return self.head(torch.flatten(x, 1))
+
+
+def build(weights=None, num_classes=5):
+    return TinyNet(num_classes)
+"""
+
+TINY_CARD = """\
+builder = "tinynet:build"
+num_classes = 5
+
+[taps]
+stem = "stem"
+blocks = ["dw", "block.conv1", "block"]
+pooled = "input:head"
+logits = "head"
+"""
+
+
+@pytest.fixture
+def tiny_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> Path:
+    """``parity init`` in an empty directory with the custom model's card."""
+    monkeypatch.delenv("PARITY_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["init"]) == 0
+    capsys.readouterr()
+    (tmp_path / "tinynet.py").write_text(TINY_NET)
+    (tmp_path / "parity/models/tiny.toml").write_text(TINY_CARD)
+    return tmp_path
+
+
+def test_scaled_conv_in_the_converted_module_fails_at_its_tap(tiny_project: Path, tmp_path: Path):
+    """A 1% scale on one conv weight before conversion: the taps before it pass (located by
+    module path, within fp32 budgets), the first failing tap is the block holding it."""
+    from parity.artifacts import ArtifactCache, BuildContext
+    from parity.backends.litert_torch.convert import export_fp32
+    from parity.backends.litert_torch.runner import LiteRTTorchRunner
+    from parity.backends.torch.runner import TorchRunner
+    from parity.compare import compare_taps
+    from parity.harness import RunConfig, Session
+    from parity.weights import LoadedModel, load_model
+
+    session = Session(RunConfig(model="tiny"))
+    card = session.card
+    loaded = load_model(card)
+    with TorchRunner("torch", loaded.module) as runner:
+        reference = runner.run(session.batch, session.taps)
+    reference.pop(OUTPUT)
+    import copy
+
+    import torch
+
+    broken = copy.deepcopy(loaded.module)
+    with torch.no_grad():
+        broken.block.conv2[0].weight.mul_(1.01)
+    ctx = BuildContext(
+        card, lambda: LoadedModel(broken, "scaled", "-"), ArtifactCache(tmp_path / "cache")
+    )
+    out = tmp_path / "model.tflite"
+    metadata = export_fp32(ctx, out, {})
+    how = {m["tap"]: m["how"] for m in metadata["tap_matching"]}
+    assert how == {
+        "stem": "module path", "dw": "module path", "block.conv1": "module path",
+        "block": "module path", "pooled": "shape-unique", "logits": "final output",
+    }  # fmt: skip
+    with LiteRTTorchRunner("litert_torch_fp32", out, **metadata["runner_options"]) as runner:
+        obtained = runner.run(session.batch, session.taps)
+    verdict = compare_taps(
+        card.name, "litert_torch_fp32", session.taps, reference, obtained, session.policy
+    )
+    passed = {t.tap.name: t.passed for t in verdict.taps}
+    assert passed["stem"] and passed["dw"] and passed["block.conv1"], verdict.explain()
+    assert verdict.first_failure is not None and verdict.first_failure.tap.name == "block"
+    block = next(t for t in verdict.taps if t.tap.name == "block")
+    assert (
+        block.metrics.max_abs_norm
+        > 10 * session.policy.budget(card.name, "litert_torch_fp32", "block").limits["max_abs_norm"]
+    )
+
+
+@pytest.mark.heavy
+def test_custom_card_passes_every_litert_torch_variant_through_the_workers(
+    tiny_project: Path, capsys
+):
+    """The whole route (torch worker converts and quantises, LiteRT runs) on a custom model."""
+    report = tiny_project / "report.json"
+    code = main(["run", "-q", "-m", "tiny", "-r", "litert_torch_fp32", "--json", str(report)])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    (model,) = json.loads(report.read_text())["models"]
+    (variant,) = model["variants"]
+    assert variant["status"] == "pass"
+    assert np.isfinite(variant["taps"][0]["metrics"]["max_abs_norm"])
+
+
+def test_the_torch_worker_makes_the_files_and_litert_runs_them():
+    from parity.variants import VARIANTS
+    from parity.workers import plan
+
+    jobs = {j.name: j for j in plan(["litert_torch_int8"], VARIANTS, None, True)}
+    exports = [t["exporter"] for t in jobs["torch"].tasks]
+    assert exports == ["litert_torch_fp32", "litert_torch_int8"] and jobs["torch"].reference
+    runs = jobs["litert_torch"]
+    assert [t["name"] for t in runs.tasks] == ["litert_torch_int8"]
+    assert runs.needs == {"reference", "export-litert_torch_fp32", "export-litert_torch_int8"}

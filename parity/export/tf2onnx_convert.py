@@ -57,6 +57,7 @@ OPSET = 17
 RECIPE = 2
 
 _NUMBER = re.compile(r"__\d+(?=(:\d+)?$)")  # the counter in a made-up name
+_FAILED = 2  # the pinned child's exit status when tf2onnx or Keras failed (not parity)
 
 
 def canonical(model: Any) -> None:
@@ -215,20 +216,21 @@ def convert_in_child(keras_path: Path, out: Path, opset: int = OPSET) -> Any:
     module = "parity.export.tf2onnx_convert"
     command = [sys.executable, "-m", module, str(keras_path), str(out), str(opset)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines()
-        raise RuntimeFailure(
-            f"tf2onnx failed in its child process (exit {done.returncode}: "
-            f"{lines[-1] if lines else 'no message'})"
-        )
+    lines = done.stderr.strip().splitlines() or ["no message"]
+    if done.returncode == _FAILED:
+        raise RuntimeFailure(f"{lines[-1]} (in tf2onnx's pinned child process)")
+    if done.returncode != 0:  # parity's own code failed in the child: a bug, with its traceback
+        raise RuntimeError(f"tf2onnx's pinned child exited {done.returncode}:\n{done.stderr}")
     return lazy.require("onnx").load(str(out))
 
 
 if __name__ == "__main__":  # the pinned child of :func:`convert`: KERAS_PATH OUT OPSET
     lazy.ISOLATED = True
-    lazy.tensorflow()
-    _convert_here(
-        lazy.require("keras").models.load_model(sys.argv[1], compile=False),
-        Path(sys.argv[2]),
-        int(sys.argv[3]),
-    )
+    try:
+        lazy.tensorflow()
+        with runtime_failure(f"Keras could not load {sys.argv[1]}"):
+            loaded = lazy.require("keras").models.load_model(sys.argv[1], compile=False)
+        _convert_here(loaded, Path(sys.argv[2]), int(sys.argv[3]))
+    except RuntimeFailure as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(_FAILED)

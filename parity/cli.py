@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -27,7 +28,7 @@ from parity.backends import backends
 from parity.cli_project import add_parsers as add_project_parsers
 from parity.cli_project import list_command
 from parity.cli_project import run_command as run_project_command
-from parity.errors import ParityError
+from parity.errors import ParityError, environment_error
 from parity.paths import cache_dir
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -48,8 +49,41 @@ examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line (:class:`ParityError`, exit 2), not usage text + message."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ParityError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def count(least: int = 1) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``least`` (``--jobs -1`` or ``--threads 0`` would run)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+
+    return parse
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds > 0 (``nan`` never times out, 0 always)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="parity",
         description="Check that a PyTorch model gives the same numbers in every runtime it "
         "ships to, layer by layer, on golden fixture images.",
@@ -81,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--tolerances", type=Path, help="tolerance TOML (default: fixtures/...)")
     run.add_argument("--tap", action="append", metavar="NAME", help="only these taps (repeatable)")
-    run.add_argument("--threads", type=int, default=2, help="runtime threads (default 2)")
+    run.add_argument("--threads", type=count(), default=2, help="runtime threads (default 2)")
     _add_worker_options(run)
     run.add_argument("--strict", action="store_true", help="a variant that does not apply fails")
     run.add_argument("--rebuild", action="store_true", help="re-export even if cached")
@@ -194,11 +228,11 @@ def _parser() -> argparse.ArgumentParser:
         help="only every N-th image starting at k (0-based); writes a shard JSON",
     )
     evals.add_argument(
-        "--limit", type=int, metavar="N", help="only N images, spread evenly over the dataset"
+        "--limit", type=count(), metavar="N", help="only N images, spread evenly over the dataset"
     )
     evals.add_argument("--json", type=Path, metavar="FILE", help="write the result as JSON")
-    evals.add_argument("--batch-size", type=int, default=64, help="images per batch (64)")
-    evals.add_argument("--threads", type=int, default=2, help="runtime threads (default 2)")
+    evals.add_argument("--batch-size", type=count(), default=64, help="images per batch (64)")
+    evals.add_argument("--threads", type=count(), default=2, help="runtime threads (default 2)")
     evals.add_argument(
         "--device", default="cpu", choices=("cpu", "cuda", "auto"),
         help="where the torch reference runs: cpu (default), cuda (fp32, TF32 off), auto "
@@ -207,7 +241,7 @@ def _parser() -> argparse.ArgumentParser:
     evals.add_argument("--rebuild", action="store_true", help="re-export even if cached")
     evals.add_argument(
         "--flips",
-        type=int,
+        type=count(0),
         default=10,
         metavar="N",
         help="flips listed per variant (default 10; all are in --json)",
@@ -232,7 +266,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     merge.add_argument("shards", nargs="+", type=Path, metavar="SHARD.json")
     merge.add_argument("--json", type=Path, metavar="FILE", help="write the merged JSON")
-    merge.add_argument("--flips", type=int, default=10, metavar="N", help="flips listed (10)")
+    merge.add_argument("--flips", type=count(0), default=10, metavar="N", help="flips listed (10)")
 
     commands.add_parser("list", help="list models, runtime variants and fixtures")
     doctor = commands.add_parser(
@@ -258,7 +292,7 @@ def _parser() -> argparse.ArgumentParser:
         "--images", type=Path, metavar="DIR", help="your images (default: the card's fixtures)"
     )
     doctor.add_argument(
-        "--count", type=int, default=4, metavar="N", help="fixtures for the model checks (4)"
+        "--count", type=count(), default=4, metavar="N", help="fixtures for the model checks (4)"
     )
     doctor.add_argument(
         "--model-object",
@@ -410,6 +444,7 @@ def _cmd_update_goldens(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_bundle(args: argparse.Namespace, console: Console) -> int:
+    from parity.applicability import not_applicable_reason
     from parity.backends import backend
     from parity.bundle import write_bundle
     from parity.export import get_exporter
@@ -424,15 +459,23 @@ def _cmd_bundle(args: argparse.Namespace, console: Console) -> int:
         v.name for v in VARIANTS.values() if not v.reference and installed(backend(v.family).module)
     ]
     variants = [v for v in resolve_variants(selectors) if v.exporter is not None]
-    entries = []
+    entries, count = [], 0
     with _progress(console, args.quiet) as progress:
         for model in args.model or list_models(include_heavy=False):
             session = Session(RunConfig(model=model), progress)
             # Goldens made from other weights (or inputs) than the artifacts would fail every
             # runtime env that reads the bundle: refuse them here, before any export.
             _ = session.goldens
-            exporters = sorted({v.exporter for v in variants if v.exporter})
+            applicable = []
+            for variant in variants:  # n/a for this card (no Keras twin...): skipped, as run does
+                reason = not_applicable_reason(variant, session.card)
+                if reason is None:
+                    applicable.append(variant)
+                else:
+                    console.print(f"n/a {model} {variant.name}: {escape(reason)}", soft_wrap=True)
+            exporters = sorted({v.exporter for v in applicable if v.exporter})
             artifacts = [session.cache.get(get_exporter(e), session.context) for e in exporters]
+            count += len(artifacts)
             source, sha = session.weights()
             entries.append(
                 (
@@ -445,7 +488,7 @@ def _cmd_bundle(args: argparse.Namespace, console: Console) -> int:
                 )
             )
         manifest = write_bundle(args.out, entries, progress)
-    console.print(f"bundle: {manifest} ({len(entries)} models, {len(exporters)} artifacts each)")
+    console.print(f"bundle: {manifest} ({len(entries)} models, {count} artifacts)")
     return EXIT_PASS
 
 
@@ -581,11 +624,11 @@ def _main(argv: Sequence[str]) -> int:
     argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "run")
-    args = _parser().parse_args(argv)
     # Piped or in CI, rich would assume 80 columns and squeeze the per-tap tables.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     errors = Console(stderr=True, highlight=False)
     try:
+        args = _parser().parse_args(argv)  # a bad option: ParityError, one line
         if args.command == "list":
             return list_command(console)
         if args.command in ("init", "budgets"):
@@ -608,6 +651,10 @@ def _main(argv: Sequence[str]) -> int:
         errors.print("parity: interrupted")
         return 130
     except Exception as exc:  # a bug in parity, not the user's input nor a failed check
+        refused = environment_error(exc)  # unless the machine refused (a full disk)
+        if refused is not None:
+            errors.print(f"[bold red]parity: error:[/] {escape(str(refused))}", soft_wrap=True)
+            return EXIT_USAGE
         if debug:
             errors.print(traceback.format_exc(), markup=False, highlight=False)
         where = _save_traceback()
@@ -640,13 +687,13 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--jobs",
         "-j",
-        type=int,
+        type=count(),
         metavar="N",
         help="backends run side by side in N worker processes (default: one per core; "
         "1: one at a time); runtime threads are shared out so jobs x threads <= cores",
     )
     parser.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
+        "--timeout", type=seconds, default=DEFAULT_TIMEOUT, metavar="S",
         help=f"seconds one export or variant may take before its worker is killed and it "
         f"fails (default {DEFAULT_TIMEOUT:g})",
     )  # fmt: skip

@@ -256,17 +256,25 @@ def locate(session: Session, inspection: Inspection) -> ExternalPlan:
     def budget(tap: str) -> float | None:
         return policy.budget(session.card.name, variant.name, tap).limits.get("max_abs_norm")
 
+    shapes = {t.name: tuple(reference[t.name].shape[1:]) for t in session.taps}
+    named = probe.module_anchors(session.taps, tensors, shapes)  # names a converter wrote
     matches = match_taps(
         session.taps,
         reference,
         tensors,
         keys,
-        inspection.explicit,
+        {**named, **inspection.explicit},
         budget,
         probe.native_layout,
         detection.output.name,
         session.fixtures[0].name,
     )
+    matches = [
+        dataclasses.replace(m, how="module path", evidence=m.evidence.replace("tap map", "name"))
+        if m.how == "explicit" and m.tap in named and m.tap not in inspection.explicit
+        else m
+        for m in matches
+    ]
     fetch = {m.tap: cast(str, m.tensor) for m in matches if m.tensor and m.how != "final output"}
     output_tap = probe.runtime == "onnxruntime" and probe.outputs()[0].name != detection.output.name
     if output_tap:

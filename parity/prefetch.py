@@ -45,6 +45,8 @@ def prefetch(
     for name in names:
         outcome = outcomes[name]
         session._worker_seconds[name] = float(outcome.record.get("seconds", 0.0))
+        if outcome.record.get("executed"):
+            session.executed[name] = str(outcome.record["executed"])
         artifact = outcome.artifact
         if outcome.error is not None:
             session._failures[name] = (outcome.error, artifact)

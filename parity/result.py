@@ -52,6 +52,8 @@ class VariantResult:
         error: the runtime's message when it failed to run.
         mode: ``"live"`` (vs torch now) or ``"golden"`` (vs the stored goldens).
         reason: why the variant does not apply (status ``n/a``).
+        executed: the precision it actually ran in, where the runtime says (its declared
+            class is ``variant.precision``).
     """
 
     variant: Variant
@@ -61,6 +63,7 @@ class VariantResult:
     error: str | None = None
     mode: str = "live"
     reason: str | None = None
+    executed: str | None = None
 
     @classmethod
     def not_applicable(cls, variant: Variant, reason: str, mode: str = "live") -> VariantResult:

@@ -144,6 +144,8 @@ class Session:
         self._failures: dict[str, tuple[str, Artifact | None]] = {}
         #: Seconds each prefetched variant took in its worker (artifact, load and run).
         self._worker_seconds: dict[str, float] = {}
+        #: The precision each variant ran in, where its runtime says (``Runner.executed``).
+        self.executed: dict[str, str] = {}
         #: Why the torch worker could not produce the reference (live checks then fail).
         self.reference_failure: str | None = None
         #: The result of the file made elsewhere, when a worker checked it.
@@ -279,6 +281,8 @@ class Session:
             self.progress(f"running {variant.name}")
             with make_runner(variant, source, self.config.threads) as runner:
                 self._outputs[variant.name] = (runner.run(self.batch, self.taps), artifact)
+            if runner.executed:
+                self.executed[variant.name] = runner.executed
         return self._outputs[variant.name]
 
     #: Run the reference and the variants in worker processes (:mod:`parity.prefetch`).
@@ -323,8 +327,10 @@ class Session:
                 variant, str(exc), mode, exc.artifact,
                 time.perf_counter() - start,
             )  # fmt: skip
+        seconds = time.perf_counter() - start
+        executed = self.executed.get(variant.name)
         return VariantResult(
-            variant, judge(obtained), artifact, time.perf_counter() - start, mode=mode
+            variant, judge(obtained), artifact, seconds, mode=mode, executed=executed
         )
 
     def check(self, variant: Variant) -> VariantResult:
@@ -393,9 +399,16 @@ class Session:
     def goldens_folder(self) -> Path:
         return self._store().folder
 
-    def _store(self) -> GoldenStore:
+    def _store(self, writing: bool = False) -> GoldenStore:
+        """The goldens read (the project's, else the bundled ones) or written (the project's
+        only: the installed package is read-only, see :meth:`GoldenStore.write`)."""
+        project = find_project()
         root = self.config.goldens or (
-            self.bundle.goldens if self.bundle else find_project().goldens_root(self.card.name)
+            self.bundle.goldens
+            if self.bundle
+            else project.goldens
+            if writing
+            else project.goldens_root(self.card.name)
         )
         return GoldenStore(root, self.card.name)
 
@@ -430,7 +443,7 @@ class Session:
     def write_goldens(self) -> None:
         """(Re)write this model's goldens from the torch reference."""
         loaded = self.model()
-        store = self._store()
+        store = self._store(writing=True)
         store.write(
             self.fixtures, self.batch, self.reference, self.taps,
             weights_source=loaded.source, weights_sha256=loaded.sha256,

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
-from parity.errors import ParityError, RuntimeFailure
+from parity.errors import ParityError, RuntimeFailure, environment_error
 
 #: Environment variable of the test-only fault injector (``task:phase``).
 FAULT_ENV = "PARITY_WORKER_FAULT"
@@ -179,7 +179,12 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
             outputs = runner.run(session.batch, session.taps)
         phases.enter(name, "writing the taps")
         save_arrays(folder, outputs)
-        _done(folder, artifact=_artifact_record(artifact), seconds=time.perf_counter() - start)
+        _done(
+            folder,
+            artifact=_artifact_record(artifact),
+            seconds=time.perf_counter() - start,
+            executed=runner.executed,
+        )
     except RuntimeFailure as exc:  # a runtime or converter failing: a failed result
         record = _artifact_record(exc.artifact or artifact)
         _done(folder, artifact=record, error=str(exc), seconds=time.perf_counter() - start)
@@ -235,6 +240,10 @@ def main(argv: list[str]) -> int:
     except RuntimeFailure as exc:  # torch failed on the reference: it and its job fail
         _done(run_dir / current, error=str(exc))
     except Exception as exc:  # a bug in parity: the parent raises it (exit 3)
+        refused = environment_error(exc, f"parity's {current} task")  # e.g. a full disk
+        if refused is not None:
+            _done(run_dir / current, parity_error=str(refused), error_class="ParityError")
+            return 0
         message = f"{type(exc).__name__}: {str(exc).strip()}"
         _done(run_dir / current, internal_error=traceback.format_exc(), message=message)
     return 0

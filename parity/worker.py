@@ -222,6 +222,7 @@ def main(argv: list[str]) -> int:
     job_path = Path(argv[0])
     job = json.loads(job_path.read_text())
     lazy.ISOLATED = True
+    lazy.TF_THREADS = job["config"].get("threads")
     run_dir = job_path.parent
     phases = Phases(run_dir / f"phases.{job.get('name', job['backend'])}.log")
     phases.enter("worker", "importing parity")

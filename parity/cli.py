@@ -28,7 +28,7 @@ from parity.backends import backends
 from parity.cli_project import add_parsers as add_project_parsers
 from parity.cli_project import list_command
 from parity.cli_project import run_command as run_project_command
-from parity.errors import ParityError
+from parity.errors import ParityError, environment_error
 from parity.paths import cache_dir
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -642,6 +642,10 @@ def _main(argv: Sequence[str]) -> int:
         errors.print("parity: interrupted")
         return 130
     except Exception as exc:  # a bug in parity, not the user's input nor a failed check
+        refused = environment_error(exc)  # unless the machine refused (a full disk)
+        if refused is not None:
+            errors.print(f"[bold red]parity: error:[/] {escape(str(refused))}", soft_wrap=True)
+            return EXIT_USAGE
         if debug:
             errors.print(traceback.format_exc(), markup=False, highlight=False)
         where = _save_traceback()

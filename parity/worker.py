@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
-from parity.errors import ParityError, RuntimeFailure
+from parity.errors import ParityError, RuntimeFailure, environment_error
 
 #: Environment variable of the test-only fault injector (``task:phase``).
 FAULT_ENV = "PARITY_WORKER_FAULT"
@@ -238,6 +238,7 @@ def main(argv: list[str]) -> int:
     job_path = Path(argv[0])
     job = json.loads(job_path.read_text())
     lazy.ISOLATED = True
+    lazy.TF_THREADS = job["config"].get("threads")
     run_dir = job_path.parent
     phases = Phases(run_dir / f"phases.{job.get('name', job['backend'])}.log")
     phases.enter("worker", "importing parity")
@@ -255,6 +256,10 @@ def main(argv: list[str]) -> int:
     except RuntimeFailure as exc:  # torch failed on the reference: it and its job fail
         _done(run_dir / current, error=str(exc))
     except Exception as exc:  # a bug in parity: the parent raises it (exit 3)
+        refused = environment_error(exc, f"parity's {current} task")  # e.g. a full disk
+        if refused is not None:
+            _done(run_dir / current, parity_error=str(refused), error_class="ParityError")
+            return 0
         message = f"{type(exc).__name__}: {str(exc).strip()}"
         _done(run_dir / current, internal_error=traceback.format_exc(), message=message)
     return 0

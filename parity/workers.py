@@ -307,7 +307,9 @@ class Runs:
         log = self.run_dir / f"phases.{job.name}.log"
         log.touch()
         offset = log.stat().st_size
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        # Hash randomisation off: tf2onnx's graph rewrites follow set order (export/tf2onnx.py).
+        python_path = os.pathsep.join(p for p in sys.path if p)
+        env = dict(os.environ, PYTHONPATH=python_path, PYTHONHASHSEED="0")
         self.progress(f"worker {job.name}: {', '.join(t['name'] for t in tasks) or 'reference'}")
         stderr = (self.run_dir / f"stderr.{job.name}.log").open("ab")
         process = subprocess.Popen(

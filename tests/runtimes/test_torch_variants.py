@@ -68,6 +68,8 @@ def test_cpu_bf16_within_its_reduced_precision_budgets(session_for: Callable[[st
         taps["stem"].budget.limits["min_sqnr_db"] > taps["features.17"].budget.limits["min_sqnr_db"]
     )
     assert taps["logits"].metrics.top1_agreement < 1.0  # bf16 really ran
+    assert result.executed == "bfloat16 (autocast)"  # and the report says so
+    assert {t.budget.precision for t in result.verdict.taps} == {"bf16"}
 
 
 def test_cpu_bf16_perturbed_conv_fails_at_its_tap(local_session_for: Callable[[str], Session]):

@@ -173,6 +173,13 @@ class Probe(abc.ABC):
     def summary(self) -> str:
         """One line about the file (format version, op counts)."""
 
+    def module_anchors(
+        self, taps: Sequence[Any], tensors: Sequence[GraphTensor], shapes: Mapping[str, Shape]
+    ) -> dict[str, Any]:
+        """Taps the file's own tensor names place (module paths a converter wrote), as
+        tap-map entries (:class:`~parity.tapmatch.TapMapEntry`); none by default."""
+        return {}
+
     @abc.abstractmethod
     def input_adapter(self) -> tuple[str, tuple[int, ...]] | None:
         """(op, perm) of a layout transpose right after the input, if there is one."""

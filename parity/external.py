@@ -256,17 +256,25 @@ def locate(session: Session, inspection: Inspection) -> ExternalPlan:
     def budget(tap: str) -> float | None:
         return policy.budget(session.card.name, variant.name, tap).limits.get("max_abs_norm")
 
+    shapes = {t.name: tuple(reference[t.name].shape[1:]) for t in session.taps}
+    named = probe.module_anchors(session.taps, tensors, shapes)  # names a converter wrote
     matches = match_taps(
         session.taps,
         reference,
         tensors,
         keys,
-        inspection.explicit,
+        {**named, **inspection.explicit},
         budget,
         probe.native_layout,
         detection.output.name,
         session.fixtures[0].name,
     )
+    matches = [
+        dataclasses.replace(m, how="module path", evidence=m.evidence.replace("tap map", "name"))
+        if m.how == "explicit" and m.tap in named and m.tap not in inspection.explicit
+        else m
+        for m in matches
+    ]
     fetch = {m.tap: cast(str, m.tensor) for m in matches if m.tensor and m.how != "final output"}
     output_tap = probe.runtime == "onnxruntime" and probe.outputs()[0].name != detection.output.name
     if output_tap:
@@ -339,12 +347,23 @@ def check_artifact(
     session: Session | None = None,
     tolerances: Path | None = None,
 ) -> VariantResult:
-    """pytest-friendly: check one file made elsewhere; pass ``session`` to share a reference."""
+    """pytest-friendly: check one file made elsewhere; pass ``session`` to share a reference.
+
+    The file is loaded and run in its runtime's worker process (the torch reference in
+    torch's), as ``parity run --artifact`` does: this process imports no framework.
+    """
     from parity.harness import RunConfig, Session
 
     if session is None:
         session = Session(RunConfig(model=model, tolerances=tolerances))
-    return check_external(session, path, runtime, tap_map, input_layout)
+    runtime, _what = sniff_runtime(Path(path), runtime)
+    external = {
+        "path": str(path), "runtime": runtime, "input_layout": input_layout,
+        "tap_map": str(tap_map) if tap_map is not None else None,
+    }  # fmt: skip
+    session.prefetch([], external)
+    assert session.external is not None
+    return session.external
 
 
 def assert_artifact_parity(path: Path | str, model: str = "mobilenet_v2", **kwargs: Any) -> None:

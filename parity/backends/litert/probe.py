@@ -62,6 +62,15 @@ class LiteProbe(Probe):
         common = ", ".join(f"{n} {op}" for op, n in ops.most_common(4))
         return f"TFLite, {len(self.ops)} ops ({common}, ...)"
 
+    def module_anchors(
+        self, taps: Sequence[Tap], tensors: Sequence[GraphTensor], shapes: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The taps litert-torch's module-path tensor names locate (:mod:`.scopes`)."""
+        from parity.backends.litert.scopes import anchors
+
+        entries, _, _ = anchors(self.interpreter, self.keys, tensors, taps, shapes)
+        return entries
+
     def index(self, key: str) -> int:
         for index, known in self.keys.items():
             if known == key:

@@ -347,12 +347,23 @@ def check_artifact(
     session: Session | None = None,
     tolerances: Path | None = None,
 ) -> VariantResult:
-    """pytest-friendly: check one file made elsewhere; pass ``session`` to share a reference."""
+    """pytest-friendly: check one file made elsewhere; pass ``session`` to share a reference.
+
+    The file is loaded and run in its runtime's worker process (the torch reference in
+    torch's), as ``parity run --artifact`` does: this process imports no framework.
+    """
     from parity.harness import RunConfig, Session
 
     if session is None:
         session = Session(RunConfig(model=model, tolerances=tolerances))
-    return check_external(session, path, runtime, tap_map, input_layout)
+    runtime, _what = sniff_runtime(Path(path), runtime)
+    external = {
+        "path": str(path), "runtime": runtime, "input_layout": input_layout,
+        "tap_map": str(tap_map) if tap_map is not None else None,
+    }  # fmt: skip
+    session.prefetch([], external)
+    assert session.external is not None
+    return session.external
 
 
 def assert_artifact_parity(path: Path | str, model: str = "mobilenet_v2", **kwargs: Any) -> None:

@@ -92,14 +92,15 @@ def _done(folder: Path, **record: Any) -> None:
 
 
 def _session(job: dict[str, Any], run_dir: Path) -> Any:
-    from parity.harness import RunConfig, Session
+    from parity.local import LocalSession
+    from parity.session import RunConfig
     from parity.weights import HandedWeights
 
     fields = dict(job["config"])
     for key in ("fixtures", "tolerances", "cache_root", "goldens", "bundle"):
         if fields.get(key) is not None:
             fields[key] = Path(fields[key])
-    session = Session(RunConfig(**{k: v for k, v in fields.items() if k in _CONFIG_FIELDS}))
+    session = LocalSession(RunConfig(**{k: v for k, v in fields.items() if k in _CONFIG_FIELDS}))
     session.__dict__["batch"] = np.load(run_dir / "batch.npy")
     weights = run_dir / "weights.json"
     if weights.is_file():
@@ -119,12 +120,15 @@ _CONFIG_FIELDS = (
 
 
 def _reference(session: Any, run_dir: Path, phases: Phases, state_dict: bool) -> None:
+    from parity.weights import class_names
+
     phases.enter(REFERENCE_TASK, "running the torch reference (or reading it from the cache)")
     save_arrays(run_dir / "reference", session.reference)
     if state_dict:
         phases.enter(REFERENCE_TASK, "writing the state_dict for the other workers")
         np.savez(run_dir / "state_dict.npz", **session.model().state_dict_numpy())
     source, sha256 = session.weights()
+    class_names(session.card)  # cached for the parent (parity eval's class folders)
     record = {"source": source, "sha256": sha256}
     (run_dir / "weights.json").write_text(json.dumps(record))
     _done(
@@ -136,7 +140,7 @@ def _reference(session: Any, run_dir: Path, phases: Phases, state_dict: bool) ->
 
 def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> None:
     from parity.export import get_exporter
-    from parity.harness import make_runner
+    from parity.session import make_runner
     from parity.variants import VARIANTS
 
     name, folder = task["name"], run_dir / task["name"]
@@ -147,6 +151,18 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
             phases.enter(name, f"exporting {task['exporter']}")
             artifact = session.cache.get(get_exporter(task["exporter"]), session.context)
             _done(folder, artifact=_artifact_record(artifact), seconds=time.perf_counter() - start)
+            return
+        if task["kind"] == "doctor":
+            from parity.doctor import run_doctor
+            from parity.doctor.remote import doctor_inputs
+
+            lazy.ISOLATED = False  # the doctor's checks load torch and TensorFlow (torch first)
+            phases.enter(name, f"diagnosing {session.card.name}")
+            inputs = doctor_inputs(session, task["options"])
+            findings = run_doctor(session, task["checks"], inputs)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "findings.pkl").write_bytes(pickle.dumps(findings))
+            _done(folder, seconds=time.perf_counter() - start)
             return
         if task["kind"] == "external":
             from parity.external import check_external

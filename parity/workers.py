@@ -107,6 +107,7 @@ def plan(
     exporting: bool,
     with_reference: bool = True,
     cached: frozenset[str] = frozenset(),
+    run: bool = True,
 ) -> list[Job]:
     """The jobs for ``variant_names`` (non-reference) and a file made elsewhere.
 
@@ -117,7 +118,8 @@ def plan(
     already in the cache: no worker is started to export them (a warm run of ONNX Runtime
     starts no torch worker). A backend's runs are grouped by the artifacts they wait for,
     so in a cold run each group starts as soon as its files are made (LiteRT's fp32 runs
-    while the int8 file is still converting) instead of after every export.
+    while the int8 file is still converting) instead of after every export. ``run=False``:
+    the exports only.
     """
     jobs: dict[tuple[str, frozenset[str]], Job] = {}
     reference = next(v for v in variants.values() if v.reference)
@@ -149,9 +151,10 @@ def plan(
                     first.state_dict = True
                 if owner != variant.family:
                     waits.add(f"export-{exporter}")
-        job(variant.family, frozenset(waits)).tasks.append(
-            {"kind": "run", "name": name, "variant": name}
-        )
+        if run:
+            job(variant.family, frozenset(waits)).tasks.append(
+                {"kind": "run", "name": name, "variant": name}
+            )
     if external is not None:
         job(external["runtime"]).tasks.append({"kind": "external", "name": "external", **external})
     for each in jobs.values():  # exports before runs

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -27,7 +28,7 @@ from parity.backends import backends
 from parity.cli_project import add_parsers as add_project_parsers
 from parity.cli_project import list_command
 from parity.cli_project import run_command as run_project_command
-from parity.errors import ParityError
+from parity.errors import ParityError, environment_error
 from parity.paths import cache_dir
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -48,8 +49,41 @@ examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line (:class:`ParityError`, exit 2), not usage text + message."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ParityError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def count(least: int = 1) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``least`` (``--jobs -1`` or ``--threads 0`` would run)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+
+    return parse
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds > 0 (``nan`` never times out, 0 always)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="parity",
         description="Check that a PyTorch model gives the same numbers in every runtime it "
         "ships to, layer by layer, on golden fixture images.",
@@ -81,11 +115,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--tolerances", type=Path, help="tolerance TOML (default: fixtures/...)")
     run.add_argument("--tap", action="append", metavar="NAME", help="only these taps (repeatable)")
-    run.add_argument("--threads", type=int, default=2, help="runtime threads (default 2)")
+    run.add_argument("--threads", type=count(), default=2, help="runtime threads (default 2)")
     _add_worker_options(run)
     run.add_argument("--strict", action="store_true", help="a variant that does not apply fails")
     run.add_argument("--rebuild", action="store_true", help="re-export even if cached")
     run.add_argument("--json", type=Path, metavar="FILE", help="also write a JSON report")
+    run.add_argument(
+        "--routes",
+        type=Path,
+        metavar="DIR",
+        help="compare the routes checked (which conversion to ship): print the table and "
+        "write DIR/routes.md and DIR/routes.json",
+    )
     run.add_argument("--summary", action="store_true", help="summary table only, no per-tap tables")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
     run.add_argument(
@@ -194,11 +235,11 @@ def _parser() -> argparse.ArgumentParser:
         help="only every N-th image starting at k (0-based); writes a shard JSON",
     )
     evals.add_argument(
-        "--limit", type=int, metavar="N", help="only N images, spread evenly over the dataset"
+        "--limit", type=count(), metavar="N", help="only N images, spread evenly over the dataset"
     )
     evals.add_argument("--json", type=Path, metavar="FILE", help="write the result as JSON")
-    evals.add_argument("--batch-size", type=int, default=64, help="images per batch (64)")
-    evals.add_argument("--threads", type=int, default=2, help="runtime threads (default 2)")
+    evals.add_argument("--batch-size", type=count(), default=64, help="images per batch (64)")
+    evals.add_argument("--threads", type=count(), default=2, help="runtime threads (default 2)")
     evals.add_argument(
         "--device", default="cpu", choices=("cpu", "cuda", "auto"),
         help="where the torch reference runs: cpu (default), cuda (fp32, TF32 off), auto "
@@ -207,7 +248,7 @@ def _parser() -> argparse.ArgumentParser:
     evals.add_argument("--rebuild", action="store_true", help="re-export even if cached")
     evals.add_argument(
         "--flips",
-        type=int,
+        type=count(0),
         default=10,
         metavar="N",
         help="flips listed per variant (default 10; all are in --json)",
@@ -232,7 +273,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     merge.add_argument("shards", nargs="+", type=Path, metavar="SHARD.json")
     merge.add_argument("--json", type=Path, metavar="FILE", help="write the merged JSON")
-    merge.add_argument("--flips", type=int, default=10, metavar="N", help="flips listed (10)")
+    merge.add_argument("--flips", type=count(0), default=10, metavar="N", help="flips listed (10)")
 
     commands.add_parser("list", help="list models, runtime variants and fixtures")
     doctor = commands.add_parser(
@@ -258,7 +299,7 @@ def _parser() -> argparse.ArgumentParser:
         "--images", type=Path, metavar="DIR", help="your images (default: the card's fixtures)"
     )
     doctor.add_argument(
-        "--count", type=int, default=4, metavar="N", help="fixtures for the model checks (4)"
+        "--count", type=count(), default=4, metavar="N", help="fixtures for the model checks (4)"
     )
     doctor.add_argument(
         "--model-object",
@@ -312,6 +353,16 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         write_json(report_to_dict(report), args.json)
         console.print(f"JSON report: {args.json}")
+    if args.routes:
+        from parity.render.routes import render_routes_json, render_routes_markdown
+        from parity.report import routes_table
+
+        model = report_to_dict(report)
+        console.print(routes_table(model))
+        args.routes.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(args.routes / "routes.md", render_routes_markdown(model))
+        atomic.write_text(args.routes / "routes.json", render_routes_json(model))
+        console.print(f"routes: {args.routes / 'routes.md'}, {args.routes / 'routes.json'}")
     return EXIT_PASS if report.passed else EXIT_FAIL
 
 
@@ -410,9 +461,9 @@ def _cmd_update_goldens(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_bundle(args: argparse.Namespace, console: Console) -> int:
+    from parity.applicability import not_applicable_reason
     from parity.backends import backend
     from parity.bundle import write_bundle
-    from parity.export import get_exporter
     from parity.harness import RunConfig, Session
     from parity.lazy import installed
     from parity.variants import VARIANTS, resolve_variants
@@ -424,15 +475,25 @@ def _cmd_bundle(args: argparse.Namespace, console: Console) -> int:
         v.name for v in VARIANTS.values() if not v.reference and installed(backend(v.family).module)
     ]
     variants = [v for v in resolve_variants(selectors) if v.exporter is not None]
-    entries = []
+    entries, count = [], 0
     with _progress(console, args.quiet) as progress:
         for model in args.model or list_models(include_heavy=False):
             session = Session(RunConfig(model=model), progress)
             # Goldens made from other weights (or inputs) than the artifacts would fail every
             # runtime env that reads the bundle: refuse them here, before any export.
             _ = session.goldens
-            exporters = sorted({v.exporter for v in variants if v.exporter})
-            artifacts = [session.cache.get(get_exporter(e), session.context) for e in exporters]
+            applicable = []
+            for variant in variants:  # n/a for this card (no Keras twin...): skipped, as run does
+                reason = not_applicable_reason(variant, session.card)
+                if reason is None:
+                    applicable.append(variant)
+                else:
+                    console.print(f"n/a {model} {variant.name}: {escape(reason)}", soft_wrap=True)
+            by_exporter = {v.exporter: v for v in applicable}
+            exporters = sorted(e for e in by_exporter if e is not None)
+            session.build(applicable)  # in the workers of the frameworks that make them
+            artifacts = [session.artifact(by_exporter[e]) for e in exporters]
+            count += len(artifacts)
             source, sha = session.weights()
             entries.append(
                 (
@@ -445,7 +506,7 @@ def _cmd_bundle(args: argparse.Namespace, console: Console) -> int:
                 )
             )
         manifest = write_bundle(args.out, entries, progress)
-    console.print(f"bundle: {manifest} ({len(entries)} models, {len(exporters)} artifacts each)")
+    console.print(f"bundle: {manifest} ({len(entries)} models, {count} artifacts)")
     return EXIT_PASS
 
 
@@ -507,33 +568,23 @@ def _cmd_doctor(args: argparse.Namespace, console: Console) -> int:
 
     from rich.table import Table
 
-    from parity.doctor import PROBLEM, DoctorInputs, evidence_lines, run_doctor
-    from parity.doctor.inputs import (
-        calibration_data,
-        call_user,
-        image_files,
-        load_object,
-        representative_batch,
-    )
+    from parity.doctor.findings import PROBLEM, evidence_lines
+    from parity.doctor.remote import doctor_in_worker
+    from parity.errors import RuntimeFailure
     from parity.harness import RunConfig, Session
 
     session = Session(RunConfig(model=args.model, weights=args.weights))
-    calibration = calibration_data(args.calibration, session.card.preprocess)
-    if args.representative:
-        generator = load_object(args.representative, "--representative")
-        calibration = call_user(lambda: representative_batch(generator), "--representative")
-    model = None
-    if args.model_object:
-        model = call_user(load_object(args.model_object, "--model-object"), "--model-object")
-    inputs = DoctorInputs(
-        preprocess=load_object(args.preprocess, "--preprocess") if args.preprocess else None,
-        images=image_files(args.images) if args.images else None,
-        count=args.count,
-        model=model,
-        calibration=calibration,
-        port=args.port,
-    )
-    findings = run_doctor(session, args.check, inputs)
+    options = {
+        "calibration": args.calibration, "representative": args.representative,
+        "model_object": args.model_object, "preprocess": args.preprocess,
+        "images": str(args.images) if args.images else None, "count": args.count,
+        "port": str(args.port) if args.port else None,
+    }  # fmt: skip
+    try:
+        findings = doctor_in_worker(session, args.check, options)
+    except RuntimeFailure as exc:  # the worker crashed or timed out: a failed run
+        console.print(f"[bold red]parity doctor: {escape(str(exc))}[/]")
+        return EXIT_FAIL
     table = Table(title=f"parity doctor: {session.card.name}", show_lines=True)
     for column in ("check", "status", "cause / fix", "evidence"):
         table.add_column(column)
@@ -581,11 +632,11 @@ def _main(argv: Sequence[str]) -> int:
     argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "run")
-    args = _parser().parse_args(argv)
     # Piped or in CI, rich would assume 80 columns and squeeze the per-tap tables.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     errors = Console(stderr=True, highlight=False)
     try:
+        args = _parser().parse_args(argv)  # a bad option: ParityError, one line
         if args.command == "list":
             return list_command(console)
         if args.command in ("init", "budgets"):
@@ -608,6 +659,10 @@ def _main(argv: Sequence[str]) -> int:
         errors.print("parity: interrupted")
         return 130
     except Exception as exc:  # a bug in parity, not the user's input nor a failed check
+        refused = environment_error(exc)  # unless the machine refused (a full disk)
+        if refused is not None:
+            errors.print(f"[bold red]parity: error:[/] {escape(str(refused))}", soft_wrap=True)
+            return EXIT_USAGE
         if debug:
             errors.print(traceback.format_exc(), markup=False, highlight=False)
         where = _save_traceback()
@@ -640,13 +695,13 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--jobs",
         "-j",
-        type=int,
+        type=count(),
         metavar="N",
         help="backends run side by side in N worker processes (default: one per core; "
         "1: one at a time); runtime threads are shared out so jobs x threads <= cores",
     )
     parser.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
+        "--timeout", type=seconds, default=DEFAULT_TIMEOUT, metavar="S",
         help=f"seconds one export or variant may take before its worker is killed and it "
         f"fails (default {DEFAULT_TIMEOUT:g})",
     )  # fmt: skip

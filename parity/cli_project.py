@@ -26,10 +26,11 @@ def add_parsers(commands: Any) -> None:
     budgets = commands.add_parser(
         "budgets",
         help="measure a model's noise floor and write budgets from it",
-        description="Run every applicable fp32 variant at 1 and 2 threads (graph optimisation "
-        "and XNNPACK on and off) and each quantised variant against torch; print budget rules "
-        "5x above the fp32 floor (quantised: 2.5x the error, SQNR - 3 dB), with a note of what "
-        "was measured, how and when.",
+        description="Run every applicable variant chosen against torch in worker processes "
+        "(fp32-class variants at 1 and 2 threads) and print one rule per tap and precision "
+        "class, never pooling classes: fp32 5x above its floor (refused when that is over "
+        "50x the class's median floor or 1e-2, unless --allow-loose), other classes 2.5x the "
+        "error, SQNR - 3 dB; each rule names the variants it was measured on and judges.",
     )
     budgets.add_argument("--model", "-m", required=True, help="model card name or .toml path")
     budgets.add_argument(
@@ -42,6 +43,11 @@ def add_parsers(commands: Any) -> None:
         metavar="FILE",
         help="write the rules into FILE (default: the project's tolerance file)",
     )
+    budgets.add_argument(
+        "--allow-loose",
+        action="store_true",
+        help="write an fp32 budget far above the measured floor (recorded in its note)",
+    )
     budgets.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
 
 
@@ -51,7 +57,7 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
         from parity.scaffold import init_project
 
         for line in init_project(Path.cwd(), args.fixtures):
-            console.print(f"wrote {escape(line)}")
+            console.print(escape(line), soft_wrap=True)
         console.print("next: add a card in parity/models/, then `parity check`")
         return 0
     from parity.budgets import measure, rules_text, write_rules
@@ -59,7 +65,12 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
 
     progress = (lambda message: None) if args.quiet else console.log
     measured = measure(args.model, args.runtime, progress)
-    text = rules_text(measured)
+    if measured.failed:
+        for line in measured.failed:
+            console.print(f"[bold red]runtime failed[/] {escape(line)}")
+        console.print("nothing written: a budget needs every chosen variant measured")
+        return 1
+    text = rules_text(measured, allow_loose=args.allow_loose)
     console.print(escape(text), end="")
     if args.write:
         project = find_project()
@@ -98,11 +109,11 @@ def list_command(console: Console) -> int:
             "x".join(map(str, card.input_shape[1:])), "yes" if card.heavy else "", str(path),
         )  # fmt: skip
     variants = Table(title="runtime variants", title_justify="left")
-    for column in ("name", "family", "artifact", "installed", "description"):
+    for column in ("name", "family", "precision", "artifact", "installed", "description"):
         variants.add_column(column)
     for v in VARIANTS.values():
         ok = "[green]yes[/]" if installed(v.module) else "[red]no[/]"
-        variants.add_row(v.name, v.family, v.exporter or "-", ok, v.description)
+        variants.add_row(v.name, v.family, v.precision, v.exporter or "-", ok, v.description)
     images = Table(title=f"fixtures ({fixtures_dir})", title_justify="left")
     for column in ("name", "role", "file"):
         images.add_column(column)

@@ -3,13 +3,15 @@
 Errors are judged relative to each tap's own scale (``max |reference|`` of that image):
 a tap whose activations are 1e-4 and one whose activations are 40 get the same budget.
 Budgets are data (a TOML file, see ``fixtures/tolerances.toml``); the most specific
-matching key wins, metric by metric.
+matching key wins, metric by metric, among the rules of the variant's precision class
+(:func:`rule_classes`): an fp32 rule never judges a bf16 run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,9 +19,19 @@ from typing import Any
 
 import numpy as np
 
+from parity.backends import PRECISION_CLASSES, precision_of, variants
 from parity.errors import ToleranceError
 from parity.paths import bundled_dir
-from parity.schema import ConfigError, Field, check, number, read_config, string, table
+from parity.schema import (
+    ConfigError,
+    Field,
+    check,
+    list_of,
+    number,
+    read_config,
+    string,
+    table,
+)
 from parity.taps import Tap
 
 # Budget keys and how each is judged: "max" means the metric must be <= the budget,
@@ -41,6 +53,8 @@ _MAX = {"ge": 0.0, "why": "a negative maximum cannot pass"}
 #: to fail (a cosine <= 0 or a top-1 agreement of 0 passes anything).
 BUDGET_SCHEMA: dict[str, Field] = {
     "notes": string(),
+    "precision": list_of(string(choices=PRECISION_CLASSES), nonempty=True),
+    "variants": list_of(string(), nonempty=True),
     "max_abs_norm": number(**_MAX),
     "max_rel": number(**_MAX),
     "min_cosine": number(**_FRACTION),
@@ -212,13 +226,58 @@ def prepare_reference(
     return {tap.name: ReferenceTap.of(reference[tap.name], logits=tap.is_logits) for tap in taps}
 
 
+def rule_classes(
+    pattern: str, precision: Sequence[str] = (), named: Sequence[str] = ()
+) -> frozenset[str]:
+    """The precision classes a ``model/variant/tap`` rule judges.
+
+    Its ``precision`` list when it has one; else, with a ``variants`` list (``named``), their
+    classes; else ``fp32`` when its variant part is ``*`` (a model-wide or tap-wide default
+    is an fp32 budget); else the class of the registered variants it names (every class
+    when it names none: a name parity does not know).
+    Raises :class:`ToleranceError` when a rule without ``precision`` names variants of
+    several classes: one budget would pool their errors.
+    """
+    if precision:
+        return frozenset(precision)
+    glob = pattern.split("/")[1]
+    if glob == "*" and not named:
+        return frozenset({"fp32"})
+    found = {
+        v.name: v.precision
+        for v in variants().values()
+        if (v.name in named if named else fnmatch.fnmatchcase(v.name, glob))
+    }
+    classes = frozenset(found.values())
+    if len(classes) > 1:
+        listed = "; ".join(
+            f"{c}: {', '.join(n for n, k in found.items() if k == c)}" for c in sorted(classes)
+        )
+        raise ToleranceError(
+            f"budget {pattern!r} names variants of several precision classes ({listed}); "
+            f"give it precision = [...] or name one class's variants"
+        )
+    return classes or frozenset(PRECISION_CLASSES)
+
+
 @dataclasses.dataclass(frozen=True)
 class BudgetRule:
-    """One table of the tolerance file: a ``model/variant/tap`` glob and its budgets."""
+    """One table of the tolerance file: a ``model/variant/tap`` glob and its budgets.
+
+    ``precision``: the classes it judges (empty: inferred, see :func:`rule_classes`).
+    ``variants``: when given, the only variants it judges (``parity budgets`` writes the
+    variants it measured: a rule never judges a variant nobody measured).
+    """
 
     pattern: str
     budgets: Mapping[str, float]
     notes: str = ""
+    precision: tuple[str, ...] = ()
+    variants: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def classes(self) -> frozenset[str]:
+        return rule_classes(self.pattern, self.precision, self.variants)
 
     @property
     def parts(self) -> tuple[str, str, str]:
@@ -226,6 +285,8 @@ class BudgetRule:
         return model, variant, tap
 
     def matches(self, model: str, variant: str, tap: str) -> bool:
+        if self.variants and variant not in self.variants:
+            return False
         return all(
             fnmatch.fnmatchcase(value, glob)
             for value, glob in zip((model, variant, tap), self.parts, strict=True)
@@ -240,10 +301,22 @@ class BudgetRule:
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """The budgets that apply to one tap, with the rule each came from."""
+    """The budgets that apply to one tap, with the rule each came from.
+
+    ``missing``: why no rule of the variant's precision class applies (the tap then fails).
+    """
 
     limits: Mapping[str, float]
     sources: Mapping[str, str]
+    precision: str = "fp32"
+    missing: str = ""
+
+
+def _unbudgeted(model: str, variant: str, precision: str) -> str:
+    return (
+        f"no {precision}-class budget for {model}/{variant} (an fp32 budget never judges "
+        f"{precision}); measure one: parity budgets --model {model} -r {variant} --write"
+    )
 
 
 def _base_file(path: Path, extends: str) -> Path:
@@ -277,8 +350,16 @@ class TolerancePolicy:
         for pattern, rule in data.get("budget", {}).items():
             if pattern.count("/") != 2:
                 raise ToleranceError(f"{path}: budget key {pattern!r} must be 'model/variant/tap'")
-            budgets = {k: float(v) for k, v in rule.items() if k != "notes"}
-            rules.append(BudgetRule(pattern, budgets, str(rule.get("notes", ""))))
+            budgets = {k: float(v) for k, v in rule.items() if k in BUDGET_KEYS}
+            made = BudgetRule(
+                pattern, budgets, str(rule.get("notes", "")), tuple(rule.get("precision", ())),
+                tuple(rule.get("variants", ())),
+            )  # fmt: skip
+            try:
+                _ = made.classes
+            except ToleranceError as exc:
+                raise ToleranceError(f"{path}: {exc}") from None
+            rules.append(made)
         if not rules:
             raise ToleranceError(f'{path}: no [budget."model/variant/tap"] tables')
         return cls(rules, source=str(path))
@@ -287,23 +368,31 @@ class TolerancePolicy:
         """Whether a rule names ``model`` (not only the ``*`` default) in this file."""
         return any(r.parts[0] != "*" and fnmatch.fnmatchcase(model, r.parts[0]) for r in self.rules)
 
-    def budget(self, model: str, variant: str, tap: str) -> Budget:
-        """Resolve every budget key for one tap."""
+    def budget(self, model: str, variant: str, tap: str, precision: str | None = None) -> Budget:
+        """Resolve every budget key for one tap, from the rules of ``precision``'s class.
+
+        ``precision``: the variant's class (default: the registered variant's, see
+        :func:`~parity.backends.precision_of`). No rule of a class other than fp32 is a
+        budget that fails every tap, saying so (fp32 needs a ``*/*/*`` default: an error).
+        """
+        precision = precision or precision_of(variant)
         limits: dict[str, float] = {}
         sources: dict[str, str] = {}
         ranked = sorted(
-            (r for r in self.rules if r.matches(model, variant, tap)),
+            (r for r in self.rules if precision in r.classes and r.matches(model, variant, tap)),
             key=lambda r: r.specificity,
         )
         for rule in ranked:  # later (more specific) rules overwrite earlier ones
             for key, value in rule.budgets.items():
                 limits[key] = value
                 sources[key] = rule.pattern
-        if not limits:
+        if not limits and precision == "fp32":
             raise ToleranceError(
                 f"{self.source}: no budget matches {model}/{variant}/{tap}; add a '*/*/*' default"
             )
-        return Budget(limits, sources)
+        if not limits:
+            return Budget({}, {}, precision, missing=_unbudgeted(model, variant, precision))
+        return Budget(limits, sources, precision)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,6 +411,8 @@ class TapVerdict:
 
 def judge(metrics: TapMetrics, budget: Budget) -> tuple[str, ...]:
     """The budget lines a tap breaks, each as 'metric value vs limit'."""
+    if budget.missing:
+        return (budget.missing,)
     failures = []
     for key, limit in budget.limits.items():
         metric, direction = BUDGET_KEYS[key]

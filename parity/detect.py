@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from parity.backends import Backend, backends
+from parity.backends import Backend, Variant, backend, backends
 from parity.backends.base import Runner
 from parity.errors import ArtifactError, ParityError
 from parity.preprocess import Layout
@@ -172,6 +172,13 @@ class Probe(abc.ABC):
     @abc.abstractmethod
     def summary(self) -> str:
         """One line about the file (format version, op counts)."""
+
+    def module_anchors(
+        self, taps: Sequence[Any], tensors: Sequence[GraphTensor], shapes: Mapping[str, Shape]
+    ) -> dict[str, Any]:
+        """Taps the file's own tensor names place (module paths a converter wrote), as
+        tap-map entries (:class:`~parity.tapmatch.TapMapEntry`); none by default."""
+        return {}
 
     @abc.abstractmethod
     def input_adapter(self) -> tuple[str, tuple[int, ...]] | None:
@@ -359,3 +366,17 @@ def _pick_output(path: Path, outputs: Sequence[TensorInfo], card: Any) -> tuple[
     if len(outputs) > 1:
         line += f", the only one of {len(outputs)} outputs with that shape"
     return output, line
+
+
+def external_variant(path: Path, runtime: str, what: str = "") -> Variant:
+    """The variant of a file made elsewhere: ``external_<runtime>``, run on the file."""
+    about = f" ({what})" if what else ""
+    return Variant(
+        f"external_{runtime}",
+        runtime,
+        "parity.external:ExternalRunner",
+        None,
+        f"{path.name}{about}, made elsewhere",
+        backend(runtime).module,
+        runs_on="file",
+    )

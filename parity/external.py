@@ -61,8 +61,15 @@ from parity.artifacts import Artifact
 from parity.backends import Variant, backend
 from parity.backends.base import OUTPUT, Runner
 from parity.compare import compare_taps
-from parity.detect import Detection, Probe, detect, first_line, format_shape, sniff_runtime
-from parity.errors import ParityError
+from parity.detect import (
+    Detection,
+    Probe,
+    detect,
+    external_variant,
+    format_shape,
+    sniff_runtime,
+)
+from parity.errors import ParityError, RuntimeFailure
 from parity.fixtures import file_sha256
 from parity.preprocess import Layout, to_layout
 from parity.tapmatch import TapMapEntry, TapMatch, load_tap_map, match_summary, match_taps
@@ -207,20 +214,6 @@ def inspect_artifact(
     return Inspection(probe, detection, explicit, external_variant(path, runtime, what))
 
 
-def external_variant(path: Path, runtime: str, what: str = "") -> Variant:
-    """The variant of a file made elsewhere: ``external_<runtime>``, run on the file."""
-    about = f" ({what})" if what else ""
-    return Variant(
-        f"external_{runtime}",
-        runtime,
-        "parity.external:ExternalRunner",
-        None,
-        f"{path.name}{about}, made elsewhere",
-        backend(runtime).module,
-        runs_on="file",
-    )
-
-
 def locate(session: Session, inspection: Inspection) -> ExternalPlan:
     """Run the first image once with every tensor exposed; locate the taps; build the runner.
 
@@ -256,17 +249,25 @@ def locate(session: Session, inspection: Inspection) -> ExternalPlan:
     def budget(tap: str) -> float | None:
         return policy.budget(session.card.name, variant.name, tap).limits.get("max_abs_norm")
 
+    shapes = {t.name: tuple(reference[t.name].shape[1:]) for t in session.taps}
+    named = probe.module_anchors(session.taps, tensors, shapes)  # names a converter wrote
     matches = match_taps(
         session.taps,
         reference,
         tensors,
         keys,
-        inspection.explicit,
+        {**named, **inspection.explicit},
         budget,
         probe.native_layout,
         detection.output.name,
         session.fixtures[0].name,
     )
+    matches = [
+        dataclasses.replace(m, how="module path", evidence=m.evidence.replace("tap map", "name"))
+        if m.how == "explicit" and m.tap in named and m.tap not in inspection.explicit
+        else m
+        for m in matches
+    ]
     fetch = {m.tap: cast(str, m.tensor) for m in matches if m.tensor and m.how != "final output"}
     output_tap = probe.runtime == "onnxruntime" and probe.outputs()[0].name != detection.output.name
     if output_tap:
@@ -317,13 +318,11 @@ def check_external(
         session.progress(f"running {plan.variant.name} on {len(session.fixtures)} images")
         with plan.runner as runner:
             obtained = runner.run(session.batch, taps)
-    except ParityError:
-        raise
-    except Exception as exc:  # a runtime failing on its artifact is a failed check
+    except RuntimeFailure as exc:  # a runtime failing on its artifact is a failed check
         artifact = inspection.artifact(inspection.detection.lines)
         seconds = time.perf_counter() - start
         return VariantResult.failed_to_run(
-            inspection.variant, first_line(exc), artifact=artifact, seconds=seconds
+            inspection.variant, str(exc), artifact=artifact, seconds=seconds
         )
     verdict = compare_taps(
         session.card.name, plan.variant.name, taps, session.reference, obtained, session.policy
@@ -341,12 +340,23 @@ def check_artifact(
     session: Session | None = None,
     tolerances: Path | None = None,
 ) -> VariantResult:
-    """pytest-friendly: check one file made elsewhere; pass ``session`` to share a reference."""
+    """pytest-friendly: check one file made elsewhere; pass ``session`` to share a reference.
+
+    The file is loaded and run in its runtime's worker process (the torch reference in
+    torch's), as ``parity run --artifact`` does: this process imports no framework.
+    """
     from parity.harness import RunConfig, Session
 
     if session is None:
         session = Session(RunConfig(model=model, tolerances=tolerances))
-    return check_external(session, path, runtime, tap_map, input_layout)
+    runtime, _what = sniff_runtime(Path(path), runtime)
+    external = {
+        "path": str(path), "runtime": runtime, "input_layout": input_layout,
+        "tap_map": str(tap_map) if tap_map is not None else None,
+    }  # fmt: skip
+    session.prefetch([], external)
+    assert session.external is not None
+    return session.external
 
 
 def assert_artifact_parity(path: Path | str, model: str = "mobilenet_v2", **kwargs: Any) -> None:

@@ -79,3 +79,30 @@ def perturb_torch_conv(
                 layer.weight.add_(torch.from_numpy(noise.astype(weight.dtype)))
             return broken, name
     raise TapError(f"no Conv2d inside module '{path}'")
+
+
+def scale_tflite_conv(source: Path, target: Path, scope: str, factor: float = 1.01) -> str:
+    """Copy ``source`` to ``target`` with the weights of the first CONV_2D whose output name
+    contains ``scope`` scaled by ``factor`` (the bytes of the weight buffer, in place).
+
+    A float32 weight's bytes are stored as they are in the flatbuffer, so they are found
+    (exactly once) and replaced; returns the perturbed op's output tensor name.
+    """
+    interpreter_module = lazy.require("ai_edge_litert.interpreter")
+    interpreter = interpreter_module.Interpreter(model_path=str(source))
+    interpreter.allocate_tensors()
+    names = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
+    content = source.read_bytes()
+    for op in interpreter._get_ops_details():
+        output = names[int(op["outputs"][0])]
+        if op["op_name"] == "CONV_2D" and scope in output:
+            weight = interpreter.get_tensor(int(op["inputs"][1]))
+            if weight.dtype != np.float32:
+                raise TapError(f"{source}: conv '{output}' has {weight.dtype} weights, not float32")
+            old = weight.tobytes()
+            if content.count(old) != 1:
+                raise TapError(f"{source}: the weights of '{output}' are not stored exactly once")
+            new = (weight * np.float32(factor)).astype(np.float32).tobytes()
+            target.write_bytes(content.replace(old, new))
+            return str(output)
+    raise TapError(f"{source}: no CONV_2D whose output name contains '{scope}'")

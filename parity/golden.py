@@ -50,7 +50,7 @@ from parity.compare import (
 )
 from parity.errors import ParityError
 from parity.fixtures import Fixture, file_sha256
-from parity.paths import cache_dir
+from parity.paths import cache_dir, in_installed_package
 from parity.preprocess import PreprocessSpec, tensor_sha256
 from parity.taps import Tap
 from parity.transaction import recover, replace_folder
@@ -289,6 +289,12 @@ class GoldenStore:
         versions: Mapping[str, str],
     ) -> None:
         """Replace the whole set (every fixture's npz and the provenance) in one step."""
+        if in_installed_package(self.folder):
+            raise ParityError(
+                f"{self.folder}: goldens bundled in the installed parity package are read-only; "
+                "update them in a project (`parity init` makes one; its goldens go to "
+                "parity/goldens)"
+            )
         with replace_folder(self.folder) as folder:
             images = {}
             for index, fixture in enumerate(fixtures):
@@ -397,7 +403,14 @@ class GoldenStore:
             return {key: data[key] for key in data.files}
 
     def record(self, fixture: str, tap: str) -> TapRecord:
-        return TapRecord.from_arrays(self.load(fixture), tap)
+        """One tap of one image's golden, or one line naming the file that lacks it."""
+        try:
+            return TapRecord.from_arrays(self.load(fixture), tap)
+        except KeyError as exc:
+            raise ParityError(
+                f"{self.npz_path(fixture)}: no array {exc} for tap '{tap}' (an incomplete "
+                f"golden); regenerate it: parity update-goldens --model {self.model}"
+            ) from None
 
     def write_obtained(
         self, fixture: str, variant: str, outputs: Mapping[str, np.ndarray], index: int

@@ -40,6 +40,13 @@ def bundled_dir(name: str) -> Path:
     raise ParityError(f"{packaged}: bundled {name} missing from the parity installation")
 
 
+def in_installed_package(path: Path) -> bool:
+    """Whether ``path`` lies inside the installed parity package (read-only to parity: its
+    bundled goldens, cards and tolerances are never written; a source checkout's own
+    ``fixtures/`` and ``models/`` lie beside the package, not in it)."""
+    return Path(path).resolve().is_relative_to(Path(__file__).resolve().parent)
+
+
 def parity_table(path: Path) -> dict[str, Any] | None:
     """The parity settings in a config file (``None``: a pyproject without ``[tool.parity]``)."""
     data = read_config(path, "config file")
@@ -132,8 +139,9 @@ def find_project(start: Path | None = None) -> Project:
         return _project_at(root, _config_in(root), clone)
     start = (start or Path.cwd()).resolve()
     for folder in (start, *start.parents):
-        if config := _config_in(folder):
-            return _project_at(folder, config)
+        if config := _config_in(folder):  # parity's own checkout: its goldens are its own
+            checkout = (folder / "fixtures").resolve() == bundled_dir("fixtures").resolve()
+            return _project_at(folder, config, clone=checkout)
     fixtures = bundled_dir("fixtures")
     return Project(
         root=None,

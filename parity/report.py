@@ -82,6 +82,7 @@ def summary_table(report: ParityReport) -> Table:
     table = Table(title=f"parity {report.card.name}: summary", title_justify="left")
     table.add_column("variant")
     table.add_column("vs")
+    table.add_column("precision")
     table.add_column("verdict")
     table.add_column("first divergent tap / error")
     table.add_column("worst max_abs_norm", justify="right")
@@ -94,13 +95,17 @@ def summary_table(report: ParityReport) -> Table:
             origin = "made elsewhere" if result.artifact.exporter == "external" else origin
             artifact = f"{result.artifact.size_bytes / 1e6:.1f} MB, {origin}"
         vs = "torch" if result.mode == "live" else "golden"
+        precision = escape(precision_label(result))
         if result.status == NOT_APPLICABLE:
-            table.add_row(result.variant.name, vs, "[yellow]n/a[/]", escape(result.reason or ""))
+            table.add_row(
+                result.variant.name, vs, precision, "[yellow]n/a[/]", escape(result.reason or "")
+            )
             continue
         if result.error is not None:
             table.add_row(
-                result.variant.name, "[bold red]ERROR[/]", escape(result.error), "", "", artifact
-            )
+                result.variant.name, vs, precision, "[bold red]ERROR[/]", escape(result.error),
+                "", "", artifact,
+            )  # fmt: skip
             continue
         assert result.verdict is not None
         first = result.verdict.first_failure
@@ -108,6 +113,7 @@ def summary_table(report: ParityReport) -> Table:
         table.add_row(
             result.variant.name,
             vs,
+            precision,
             "[green]PASS[/]" if result.passed else "[bold red]FAIL[/]",
             "-" if first is None else escape(f"{first.tap.name}: {'; '.join(first.failures)}"),
             _fmt(worst),
@@ -115,6 +121,14 @@ def summary_table(report: ParityReport) -> Table:
             artifact,
         )
     return table
+
+
+def precision_label(result: VariantResult) -> str:
+    """The class that judged a variant, and what it ran in where the runtime said."""
+    declared = result.variant.precision
+    if result.executed is None:
+        return declared
+    return f"{declared}, ran {result.executed.split(' (')[0]}"
 
 
 def print_report(report: ParityReport, console: Console, per_tap: bool = True) -> None:
@@ -186,6 +200,8 @@ def report_to_dict(report: ParityReport) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "name": result.variant.name,
             "family": result.variant.family,
+            "precision": result.variant.precision,
+            "executed": result.executed,
             "mode": result.mode,
             "status": result.status,
             "passed": result.passed,
@@ -307,3 +323,15 @@ def write_reports(gate: dict[str, Any], folder: Path) -> list[Path]:
         atomic.write_text(folder / name, render(gate))
         paths.append(folder / name)
     return paths
+
+
+def routes_table(model: dict[str, Any]) -> Table:
+    """The route comparison of one model's report dict (:mod:`parity.render.routes`)."""
+    from parity.render.routes import COLUMNS, format_cell, route_rows
+
+    table = Table(title=f"parity {model['model']}: routes", title_justify="left")
+    for title, _ in COLUMNS:
+        table.add_column(title)
+    for row in route_rows(model):
+        table.add_row(*(escape(format_cell(row[key])) for _, key in COLUMNS))
+    return table

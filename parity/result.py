@@ -52,6 +52,8 @@ class VariantResult:
         error: the runtime's message when it failed to run.
         mode: ``"live"`` (vs torch now) or ``"golden"`` (vs the stored goldens).
         reason: why the variant does not apply (status ``n/a``).
+        executed: the precision it actually ran in, where the runtime says (its declared
+            class is ``variant.precision``).
     """
 
     variant: Variant
@@ -61,6 +63,7 @@ class VariantResult:
     error: str | None = None
     mode: str = "live"
     reason: str | None = None
+    executed: str | None = None
 
     @classmethod
     def not_applicable(cls, variant: Variant, reason: str, mode: str = "live") -> VariantResult:
@@ -91,28 +94,6 @@ class VariantResult:
     def passed(self) -> bool:
         """Ran and within budget (an ``n/a`` row has not passed; see :func:`run_passed`)."""
         return self.status == PASS
-
-
-class RuntimeFailure(Exception):
-    """A runtime failed on its artifact in a worker (raised, crashed, timed out): the message
-    says how, and names the artifact and the phase."""
-
-    def __init__(self, message: str, artifact: Artifact | None = None) -> None:
-        super().__init__(message)
-        self.artifact = artifact
-
-
-def failure_message(exc: BaseException) -> str:
-    """The one wording of a runtime failure in a result's ``error`` (exceptions that are not
-    bad input: a :class:`~parity.errors.ParityError` is never a result, it ends the run)."""
-    if isinstance(exc, RuntimeFailure):
-        return str(exc)
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}"
-
-
-def failure_artifact(exc: BaseException) -> Artifact | None:
-    return exc.artifact if isinstance(exc, RuntimeFailure) else None
 
 
 def run_passed(results: list[VariantResult], strict: bool = False) -> bool:

@@ -10,9 +10,9 @@ extends the bundled one without borrowing budgets for the project's models, and 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
+from parity import atomic
 from parity.errors import ParityError
 from parity.fixtures import MANIFEST, load_manifest
 from parity.paths import DEFAULT_CARDS, PARITY_TOML, bundled_dir, parity_table
@@ -78,35 +78,47 @@ def _config_text(fixtures: str, models: list[str]) -> str:
     )
 
 
-def _seed_fixtures(folder: Path) -> None:
-    """Copy the bundled fixture images (not the calibration set) with their manifest."""
+def _seed_fixtures(folder: Path) -> str:
+    """Copy the bundled fixture images (not the calibration set) with their manifest, into
+    a folder that holds nothing yet; one that does is the user's: kept as it is."""
+    if folder.is_dir() and any(folder.iterdir()):
+        held = sum(1 for p in folder.rglob("*") if p.is_file())
+        return f"kept {folder}: it already holds {held} files (the bundled images not copied)"
     bundled = bundled_dir("fixtures")
     fixtures = load_manifest(bundled)
-    (folder / "images").mkdir(parents=True, exist_ok=True)
     entries = []
     for fixture in fixtures:
         target = folder / "images" / fixture.path.name
-        shutil.copy2(fixture.path, target)
+        atomic.write_bytes(target, fixture.path.read_bytes())
         entries.append(
             {"name": fixture.name, "file": f"images/{target.name}", "role": fixture.role,
              "sha256": fixture.sha256}
         )  # fmt: skip
-    (folder / MANIFEST).write_text(json.dumps({"images": entries}, indent=2) + "\n")
+    atomic.write_text(folder / MANIFEST, json.dumps({"images": entries}, indent=2) + "\n")
+    return f"wrote {folder}: the bundled fixture images and their manifest"
+
+
+def _new_file(path: Path, text: str, what: str) -> str:
+    """Write ``path`` unless something is there already (kept: it is the user's)."""
+    if path.exists() or path.is_symlink():
+        return f"kept {path}: it exists (not overwritten; {what} not written)"
+    atomic.write_text(path, text)
+    return f"wrote {path}: {what}"
 
 
 def init_project(root: Path, fixtures: Path | None = None) -> list[str]:
-    """Scaffold ``root``; returns one line per thing written. ``fixtures``: the user's images."""
+    """Scaffold ``root``; returns one line per file written or kept (``wrote ...``,
+    ``kept ...``): nothing that exists is overwritten. ``fixtures``: the user's images."""
     root = root.resolve()
     pyproject = root / "pyproject.toml"
     if (root / PARITY_TOML).is_file() or (
-        pyproject.is_file() and parity_table(pyproject) is not None
-    ):
+        pyproject.is_file() and parity_table(pyproject) is not None  # parses it: bad TOML is
+    ):  # one line, and a file parity cannot read is never rewritten
         raise ParityError(f"{root}: already a parity project (has a parity config)")
     done = []
     if fixtures is None:
         fixtures_value = "parity/fixtures"
-        _seed_fixtures(root / fixtures_value)
-        done.append(f"{root / fixtures_value}: the bundled fixture images and their manifest")
+        done.append(_seed_fixtures(root / fixtures_value))
     else:
         if not fixtures.is_dir():
             raise ParityError(f"{fixtures}: no such fixtures directory")
@@ -115,26 +127,19 @@ def init_project(root: Path, fixtures: Path | None = None) -> list[str]:
         fixtures_value = (folder.relative_to(root) if inside else folder).as_posix()
     text = _config_text(fixtures_value, ["mobilenet_v2"])
     if pyproject.is_file():
-        with pyproject.open("a") as handle:
-            handle.write(f"\n[tool.parity]\n{text}")
-        done.append(f"{pyproject}: [tool.parity]")
+        atomic.write_text(pyproject, f"{pyproject.read_text()}\n[tool.parity]\n{text}")
+        done.append(f"wrote {pyproject}: [tool.parity]")
     else:
-        (root / PARITY_TOML).write_text(f"# parity project config\n{text}")
-        done.append(f"{root / PARITY_TOML}: the project config")
+        done.append(_new_file(root / PARITY_TOML, f"# parity project config\n{text}", "config"))
     cards = root / DEFAULT_CARDS
-    cards.mkdir(parents=True, exist_ok=True)
-    (cards / "_example.toml").write_text(EXAMPLE_CARD)
-    done.append(f"{cards / '_example.toml'}: a commented example card")
+    done.append(_new_file(cards / "_example.toml", EXAMPLE_CARD, "a commented example card"))
     tolerances = root / "parity" / "tolerances.toml"
-    if not tolerances.exists():
-        tolerances.write_text(TOLERANCES)
-        done.append(f"{tolerances}: budgets (extends the bundled file)")
+    done.append(_new_file(tolerances, TOLERANCES, "budgets (extends the bundled file)"))
     gitignore = root / ".gitignore"
-    existing = gitignore.read_text().splitlines() if gitignore.is_file() else []
-    missing = [line for line in GITIGNORE_LINES if line not in existing]
+    existing = gitignore.read_text() if gitignore.is_file() else ""
+    missing = [line for line in GITIGNORE_LINES if line not in existing.splitlines()]
     if missing:
-        prefix = "\n" if existing and not gitignore.read_text().endswith("\n") else ""
-        with gitignore.open("a") as handle:
-            handle.write(prefix + "\n".join(missing) + "\n")
-        done.append(f"{gitignore}: {', '.join(missing)}")
+        prefix = "\n" if existing and not existing.endswith("\n") else ""
+        atomic.write_text(gitignore, existing + prefix + "\n".join(missing) + "\n")
+        done.append(f"wrote {gitignore}: {', '.join(missing)}")
     return done

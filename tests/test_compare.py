@@ -67,16 +67,43 @@ def test_most_specific_rule_wins_metric_by_metric():
     policy = TolerancePolicy(
         [
             BudgetRule("*/*/*", {"max_abs_norm": 1e-4, "min_cosine": 0.999}),
-            BudgetRule("*/litert_fp16/*", {"max_abs_norm": 1e-2}),
+            BudgetRule("*/ort_dynamo/*", {"max_abs_norm": 1e-2}),
             BudgetRule("mobilenet_v2/*/*", {"max_abs_norm": 5e-4}),
             BudgetRule("*/*/logits", {"min_top1_agreement": 1.0}),
         ]
     )
-    budget = policy.budget("mobilenet_v2", "litert_fp16", "logits")
+    budget = policy.budget("mobilenet_v2", "ort_dynamo", "logits")
     assert budget.limits == {"max_abs_norm": 1e-2, "min_cosine": 0.999, "min_top1_agreement": 1.0}
-    assert budget.sources["max_abs_norm"] == "*/litert_fp16/*"  # variant beats model
-    assert policy.budget("mobilenet_v2", "ort_dynamo", "stem").limits["max_abs_norm"] == 5e-4
-    assert policy.budget("resnet18", "ort_dynamo", "stem").limits["max_abs_norm"] == 1e-4
+    assert budget.sources["max_abs_norm"] == "*/ort_dynamo/*"  # variant beats model
+    assert policy.budget("mobilenet_v2", "ort_torchscript", "stem").limits["max_abs_norm"] == 5e-4
+    assert policy.budget("resnet18", "ort_torchscript", "stem").limits["max_abs_norm"] == 1e-4
+
+
+def test_rules_are_selected_by_precision_class():
+    """An fp32 default never judges a bf16 run, and no rule pools two classes unasked."""
+    policy = TolerancePolicy(
+        [
+            BudgetRule("*/*/*", {"max_abs_norm": 1e-4, "min_cosine": 0.999}),
+            BudgetRule("m/*/*", {"max_abs_norm": 0.08}, precision=("bf16",)),
+            BudgetRule("m/litert_fp16*/*", {"max_abs_norm": 0.2}),
+        ]
+    )
+    assert policy.budget("m", "ort_dynamo", "t").limits == {
+        "max_abs_norm": 1e-4,
+        "min_cosine": 0.999,
+    }
+    assert policy.budget("m", "openvino_bf16", "t").limits == {"max_abs_norm": 0.08}
+    assert policy.budget("m", "torch_cpu_bf16", "t").sources == {"max_abs_norm": "m/*/*"}
+    assert policy.budget("m", "litert_fp16", "t").limits == {"max_abs_norm": 0.2}
+    # A class with no rule: every tap fails, naming the command that measures one.
+    missing = policy.budget("other", "openvino_bf16", "t")
+    ref = np.ones((1, 4))
+    assert judge(tap_metrics(ref, ref), missing) == (missing.missing,)
+    assert "no bf16-class budget for other/openvino_bf16" in missing.missing
+    with pytest.raises(ToleranceError, match="several precision classes"):
+        _ = BudgetRule("m/openvino_*/*", {"max_abs_norm": 1.0}).classes
+    both = BudgetRule("m/openvino_*/*", {"max_abs_norm": 1.0}, precision=("bf16", "fp16"))
+    assert both.classes == {"bf16", "fp16"}
 
 
 def test_judge_names_the_broken_budget():

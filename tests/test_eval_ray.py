@@ -126,6 +126,21 @@ def test_an_actor_killed_mid_run_loses_no_image(folder: Path):
     assert killed and pids[0] == killed[0] and len(set(pids)) == 2, lines  # a new actor
 
 
+@pytest.mark.heavy
+@pytest.mark.onnxruntime
+def test_an_actor_that_dies_on_every_attempt_fails_its_variant(folder: Path):
+    """A crash loop (the actor SIGKILLs itself on batch 2 at every attempt): after
+    CRASH_LIMIT deaths the batch fails its variant, naming the images; torch and the
+    other variant are whole."""
+    env = {"PARITY_RAY_FAULT": "ort_dynamo:2:kill"}
+    data, _ = run_ray(folder, ["ort_dynamo", "ort_torchscript"], 6, env)
+    torch, crashed, other = EvalResult.from_dict(data["result"]).scores  # type: ignore[arg-type]
+    assert (torch.images, torch.error, other.images, other.error) == (16, None, 16, None)
+    assert crashed.images == 0 and crashed.error == (
+        "onnxruntime actor died 2 times while running model.onnx on images 13-16 of 16"
+    )
+
+
 def test_address_without_the_ray_engine_is_a_usage_error(
     capsys: pytest.CaptureFixture[str], folder: Path
 ):

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ from parity.config import load_gate_config
 from parity.errors import ParityError
 from parity.fixtures import Fixture, load_fixtures
 from parity.golden import GoldenStore
+from parity.harness import Session
 from parity.paths import bundled_dir
 from parity.preprocess import (
     MAX_IMAGE_PIXELS,
@@ -60,6 +61,29 @@ def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], *fragmen
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["run", "--jobs", "-1"], "argument --jobs/-j: must be at least 1, got -1"),
+        (["run", "--jobs", "0"], "argument --jobs/-j: must be at least 1, got 0"),
+        (["run", "--threads", "-3"], "argument --threads: must be at least 1, got -3"),
+        (["check", "--timeout", "nan"], "argument --timeout: must be a finite number"),
+        (["run", "--timeout", "0"], "argument --timeout: must be a finite number"),
+        (["run", "--timeout", "inf"], "argument --timeout: must be a finite number"),
+        (["run", "--timeout", "-5"], "argument --timeout: must be a finite number"),
+        (["eval", "--data", ".", "--batch-size", "0"], "argument --batch-size: must be at"),
+        (["eval", "--data", ".", "--limit", "x"], "argument --limit: 'x' is not an integer"),
+        (["run", "--no-such-option"], "unrecognized arguments: --no-such-option"),
+    ],
+)
+def test_bad_numeric_options_are_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str
+):
+    """They ran: --jobs -1 and --threads -3 passed, --timeout nan never timed out and
+    --timeout 0 failed every variant. Now one line naming the option, exit 2, before work."""
+    one_line_error(capsys, argv, fragment, "--help")
 
 
 def refused(load: Callable[[Path], object], path: Path, *fragments: str) -> str:
@@ -492,6 +516,76 @@ def test_disk_full_writing_a_report_leaves_no_file_and_no_litter(tmp_path: Path)
     assert sorted(p.name for p in target.parent.iterdir()) == ["summary.md"]
 
 
+@pytest.fixture
+def immutable() -> Iterator[Callable[[Path], Path]]:
+    """``immutable(folder)``: nothing can be created in it, not even by root (tests run as
+    root, which chmod does not stop): ``chattr +i``, undone at teardown."""
+    frozen: list[Path] = []
+
+    def freeze(folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"chattr +i is not available here: {done.stderr.strip()}")
+        frozen.append(folder)
+        return folder
+
+    yield freeze
+    for folder in frozen:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_read_only_folders_are_one_line_errors(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    immutable: Callable[[Path], Path],
+):
+    """``parity init`` in a read-only project folder, ``parity run`` with a read-only cache
+    (it was an internal error): one line naming the folder, exit 2."""
+    project = immutable(tmp_path / "project")
+    monkeypatch.chdir(project)
+    one_line_error(capsys, ["init"], str(project), "Operation not permitted")
+    assert not any(project.iterdir())
+    monkeypatch.chdir(tmp_path)
+    cache = immutable(tmp_path / "cache")
+    monkeypatch.setenv("PARITY_CACHE_DIR", str(cache))
+    one_line_error(capsys, ["run", "-q", "-r", "ort_torchscript"], str(cache), "not permitted")
+
+
+# A parity command with writes past a size limit failing (EFBIG, as on a full disk).
+LIMITED = """
+import resource, signal, sys
+from parity.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # inherited by the workers: EFBIG, not a kill
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.torch
+@pytest.mark.onnxruntime
+def test_disk_full_in_the_cache_is_one_line_and_leaves_no_artifact(
+    session_for: Callable[[str], Session], parity_cache: Path, tmp_path: Path
+):
+    """The ONNX export (14 MB) cannot be written under a 12 MB limit: it was an internal
+    error (a failed variant before the worker boundary); the export leaves nothing behind."""
+    _ = session_for("mobilenet_v2").reference  # weights and reference cached, linked below
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for folder in ("weights", "reference"):
+        (cache / folder).symlink_to(parity_cache / folder)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PARITY_CACHE_DIR": str(cache)}
+    argv = [sys.executable, "-c", LIMITED, str(12 * 2**20), "run", "-q", "-r", "ort_torchscript"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert len(lines) == 1 and "File too large" in lines[0], lines
+    assert "torch.onnx.export (dynamo=False)" in lines[0], lines
+    left = [p.name for p in (cache / "artifacts").rglob("*") if not p.name.endswith(".lock")]
+    assert left == ["mobilenet_v2"], left
+
+
 def test_json_path_under_an_existing_file_is_one_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ):
@@ -526,6 +620,25 @@ def test_malformed_provenance_and_a_missing_tap_are_one_line_errors(golden_root:
     store.provenance_path.write_bytes(b"\xff")
     with pytest.raises(ParityError, match="not valid JSON"):
         store.provenance()
+
+
+def test_a_golden_npz_missing_one_tap_is_a_one_line_error(golden_root: Path):
+    """Consistent provenance (its sha256 matches), but one image's npz lacks a tap."""
+    store = GoldenStore(golden_root, "m")
+    npz = store.npz_path("img00")
+    with np.load(npz) as data:
+        kept = {key: data[key] for key in data.files if not key.startswith("stem/")}
+    np.savez(npz, **kept)
+    provenance = json.loads(store.provenance_path.read_text())
+    provenance["images"]["img00"]["npz_sha256"] = hashlib.sha256(npz.read_bytes()).hexdigest()
+    store.provenance_path.write_text(json.dumps(provenance))
+    fixtures = [Fixture(f"img{i:02d}", golden_root / f"img{i:02d}.png", "0" * 64) for i in range(6)]
+    batch = np.zeros((6, 3, 4, 4), np.float32)
+    store.check_fresh(fixtures, batch, PreprocessSpec(), lambda: None, SYNTHETIC_TAPS)
+    assert store.record("img00", "logits").full is not None
+    with pytest.raises(ParityError, match="no array 'stem/shape' for tap 'stem'") as info:
+        store.record("img00", "stem")
+    assert str(npz) in str(info.value) and "update-goldens --model m" in str(info.value)
 
 
 # -- 2. one boundary: user input exits 2, a bug exits 3, never 1 -----------------------
@@ -781,23 +894,70 @@ def test_runtime_refusing_a_built_artifact_is_a_failed_variant_but_a_user_file_i
     tmp_path: Path,
 ):
     """Exit 1 for ONNX Runtime refusing a file parity built (its meta.json vouches for the
-    bytes); exit 2 for the same bytes given by the user with --artifact. Its own artifact
-    cache (the file is broken in place); the session's weights and reference (not cold)."""
+    bytes); exit 2 for the same bytes given by the user with --artifact."""
+    cached = cached_torchscript_export(capsys, monkeypatch, parity_cache, tmp_path)
+    vouch_for(cached, b"\x08\x07" + b"not a graph" * 100)
+    assert main(ORT_RUN) == 1
+    out = capsys.readouterr().out
+    assert "ONNX Runtime cannot load it" in " ".join(out.split()), out
+    one_line_error(capsys, ["run", "-q", "--artifact", str(cached)], str(cached))
+
+
+ORT_RUN = ["run", "-q", "--runtime", "ort_torchscript", "--summary"]
+
+
+def cached_torchscript_export(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    parity_cache: Path,
+    tmp_path: Path,
+) -> Path:
+    """The TorchScript ONNX export in an artifact cache of its own (to be broken in place),
+    after a run of it passed; the session's weights and reference (coldness is not tested)."""
     for folder in ("weights", "reference"):
         (parity_cache / folder).mkdir(exist_ok=True)
         (tmp_path / "cache").mkdir(exist_ok=True)
         (tmp_path / "cache" / folder).symlink_to(parity_cache / folder)
     monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path / "cache"))
-    argv = ["run", "-q", "--runtime", "ort_torchscript", "--summary"]
-    assert main(argv) == 0
+    assert main(ORT_RUN) == 0
+    capsys.readouterr()
     (cached,) = (tmp_path / "cache" / "artifacts").rglob("model.onnx")
-    cached.write_bytes(b"\x08\x07" + b"not a graph" * 100)
+    return cached
+
+
+def vouch_for(cached: Path, content: bytes) -> None:
+    """Replace a cached artifact's bytes, its meta.json vouching for them (parity built it)."""
+    cached.write_bytes(content)
     meta = cached.parent / "meta.json"
     data = json.loads(meta.read_text())
-    data["sha256"] = hashlib.sha256(cached.read_bytes()).hexdigest()
+    data["sha256"] = hashlib.sha256(content).hexdigest()
     meta.write_text(json.dumps(data))
-    capsys.readouterr()
-    assert main(argv) == 1
-    out = capsys.readouterr().out
-    assert "ONNX Runtime cannot load it" in " ".join(out.split()), out
-    one_line_error(capsys, ["run", "-q", "--artifact", str(cached)], str(cached))
+
+
+@pytest.mark.torch
+@pytest.mark.onnxruntime
+def test_runtime_failing_while_running_a_built_artifact_is_a_failed_variant(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    parity_cache: Path,
+    tmp_path: Path,
+):
+    """ONNX Runtime loads the file (a Reshape of the input to 7 x ? x 224 x 224 passes
+    shape inference: the batch is dynamic) and fails running it (48 channels of 16 images
+    do not split into 7): the runtime failed, exit 1, its message in the variant's row."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    cached = cached_torchscript_export(capsys, monkeypatch, parity_cache, tmp_path)
+    model = onnx.load(str(cached))
+    for node in model.graph.node:
+        node.input[:] = ["input_reshaped" if name == "input" else name for name in node.input]
+    shape = numpy_helper.from_array(np.array([7, -1, 224, 224], np.int64), "bad_shape")
+    model.graph.initializer.append(shape)
+    reshape = helper.make_node("Reshape", ["input", "bad_shape"], ["input_reshaped"])
+    model.graph.node.insert(0, reshape)
+    vouch_for(cached, model.SerializeToString())
+    assert main([*ORT_RUN, "--json", str(tmp_path / "report.json")]) == 1
+    (row,) = json.loads((tmp_path / "report.json").read_text())["variants"]
+    assert row["status"] == "error", row
+    assert "ONNX Runtime failed running it" in row["error"] and "Reshape" in row["error"], row

@@ -133,3 +133,117 @@ def test_plugin_runs_the_parity_tests_with_the_venv_inside_the_project(
     errors = [line for line in (empty.stdout + empty.stderr).splitlines() if "ERROR" in line]
     assert empty.returncode == 4, empty.stdout + empty.stderr
     assert len(errors) == 1 and "collected no parity test" in errors[0], errors
+
+
+MNV3_CARD = """\
+builder = "torchvision.models:mobilenet_v3_small"
+num_classes = 5
+
+[weights]
+seed = 3
+
+[taps]
+stem = "features.0"
+blocks = ["features.{1..12}"]
+pooled = "input:classifier"
+logits = "classifier"
+"""
+
+
+@pytest.mark.heavy
+@pytest.mark.litert_torch
+def test_wheel_litert_torch_route_on_own_cards_and_shipped_files(
+    venv: Path, tmp_path: Path, parity_cache: Path
+):
+    """From the installed wheel: a torchvision mobilenet_v3_small card (own 5-class head,
+    seeded weights) and a custom nn.Module card get every litert-torch variant, measured
+    budgets, >= 90% of taps located, and a shipped file with one conv scaled by 1% in the
+    converted file fails `parity check` at that tap."""
+    import json
+    import re
+
+    from parity.faults import scale_tflite_conv
+
+    project, cache = tmp_path / "project", str(parity_cache)
+    project.mkdir()
+    parity = str(venv / "parity")
+    assert run([parity, "init"], project).returncode == 0
+    tinynet = ROOT / "tests/data/tinynet"
+    shutil.copy2(tinynet / "tinynet.py", project / "tinynet.py")
+    shutil.copy2(tinynet / "tiny.toml", project / "parity/models/tiny.toml")
+    (project / "parity/models/mnv3s.toml").write_text(MNV3_CARD)
+    env = {"PARITY_CACHE_DIR": cache, "PYTHONPATH": str(project)}
+    for model in ("mnv3s", "tiny"):
+        done = run(
+            [parity, "budgets", "-q", "-m", model, "-r", "litert_torch", "--write"], project, **env
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        report = project / f"{model}.json"
+        done = run(
+            [parity, "run", "-q", "-m", model, "-r", "litert_torch", "--json", str(report)],
+            project,
+            **env,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        result = json.loads(report.read_text())
+        assert [v["status"] for v in result["variants"]] == ["pass"] * 5
+        for variant in result["variants"]:
+            matching = variant["artifact"]["tap_matching"]
+            located = [m for m in matching if m["how"] != "unmatched"]
+            assert len(located) >= 0.9 * len(matching), matching
+    fp32 = next((Path(cache) / "artifacts/tiny").glob("litert_torch_fp32-*/model.tflite"))
+    (project / "dist").mkdir()
+    scale_tflite_conv(fp32, project / "dist/tiny.tflite", "Sequential_conv2", 1.01)
+    config = project / "parity.toml"
+    text = re.sub(r"(?m)^models = .*$", 'models = ["tiny"]', config.read_text())
+    text = re.sub(r"(?m)^runtimes = .*$", 'runtimes = ["litert_torch_fp32"]', text)
+    config.write_text(text + 'artifacts = [{path = "dist/tiny.tflite"}]\n')
+    assert run([parity, "update-goldens", "-q", "-m", "tiny"], project, **env).returncode == 0
+    done = run([parity, "check", "-q", "--summary"], project, **env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    models = json.loads((project / "parity-report/report.json").read_text())["models"]
+    assert {v["status"] for v in models[0]["variants"]} == {"pass"}
+    (shipped,) = models[1]["variants"]
+    assert shipped["status"] == "fail" and shipped["first_divergent_tap"] == "block"
+
+
+def package_goldens_digest(python: Path) -> str:
+    """A digest of the goldens bundled in the installed package (names and bytes)."""
+    probe = (
+        "import hashlib, parity.paths as p; d = hashlib.sha256(); root = p.bundled_dir("
+        "'fixtures') / 'goldens'\nfor f in sorted(root.rglob('*')):\n"
+        "    d.update(str(f).encode() + (f.read_bytes() if f.is_file() else b''))\n"
+        "print(d.hexdigest())"
+    )
+    done = run([str(python), "-c", probe], python.parent)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.mark.torch
+@pytest.mark.onnxruntime
+def test_update_goldens_writes_the_projects_goldens_never_the_installed_package(
+    venv: Path, tmp_path: Path, parity_cache: Path
+):
+    """In a project made by ``parity init``, update-goldens writes parity/goldens (it wrote
+    into site-packages, and check then said 'no goldens'); without a project it refuses."""
+    before = package_goldens_digest(venv / "python")
+    cache = str(parity_cache)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = run([str(venv / "parity"), "update-goldens", "-q", "-m", "mobilenet_v2"], empty,
+                  PARITY_CACHE_DIR=cache)  # fmt: skip
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert len(lines) == 1 and "read-only" in lines[0] and "parity init" in lines[0], lines
+    project = tmp_path / "project"
+    project.mkdir()
+    assert run([str(venv / "parity"), "init"], project).returncode == 0
+    update = [str(venv / "parity"), "update-goldens", "-q", "-m", "mobilenet_v2"]
+    done = run(update, project, PARITY_CACHE_DIR=cache)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (project / "parity/goldens/mobilenet_v2/provenance.json").is_file()
+    check = [str(venv / "parity"), "check", "-q", "--summary", "-m", "mobilenet_v2"]
+    checked = run([*check, "-r", "ort_torchscript", "--no-live"], project, PARITY_CACHE_DIR=cache)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert package_goldens_digest(venv / "python") == before

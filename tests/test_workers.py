@@ -229,3 +229,27 @@ def test_a_crashed_torch_reference_is_a_failed_run_with_reports_not_bad_input(
             in (variant["error"])
         ), variant
         assert crash in variant["error"], variant
+
+
+@pytest.mark.torch
+@pytest.mark.onnxruntime
+@pytest.mark.parametrize(
+    ("fault", "task"), [("running", "ort_torchscript"), ("exporting", "export-onnx_torchscript")]
+)
+def test_a_bug_in_parity_inside_a_worker_is_an_internal_error_not_a_failed_variant(
+    tmp_path: Path, fault: str, task: str
+):
+    """An exception from parity's own code in a worker (injected: an AttributeError where
+    the worker enters a phase) is exit 3 with the worker's traceback in the file, whether
+    it is a run or an export; a runtime failing on its artifact stays exit 1."""
+    cache = tmp_path / "cache"
+    env = {FAULT_ENV: f"{task}:{fault}:bug", "PARITY_CACHE_DIR": str(cache)}
+    done = parity_cli("run", "-q", "--summary", "-r", "ort_torchscript", env=env)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert len(lines) == 1 and "internal error: WorkerBug: AttributeError: injected bug" in lines[0]
+    assert f"parity's {task} task, in a worker process" in lines[0], lines
+    (written,) = (cache / "logs").glob("traceback-*.txt")
+    text = written.read_text()
+    assert str(written) in lines[0]
+    assert "parity/worker.py" in text and "in enter" in text and "WorkerTraceback" in text, text

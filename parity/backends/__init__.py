@@ -32,6 +32,11 @@ GROUP = "parity.backends"
 #: made elsewhere (``parity run --artifact``).
 RunsOn = Literal["module", "artifact", "file"]
 
+#: Precision classes a variant computes in. Budgets are judged per class: an fp32 rule
+#: never judges (or is measured from) a bf16 run. ``tf32`` is what CUDA convolutions run in
+#: under torch's defaults; ``dynamic-range`` is int8 weights with float activations.
+PRECISION_CLASSES = ("fp32", "tf32", "bf16", "fp16", "int8", "dynamic-range")
+
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
@@ -50,7 +55,10 @@ class Variant:
         runs_on: ``"module"``, ``"artifact"`` or ``"file"``.
         taps: how it locates taps (one line, for ``parity list``).
         machine: ``module:function`` taking :attr:`options` and returning why this machine
-            cannot run the variant (no CUDA GPU, no bf16 execution), or ``None``.
+            cannot run the variant (no CUDA GPU), or ``None``.
+        precision: the precision class it is meant to compute in (one of
+            :data:`PRECISION_CLASSES`): the class of the budgets that judge it. What it
+            actually ran in, where the runtime says, is the runner's ``executed``.
     """
 
     name: str
@@ -64,6 +72,14 @@ class Variant:
     runs_on: RunsOn = "artifact"
     taps: str = ""
     machine: str | None = None
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISION_CLASSES:
+            raise ParityError(
+                f"variant {self.name!r}: precision {self.precision!r} is not one of "
+                f"{', '.join(PRECISION_CLASSES)}"
+            )
 
     def runner_class(self) -> type:
         module, _, cls = self.runner.partition(":")
@@ -187,6 +203,13 @@ def reference() -> Variant:
     return found[0]
 
 
+def precision_of(variant: str) -> str:
+    """The precision class of a registered variant; ``fp32`` for any other name (a file made
+    elsewhere is judged as the fp32 model it claims to be)."""
+    found = variants().get(variant)
+    return found.precision if found is not None else "fp32"
+
+
 def extras() -> dict[str, str]:
     """Importable module -> the extra that installs it."""
     return {m: b.extra for b in backends().values() for m in b.imports}
@@ -195,3 +218,10 @@ def extras() -> dict[str, str]:
 def markers() -> dict[str, str]:
     """pytest marker -> description, one per backend."""
     return {b.name: b.description for b in backends().values()}
+
+
+def get_exporter(name: str) -> Exporter:
+    """The exporter registered under ``name`` by the backend whose framework makes it."""
+    if name not in exporters():
+        raise ParityError(f"unknown exporter {name!r}; known: {', '.join(exporters())}")
+    return exporters()[name]

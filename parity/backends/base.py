@@ -44,6 +44,8 @@ class Runner(abc.ABC):
         self.active = False
         #: Wall time of the last :meth:`run`, seconds.
         self.last_inference_time = 0.0
+        #: The precision it actually ran in, where the runtime says (``None``: not reported).
+        self.executed: str | None = None
 
     def __enter__(self) -> Self:
         self.activate()

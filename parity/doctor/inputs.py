@@ -21,6 +21,7 @@ TensorFlow at the top is safe (the import-order trap, ../shared/STACK.md).
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -109,10 +110,51 @@ def _tf_data_call(fn: Callable[..., Any], path: Path) -> Any:
     return next(iter(dataset))
 
 
-def as_path_function(obj: Any, spec: PreprocessSpec, probe: Path) -> tuple[UserPreprocess, str]:
+#: Forms whose function does the resize itself: its output shape must not follow the
+#: input image's size (a function that only does arithmetic, given a whole image,
+#: returns that image's size: it takes the card's resized pixels instead).
+_GEOMETRY_FORMS = ("path -> array", "PIL.Image -> array", "torch uint8 CHW tensor -> array")
+#: First-parameter annotations (substrings) that declare a form.
+_DECLARED = (
+    (("Path", "str"), "path -> array"),
+    (("Image",), "PIL.Image -> array"),
+    (("torch", "Tensor"), "torch uint8 CHW tensor -> array"),
+    (("tf.", "EagerTensor"), "tf.data map function (file path)"),
+    (("ndarray", "np.", "numpy", "Array"), "array -> array (card-resized pixels)"),
+)
+
+
+def declared_form(obj: Any) -> str | None:
+    """The form the first parameter's type annotation names, if any."""
+    try:
+        parameters = list(inspect.signature(obj).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if not parameters or parameters[0].annotation is inspect.Parameter.empty:
+        return None
+    annotation = parameters[0].annotation
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    text = text or str(annotation)
+    return next((form for keys, form in _DECLARED if any(k in text for k in keys)), None)
+
+
+def _two_sizes(paths: Sequence[Path], spec: PreprocessSpec) -> tuple[Path, Path | None]:
+    """The first image, and one whose decoded size differs from it (if any)."""
+    first = load_image(paths[0], spec).size
+    for path in paths[1:8]:
+        if load_image(path, spec).size != first:
+            return paths[0], path
+    return paths[0], None
+
+
+def as_path_function(
+    obj: Any, spec: PreprocessSpec, probes: Path | Sequence[Path]
+) -> tuple[UserPreprocess, str]:
     """Wrap ``obj`` (see the module docstring) as ``path -> array``, and name its form.
 
-    ``probe`` is an image used to tell the function forms apart.
+    The form is detected before the run: a type annotation on the first parameter names
+    it; otherwise each form is tried on an image, and a form that should resize is
+    checked on a second image of another size (``probes``: the images to use).
     """
 
     def decoded(path: Path) -> Image.Image:
@@ -127,28 +169,47 @@ def as_path_function(obj: Any, spec: PreprocessSpec, probe: Path) -> tuple[UserP
             return to_tensor(image, plain.replace(dtype="float32"))[None]
         return np.asarray(image, dtype=np.float32)[None]
 
+    def tensor(path: Path) -> Any:
+        return sys.modules["torch"].from_numpy(np.asarray(decoded(path)).transpose(2, 0, 1).copy())
+
     if _is_keras_layer(obj):
         return (lambda path: to_numpy(obj(pixels(path, False)))), "Keras layer"
     if _is_torchvision_transform(obj):
         return (lambda path: to_numpy(obj(decoded(path)))), "torchvision transform"
     if not callable(obj):
         raise ParityError(f"--preprocess: {obj!r} is not callable")
-    forms: Sequence[tuple[str, UserPreprocess]] = (
+    forms: list[tuple[str, UserPreprocess]] = [
         ("path -> array", lambda path: to_numpy(obj(path))),
         ("PIL.Image -> array", lambda path: to_numpy(obj(decoded(path)))),
         ("tf.data map function (file path)", lambda path: to_numpy(_tf_data_call(obj, path))),
         ("array -> array (card-resized pixels)", lambda path: to_numpy(obj(pixels(path, True)))),
-    )
+    ]
+    if "torch" in sys.modules:
+        forms.insert(
+            2, ("torch uint8 CHW tensor -> array", lambda path: to_numpy(obj(tensor(path))))
+        )
+    declared = declared_form(obj)
+    forms.sort(key=lambda form: form[0] != declared)
+    probe, other = _two_sizes([probes] if isinstance(probes, Path) else probes, spec)
     errors = []
     for name, wrapped in forms:
         try:
             result = wrapped(probe)
+            second = wrapped(other) if other is not None and name in _GEOMETRY_FORMS else result
         except Exception as exc:  # the user's code may raise anything on a wrong input
             errors.append(f"as {name}: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
             continue
-        if result.ndim in (3, 4):
-            return wrapped, name
-        errors.append(f"as {name}: returned shape {result.shape}")
+        if result.ndim not in (3, 4):
+            errors.append(f"as {name}: returned shape {result.shape}")
+        elif second.shape != result.shape:
+            errors.append(
+                f"as {name}: output follows the image size ({result.shape} vs {second.shape}), "
+                "so it does no resize"
+            )
+        else:
+            traps = [e for e in errors if "follows the image size" in e]
+            note = " (declared by its annotation)" if name == declared else ""
+            return wrapped, name + (note or (f" ({traps[-1]})" if traps else ""))
     raise ParityError(
         f"--preprocess: cannot call {getattr(obj, '__name__', obj)!r} on an image in any "
         "supported form (" + "; ".join(errors) + ")"

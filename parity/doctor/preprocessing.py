@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from parity.compare import tap_metrics
+from parity.compare import TolerancePolicy
+from parity.doctor.effect import Effect, ModelJudge
 from parity.doctor.findings import OK, PROBLEM, Finding
 from parity.doctor.inputs import UserPreprocess, as_path_function
-from parity.doctor.recipe import Renderer
-from parity.doctor.search import MAX_FACTORS, Change, Scored, search
+from parity.doctor.recipe import Recipe, Renderer, half_level_tolerance
+from parity.doctor.search import MAX_FACTORS, Change, Scored, base_recipe, search
 from parity.errors import ParityError
-from parity.preprocess import preprocess_batch
 from parity.zoo import ModelCard
 
 #: Max abs difference (tensor units) under which two preprocessings are "the same".
@@ -54,18 +54,6 @@ def _user_batch(user_fn: UserPreprocess, paths: Sequence[Path]) -> tuple[np.ndar
     return (np.ascontiguousarray(batch.transpose(0, 3, 1, 2)) if nhwc else batch), nhwc
 
 
-def _logits(module: Any, batch: np.ndarray) -> np.ndarray:
-    import torch
-
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            return np.asarray(module(torch.from_numpy(np.ascontiguousarray(batch))).numpy())
-    finally:
-        module.train(was_training)
-
-
 def _channel_stats(batch: np.ndarray) -> dict[str, list[float]]:
     flat = batch.transpose(1, 0, 2, 3).reshape(batch.shape[1], -1)
     return {
@@ -87,6 +75,7 @@ def diagnose_preprocessing(
     user_fn: Any,
     images: Sequence[Path],
     module: Any | None = None,
+    judge: ModelJudge | None = None,
 ) -> Finding:
     """Attribute the difference between the user's tensors and the card's spec.
 
@@ -94,25 +83,71 @@ def diagnose_preprocessing(
         card: the model card (its ``preprocess`` is the reference).
         user_fn: the user's preprocessing in any form of :mod:`parity.doctor.inputs`.
         images: image files to compare on.
-        module: the torch model; when given, the drift the difference causes is measured.
+        module: the torch model; when given (or ``judge``), a difference is judged by its
+            effect on the model's taps, and a residual the search leaves too.
+        judge: the model with its taps and budgets (built from ``module`` when not given,
+            with the bundled budgets and the weights taken as untrained).
     """
     paths = [Path(p) for p in images]
     if not paths:
         raise ParityError("no images to diagnose preprocessing on")
-    path_fn, form = as_path_function(user_fn, card.preprocess, paths[0])
+    if judge is None and module is not None:
+        judge = ModelJudge(module, card.taps, _default_policy(), card.name, trained=False)
+    path_fn, form = as_path_function(user_fn, card.preprocess, paths)
     user, nhwc = _user_batch(path_fn, paths)
     renderer = Renderer(paths)
-    result = search(renderer, card.preprocess, user, extra=(_LAYOUT,) if nhwc else ())
-    card_scored = result.card
     evidence: dict[str, Any] = {
         "images": [p.name for p in paths],
         "input_form": form,
         "user_shape": list(user.transpose(0, 2, 3, 1).shape if nhwc else user.shape),
         "user_range": [float(user.min()), float(user.max())],
-        "max_abs_diff_vs_card": card_scored.max_abs,
-        "mean_abs_diff_vs_card": card_scored.mean_abs,
-        "recipes_tried": result.tried,
     }
+    card_recipe = base_recipe(card.preprocess, card.preprocess.input_hw)[0]
+    expected = renderer.render(card_recipe)
+    unrounded = None
+    if card_recipe.spec.resize is not None:
+        unrounded = renderer.render(card_recipe.replace(pixel_rounding="none"))
+    tolerance = half_level_tolerance(card_recipe, renderer.pixels(card_recipe))
+    same = (
+        not nhwc
+        and expected.shape == user.shape
+        and any(
+            float(np.abs(ref - user).max()) <= tolerance
+            for ref in (expected, unrounded)
+            if ref is not None
+        )
+    )
+    effect, accept = None, None
+    if judge is not None and not same:
+        if unrounded is not None:
+            judge.set_floor(expected, unrounded)
+        effect = judge.effect(expected, user)
+        evidence["effect_vs_card"] = effect.to_evidence()
+        if effect.within and expected.shape == user.shape and not nhwc:
+            return _negligible(card_recipe, expected, user, effect, evidence)
+
+        def accept(candidate: Scored) -> bool:
+            assert judge is not None
+            return judge.effect(renderer.render(candidate.recipe), user).within
+
+    if same:
+        return Finding(
+            "preprocessing",
+            OK,
+            "user preprocessing reproduces the card spec (max abs diff "
+            f"{float(np.abs(expected - user).max()):.2e}; within half an 8-bit step of the "
+            "card's tensors, or of them with the resized pixels kept as floats)",
+            {**evidence, "max_abs_diff_vs_card": float(np.abs(expected - user).max())},
+        )
+    result = search(
+        renderer, card.preprocess, user, extra=(_LAYOUT,) if nhwc else (), accept=accept
+    )
+    card_scored = result.card
+    evidence.update(
+        max_abs_diff_vs_card=card_scored.max_abs,
+        mean_abs_diff_vs_card=card_scored.mean_abs,
+        recipes_tried=result.tried,
+    )
     explained = result.explained
     if explained is not None and not explained.changes:
         return Finding(
@@ -132,17 +167,49 @@ def diagnose_preprocessing(
             best_candidate_mean_abs_diff=explained.mean_abs,
             tolerance=explained.tolerance,
         )
+        how = (
+            f"max abs diff {explained.max_abs:.2e} <= {explained.tolerance:.2e}"
+            if explained.reproduces
+            else f"the residual (max abs diff {explained.max_abs:.2e}, mean "
+            f"{explained.mean_abs:.2e}) keeps every tap within its budget"
+        )
+        evidence["reproduced_by"] = "pixels" if explained.reproduces else "effect on the model"
         cause = (
             f"user preprocessing differs from the card spec by: {explained.label} "
-            f"(reproduced: max abs diff {explained.max_abs:.2e} <= {explained.tolerance:.2e}; "
-            f"card spec {card_scored.max_abs:.2e})"
+            f"(reproduced: {how}; card spec {card_scored.max_abs:.2e})"
         )
         fix = "; ".join(dict.fromkeys(c.fix for c in explained.changes))
     else:
         cause, fix = _unexplained(renderer, result.card, result.closest, user, evidence)
-    if module is not None:
-        cause += _drift(card, module, paths, user, nhwc, evidence)
+    cause += _drift(effect, nhwc, len(paths), evidence)
     return Finding("preprocessing", PROBLEM, cause, evidence, fix)
+
+
+def _default_policy() -> TolerancePolicy:
+    from parity.session import default_tolerances
+
+    return TolerancePolicy.load(default_tolerances())
+
+
+def _negligible(
+    recipe: Recipe, expected: np.ndarray, user: np.ndarray, effect: Effect, evidence: dict[str, Any]
+) -> Finding:
+    """OK: the user's tensors differ from the card's, but no tap leaves its budget."""
+    level = np.asarray(recipe.spec.std[:: -1 if recipe.spec.channel_order == "BGR" else 1])
+    steps = np.abs(user - expected) / (recipe.spec.scale / level)[None, :, None, None]
+    largest, share = float(steps.max()), float(np.mean(steps > 0.01))
+    evidence.update(
+        max_abs_diff_vs_card=float(np.abs(user - expected).max()),
+        max_diff_8bit_steps=round(largest, 3),
+        fraction_of_values_differing=round(share, 6),
+    )
+    return Finding(
+        "preprocessing",
+        OK,
+        f"ok (differs by <={max(1, int(np.ceil(largest - 1e-3)))} LSB on "
+        f"{share:.2%} of values): through the model {effect.summary(len(user))}",
+        evidence,
+    )
 
 
 def _unexplained(
@@ -188,40 +255,15 @@ def _unexplained(
     return cause, ""
 
 
-def _drift(
-    card: ModelCard,
-    module: Any,
-    paths: Sequence[Path],
-    user: np.ndarray,
-    nhwc: bool,
-    evidence: dict[str, Any],
-) -> str:
-    """What the difference costs through the torch model (logits vs the card's input)."""
+def _drift(effect: Effect | None, nhwc: bool, images: int, evidence: dict[str, Any]) -> str:
+    """What the difference costs through the torch model (its taps vs the card's input)."""
     if nhwc:
         evidence["drift"] = (
             "user tensors are NHWC; the torch model takes NCHW, so this input is rejected "
             "or read with the wrong axes (transpose to NCHW)"
         )
         return ""
-    reference = preprocess_batch(paths, card.preprocess.replace(layout="NCHW", dtype="float32"))
-    try:
-        ref_logits, user_logits = _logits(module, reference), _logits(module, user)
-    except RuntimeError as exc:
-        evidence["drift"] = f"the torch model rejects the user's tensors: {exc}"
+    if effect is None:
         return ""
-    metrics = tap_metrics(ref_logits, user_logits, logits=True)
-    flips = [
-        paths[i].name
-        for i in range(len(paths))
-        if ref_logits[i].argmax() != user_logits[i].argmax()
-    ]
-    evidence["drift"] = {
-        "top1_flips": len(flips),
-        "flipped_images": flips,
-        "logits_max_abs_norm": metrics.max_abs_norm,
-        "logits_sqnr_db": metrics.sqnr_db,
-    }
-    return (
-        f"; through the torch model: {len(flips)}/{len(paths)} top-1 flips, "
-        f"logits max_abs_norm {metrics.max_abs_norm:.3g}"
-    )
+    evidence["drift"] = effect.to_evidence()
+    return f"; through the torch model: {effect.summary(images)}"

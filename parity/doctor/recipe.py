@@ -18,9 +18,15 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps
 
-from parity.preprocess import PreprocessSpec, load_image, to_tensor
+from parity.preprocess import _PIL_FILTERS as PIL_FILTERS
+from parity.preprocess import PreprocessSpec, load_image, resized_size, to_tensor
+from parity.preprocess import _sample_no_antialias as sample_no_antialias
 
 Values = Literal["spec", "standardise", "standardise-per-channel"]
+#: How a letterbox sizes and places the resized image: ``"round"`` (``round(side * s)``,
+#: offset ``(target - side) // 2``), ``"int"`` (``int(side * s)``, same offset) or ``"tf"``
+#: (``tf.image.resize_with_pad``: floored size, offset floored from the unrounded size).
+Letterbox = Literal["round", "int", "tf"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +45,14 @@ class Recipe:
             image (``tf.image.per_image_standardization``) or per channel.
         stats_swapped: mean/std applied to the channels in reversed order (e.g. RGB
             constants on BGR channels).
+        letterbox: ``None``, or the image resized keeping its aspect ratio to fit the
+            output size and padded (:data:`Letterbox` says how); replaces resize and crop.
+        pad: the letterbox's fill, 8-bit RGB.
+        pixel_rounding: resized pixels ``"round"``-ed to 8 bits (PIL, torchvision on
+            uint8), ``"floor"``-ed (a float resize cast with ``astype(uint8)``) or left
+            unrounded (``"none"``: ``tf.image.resize`` on floats); ``"cv2"``: bilinear
+            without antialias in ``cv2.resize``'s fixed-point arithmetic (INTER_LINEAR).
+        transpose_hw: the tensor's H and W axes swapped (``permute(2, 1, 0)`` of HWC).
     """
 
     spec: PreprocessSpec
@@ -47,6 +61,10 @@ class Recipe:
     sixteen_bit: Literal["scale", "clip"] = "scale"
     values: Values = "spec"
     stats_swapped: bool = False
+    letterbox: Letterbox | None = None
+    pad: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    pixel_rounding: Literal["round", "floor", "none", "cv2"] = "round"
+    transpose_hw: bool = False
 
     def replace(self, **changes: object) -> Recipe:
         """A copy with recipe fields or spec fields changed."""
@@ -70,6 +88,9 @@ class Recipe:
             self.crop_offset,
             self.size_rounding,
             self.sixteen_bit,
+            self.letterbox,
+            self.pad,
+            self.pixel_rounding,
         )
 
     def level(self) -> float:
@@ -102,8 +123,90 @@ def _floor_crop(pixels: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
     return pixels[top : top + crop_h, left : left + crop_w]
 
 
+def _resized(image: Image.Image, size: tuple[int, int], recipe: Recipe) -> np.ndarray:
+    """``image`` resized to ``size`` (width, height) by the recipe's filter, rounded as
+    ``recipe.pixel_rounding`` says (PIL's own 8-bit arithmetic when rounded)."""
+    spec = recipe.spec
+    if recipe.pixel_rounding == "cv2":
+        return _cv2_linear(np.asarray(image), size).astype(np.float32)
+    if not spec.antialias and spec.resize_filter in ("nearest", "bilinear"):
+        array = np.asarray(image, dtype=np.float32)
+        pixels = sample_no_antialias(array, size[1], size[0], spec.resize_filter)
+    elif recipe.pixel_rounding == "round":
+        return np.asarray(image.resize(size, PIL_FILTERS[spec.resize_filter]), np.float32)
+    else:
+        method = PIL_FILTERS[spec.resize_filter]
+        bands = [np.asarray(band.convert("F").resize(size, method)) for band in image.split()]
+        pixels = np.stack(bands, axis=-1)
+    if recipe.pixel_rounding == "floor":
+        pixels = np.floor(pixels)
+    elif recipe.pixel_rounding == "round":
+        pixels = np.round(pixels)
+    return np.clip(pixels, 0, 255).astype(np.float32)
+
+
+def _cv2_taps(n_in: int, n_out: int) -> tuple[np.ndarray, ...]:
+    """Source indices and 11-bit weights of ``cv2.resize`` INTER_LINEAR along one axis."""
+    centre = ((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5).astype(np.float32)
+    low = np.floor(centre).astype(np.int64)
+    frac = (centre - low).astype(np.float64)
+    frac[low < 0], low[low < 0] = 0.0, 0
+    frac[low >= n_in - 1], low[low >= n_in - 1] = 0.0, n_in - 1
+    high_weight = np.round(frac * 2048).astype(np.int64)
+    return low, np.minimum(low + 1, n_in - 1), 2048 - high_weight, high_weight
+
+
+def _cv2_linear(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 HWC resized to ``size`` (width, height) as OpenCV's INTER_LINEAR computes it:
+    a horizontal pass with 11-bit weights, then the vertical pass's fixed-point rounding."""
+    src = pixels.astype(np.int64)
+    x0, x1, a0, a1 = _cv2_taps(src.shape[1], size[0])
+    y0, y1, b0, b1 = _cv2_taps(src.shape[0], size[1])
+    rows = src[:, x0] * a0[None, :, None] + src[:, x1] * a1[None, :, None]
+    top = (b0[:, None, None] * (rows[y0] >> 4)) >> 16
+    bottom = (b1[:, None, None] * (rows[y1] >> 4)) >> 16
+    return np.clip((top + bottom + 2) >> 2, 0, 255)
+
+
+def _letterbox(image: Image.Image, recipe: Recipe) -> np.ndarray:
+    """The image fitted into the output size keeping its aspect ratio, padded."""
+    height, width = recipe.spec.input_hw
+    scale = min(height / image.height, width / image.width)
+    exact = (image.width * scale, image.height * scale)
+    if recipe.letterbox == "round":
+        size = (max(1, round(exact[0])), max(1, round(exact[1])))
+    else:
+        size = (max(1, int(exact[0])), max(1, int(exact[1])))
+    pixels = _resized(image, size, recipe)
+    if recipe.letterbox == "tf":
+        top, left = int((height - exact[1]) // 2), int((width - exact[0]) // 2)
+    else:
+        top, left = (height - size[1]) // 2, (width - size[0]) // 2
+    canvas = np.empty((height, width, 3), np.float32)
+    canvas[:] = np.asarray(recipe.pad, np.float32)
+    canvas[top : top + size[1], left : left + size[0]] = pixels
+    return canvas
+
+
+def _unrounded(image: Image.Image, recipe: Recipe) -> np.ndarray:
+    """Resize then centre crop, the resized pixels floored or left unrounded."""
+    spec = recipe.spec
+    assert spec.resize is not None
+    size = resized_size(image.width, image.height, spec.resize)
+    pixels = _resized(image, size, recipe)
+    if spec.crop is None:
+        return pixels
+    if recipe.crop_offset == "floor":
+        return _floor_crop(pixels, spec.crop)
+    top = int(round((size[1] - spec.crop[0]) / 2.0))
+    left = int(round((size[0] - spec.crop[1]) / 2.0))
+    return pixels[top : top + spec.crop[0], left : left + spec.crop[1]]
+
+
 def _pixels(image: Image.Image, recipe: Recipe) -> np.ndarray:
     """Resized and cropped 8-bit pixels of a decoded image, as float32 HWC RGB."""
+    if recipe.letterbox is not None:
+        return _letterbox(image, recipe)
     spec = recipe.spec.replace(
         scale=1.0,
         mean=(0.0, 0.0, 0.0),
@@ -121,6 +224,8 @@ def _pixels(image: Image.Image, recipe: Recipe) -> np.ndarray:
             else (round(image.width * ratio), short)
         )
         spec = spec.replace(resize=(height, width))
+    if recipe.pixel_rounding != "round" and spec.resize is not None and not spec.crop_first:
+        return _unrounded(image, dataclasses.replace(recipe, spec=spec))
     if recipe.crop_offset == "floor" and spec.crop is not None and not spec.crop_first:
         return _floor_crop(to_tensor(image, spec.replace(crop=None)), spec.crop)
     return to_tensor(image, spec)
@@ -152,7 +257,8 @@ class Renderer:
 
     def render(self, recipe: Recipe) -> np.ndarray:
         """The recipe's batch, NCHW float32 (the doctor compares in NCHW)."""
-        return values(self.pixels(recipe), recipe).transpose(0, 3, 1, 2)
+        nchw = values(self.pixels(recipe), recipe).transpose(0, 3, 1, 2)
+        return nchw.transpose(0, 1, 3, 2) if recipe.transpose_hw else nchw
 
 
 def values(pixels: np.ndarray, recipe: Recipe) -> np.ndarray:

@@ -17,13 +17,16 @@ import numpy as np
 from parity.doctor.batchnorm import diagnose_batchnorm
 from parity.doctor.calibration import diagnose_calibration
 from parity.doctor.delegates import diagnose_delegates
+from parity.doctor.effect import ModelJudge
 from parity.doctor.findings import SKIPPED, Finding
+from parity.doctor.model_object import diagnose_model_object
 from parity.doctor.port_files import lint_port_file
 from parity.doctor.port_lint import diagnose_port
 from parity.doctor.precision import diagnose_precision
 from parity.doctor.preprocessing import diagnose_preprocessing
 from parity.errors import ParityError
 from parity.preprocess import preprocess_batch
+from parity.weights import CALIBRATED
 
 
 @dataclasses.dataclass
@@ -79,11 +82,23 @@ class Check:
     run: CheckFunction
 
 
+def trained(session: Any, inputs: DoctorInputs) -> bool:
+    """Whether the model's weights are trained (a user's object is taken to be)."""
+    return inputs.model is not None or session.model().source != CALIBRATED
+
+
 def _preprocessing(session: Any, inputs: DoctorInputs) -> Finding:
     if inputs.preprocess is None:
         return Finding("preprocessing", SKIPPED, "no user preprocessing given (--preprocess)")
+    judge = ModelJudge(
+        inputs.module(session),
+        session.taps,
+        session.policy,
+        session.card.name,
+        trained(session, inputs),
+    )
     return diagnose_preprocessing(
-        session.card, inputs.preprocess, inputs.paths(session, True), inputs.module(session)
+        session.card, inputs.preprocess, inputs.paths(session, True), judge=judge
     )
 
 
@@ -117,7 +132,16 @@ def _delegates(session: Any, inputs: DoctorInputs) -> Finding:
 
 
 def _precision(session: Any, inputs: DoctorInputs) -> Finding:
-    return diagnose_precision(session)
+    if inputs.model is None:
+        return diagnose_precision(session)
+    return diagnose_model_object(
+        inputs.model,
+        inputs.batch(session),
+        session.policy,
+        session.card.name,
+        session.taps[-1].name,
+        trained(session, inputs),
+    )
 
 
 CHECKS: dict[str, Check] = {
@@ -152,8 +176,10 @@ CHECKS: dict[str, Check] = {
         ),
         Check(
             "precision",
-            "server precision: CUDA TF32 (vs the same run TF32 off), fp16/bf16 autocast, "
-            "torch.compile vs eager, per tap (CUDA pairs n/a without a GPU)",
+            "your model object (--model-object) vs itself in strict fp32: autocast, dtype, "
+            "channels_last, TF32; without one, server precision: CUDA TF32 (vs the same run "
+            "TF32 off), fp16/bf16 autocast, torch.compile vs eager, per tap (CUDA pairs n/a "
+            "without a GPU)",
             _precision,
         ),
     )
@@ -176,3 +202,33 @@ def run_doctor(
         raise ParityError(f"unknown doctor check(s) {unknown}; known: {', '.join(CHECKS)}")
     given = inputs if inputs is not None else DoctorInputs(**options)
     return [CHECKS[name].run(session, given) for name in chosen]
+
+
+def doctor_inputs(session: Any, options: dict[str, Any]) -> DoctorInputs:
+    """The user's inputs, from the command line's strings (in the worker: user code runs)."""
+    from parity.doctor.inputs import (
+        calibration_data,
+        call_user,
+        image_files,
+        load_object,
+        representative_batch,
+    )
+
+    calibration = calibration_data(options["calibration"], session.card.preprocess)
+    if options.get("representative"):
+        generator = load_object(options["representative"], "--representative")
+        calibration = call_user(lambda: representative_batch(generator), "--representative")
+    model = None
+    if options.get("model_object"):
+        target = options["model_object"]
+        model = call_user(load_object(target, "--model-object"), "--model-object")
+    preprocess = options.get("preprocess")
+    images = options.get("images")
+    return DoctorInputs(
+        preprocess=load_object(preprocess, "--preprocess") if preprocess else None,
+        images=image_files(Path(images)) if images else None,
+        count=int(options.get("count", 4)),
+        model=model,
+        calibration=calibration,
+        port=Path(options["port"]) if options.get("port") else None,
+    )

@@ -27,6 +27,9 @@ from parity.zoo import PRESETS
 MAX_FACTORS = 4
 #: Recipes carried from one search level to the next.
 BEAM = 4
+#: A residual is judged by its effect on the model only when it averages under this
+#: many 8-bit steps (rounding, not a missing factor; saves a model run per level).
+ACCEPT_MEAN_STEPS = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,12 +118,16 @@ def _geometry_changes(spec: PreprocessSpec, user_hw: tuple[int, int]) -> list[Ch
             aa = spec.antialias or name not in ("nearest", "bilinear")
             add("filter", f"resize filter {name}", card_filter, resize_filter=name, antialias=aa)
     if spec.antialias:
-        add(
-            "antialias",
-            "antialias off",
-            "resize with antialias=True (tf.image.resize(..., antialias=True); PIL always does)",
-            antialias=False,
-        )
+        fix = "resize with antialias=True (tf.image.resize(..., antialias=True); PIL always does)"
+        add("antialias", "antialias off", fix, antialias=False)
+        if spec.resize_filter == "bilinear":
+            add(
+                "antialias",
+                "antialias off, in cv2.resize's fixed-point arithmetic (INTER_LINEAR)",
+                fix + "; with cv2: cv2.resize(image, size, interpolation=cv2.INTER_AREA)",
+                antialias=False,
+                pixel_rounding="cv2",
+            )
     if spec.crop is not None and spec.resize is not None:
         fix_crop = (
             f"resize the shorter side to {spec.resize[0]} keeping the aspect ratio, then "
@@ -157,13 +164,80 @@ def _geometry_changes(spec: PreprocessSpec, user_hw: tuple[int, int]) -> list[Ch
             sets_size=True,
             resize=(user_hw[0],),
         )
+        for short in resize_sizes(spec, user_hw):
+            add(
+                "size",
+                f"shorter side resized to {short} (crop ratio {user_hw[0] / short:.3f}) instead "
+                f"of {spec.resize[0]} before the centre crop",
+                fix_crop,
+                sets_size=True,
+                resize=(short,),
+                crop=user_hw,
+            )
+        add(
+            "crop",
+            f"resized to {spec.resize[0]}x{spec.resize[0]} (aspect ratio not kept), then "
+            f"centre-cropped to {user_hw[0]}x{user_hw[1]}",
+            fix_crop,
+            sets_size=True,
+            resize=(spec.resize[0], spec.resize[0]),
+            crop=user_hw,
+        )
+        for style, fill, how in letterboxes(spec):
+            add(
+                "crop",
+                f"letterbox: aspect ratio kept, fitted into {user_hw[0]}x{user_hw[1]} and "
+                f"padded with {how} (no centre crop)",
+                fix_crop,
+                sets_size=True,
+                letterbox=style,
+                pad=fill,
+                resize=None,
+                crop=user_hw,
+            )
         add(
             "size_rounding",
             "resized size rounded (round(w * scale)) where torchvision truncates (int)",
             "compute the resized size as int(long_side * size / short_side)",
             size_rounding="round",
         )
+    add(
+        "rounding",
+        "resized pixels truncated to 8 bits (astype(uint8) floors; PIL and torchvision round)",
+        "round the resized pixels (np.round / np.rint) before casting to uint8",
+        pixel_rounding="floor",
+    )
+    add(
+        "axes",
+        "H and W swapped (permute(2, 1, 0) of an HWC image; CHW is permute(2, 0, 1))",
+        "transpose HWC to CHW with permute(2, 0, 1) / transpose(2, 0, 1)",
+        transpose_hw=True,
+    )
     return out
+
+
+#: Shorter-side sizes of the usual recipes (torchvision's weights: 232, 236, 238, 248,
+#: 256, 342, 384...; 0.875 and 0.95 crop ratios), tried against the user's crop.
+RESIZE_SIZES = (232, 236, 238, 240, 248, 256, 260, 288, 292, 320, 342, 384)
+#: Crop ratios whose shorter side is tried too (crop / resize).
+CROP_RATIOS = (0.875, 0.9, 0.95, 0.965)
+
+
+def resize_sizes(spec: PreprocessSpec, user_hw: tuple[int, int]) -> list[int]:
+    """Shorter-side resize sizes to try before a ``user_hw`` crop (not the card's own)."""
+    crop = user_hw[0]
+    sizes = {s for s in RESIZE_SIZES if s > crop} | {round(crop / r) for r in CROP_RATIOS}
+    card = spec.resize[0] * user_hw[0] / spec.input_hw[0] if spec.resize else None
+    return sorted(s for s in sizes if s > crop and s != card)
+
+
+def letterboxes(spec: PreprocessSpec) -> list[tuple[str, tuple[float, float, float], str]]:
+    """(style, 8-bit RGB fill, description) of the letterboxes worth trying."""
+    r, g, b = (float(m / spec.scale) for m in spec.mean)
+    zero = (r, g, b)
+    fills = [((0.0,) * 3, "black (0)"), ((114.0,) * 3, "grey 114 (YOLO)")]
+    fills += [((128.0,) * 3, "grey 128"), (zero, "zeros after normalisation")]
+    return [(style, fill, how) for style in ("round", "int", "tf") for fill, how in fills]
 
 
 def _value_changes(spec: PreprocessSpec) -> list[Change]:
@@ -218,6 +292,13 @@ def _value_changes(spec: PreprocessSpec) -> list[Change]:
             "scale": 1 / 255,
             "mean": (0.485, 0.456, 0.406),
             "std": (0.229, 0.224, 0.225),
+        },
+        "mean/std in 0-255 units applied to 0-1 pixels": {
+            "mean": tuple(m / spec.scale for m in spec.mean),
+            "std": tuple(s / spec.scale for s in spec.std),
+        },
+        "pixels left in 0-255 with mean/std in 0-1 units (the scaling missing)": {
+            "scale": 1.0,
         },
         "value range 0-1 (scale 1/255, no mean/std)": {
             "scale": 1 / 255,
@@ -278,8 +359,14 @@ def search(
     extra: Sequence[Change] = (),
     max_factors: int = MAX_FACTORS,
     beam: int = BEAM,
+    accept: Callable[[Scored], bool] | None = None,
 ) -> SearchResult:
-    """The smallest combination of factor changes that reproduces ``user`` (NCHW)."""
+    """The smallest combination of factor changes that reproduces ``user`` (NCHW).
+
+    A level with no recipe within half an 8-bit step still ends the search when
+    ``accept`` (the residual's effect on the model) takes its closest recipe, provided
+    that recipe's residual averages under :data:`ACCEPT_MEAN_STEPS` 8-bit steps.
+    """
     user_hw = (int(user.shape[2]), int(user.shape[3]))
     start, size_change = base_recipe(card_spec, user_hw)
     all_changes = changes_for(card_spec, user_hw)
@@ -320,6 +407,10 @@ def search(
         tried.extend(level)
         if not level:
             break
+        best = min(level, key=lambda s: s.mean_abs)
+        small = best.mean_abs <= ACCEPT_MEAN_STEPS * max(best.recipe.level(), best.tolerance)
+        if accept is not None and small and accept(best):
+            return SearchResult(card, best, _closest(tried, card), len(tried))
         frontier = sorted(level, key=lambda s: s.mean_abs)[:beam]
     return SearchResult(card, None, _closest(tried, card), len(tried))
 

@@ -19,15 +19,19 @@ storage for a multi-node cluster). The result is the local engine's
 Faults: an actor that dies (a signal, an OOM kill) is restarted by Ray and its batches are
 retried; an actor that dies :data:`CRASH_LIMIT` times on one batch (or while loading)
 fails that variant with the images it was on, as a worker crash does locally. A runtime
-raising on a batch fails its variant; the other variants carry on. No image is dropped:
-the driver checks that every batch came back.
+failing on a batch (:class:`~parity.errors.RuntimeFailure`) fails its variant; the other
+variants carry on. Bad input is bad input (exit 2); any other exception is a bug in parity
+and fails the run (exit 3). No image is dropped: the driver checks that every batch came
+back.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+import signal
 import tempfile
 import time
 from collections import Counter
@@ -37,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from parity.errors import ParityError
+from parity.errors import ParityError, RuntimeFailure
 from parity.evaluate.results import EvalResult, VariantScore, score_batch
 from parity.evaluate.running import (
     EvalConfig,
@@ -54,13 +58,14 @@ CRASH_LIMIT = 2
 #: Object store of a local cluster (bytes): a few dozen batches in flight, then spilling.
 LOCAL_OBJECT_STORE = 1 << 30
 #: Memory Ray reserves for each actor (bytes): the scheduler places no more actors on a
-#: node than its memory holds. The largest measured actor (torch, mobilenet_v2, batch 64)
-#: is under 1.2 GiB: bench/ray_eval.md.
-ACTOR_MEMORY = 3 << 29
+#: node than its memory holds. The largest measured actor (torch, mobilenet_v2, batch 32)
+#: peaked at 1.75 GiB; ONNX Runtime 0.8, LiteRT 0.5 (bench/ray_eval.md).
+ACTOR_MEMORY = 2 << 30
 #: Batches queued at one actor (one running, one being pulled): bounds its input memory.
 IN_FLIGHT_PER_ACTOR = 2
 #: Test-only fault injector: ``<variant>:<n>`` makes the first actor of that variant hang
-#: in its n-th batch (once per evaluation), until the test kills it.
+#: in its n-th batch (once per evaluation) until the test kills it; ``<variant>:<k>:kill``
+#: makes every actor of that variant SIGKILL itself on batch ``k`` (a crash loop).
 FAULT_ENV = "PARITY_RAY_FAULT"
 
 
@@ -92,17 +97,19 @@ def evaluate_ray(
     from parity.variants import REFERENCE
 
     start = time.perf_counter()
-    session, variants = open_session(config, progress)
-    payloads, failures = _build(session, [v.name for v in variants[1:]], progress)
-    prepared = select(config, session, variants)
-    for name in prepared.names:
-        if name in failures:
-            prepared.scores[name].error = failures[name]
-    running = [n for n in prepared.names if n not in failures]
     started = not ray.is_initialized()
-    if started:
-        _start(ray, options)
     try:
+        if started and options.address is not None:  # a wrong address fails before exports
+            _start(ray, options)
+        session, variants = open_session(config, progress)
+        payloads, failures = _build(session, [v.name for v in variants[1:]], progress)
+        prepared = select(config, session, variants)
+        for name in prepared.names:
+            if name in failures:
+                prepared.scores[name].error = failures[name]
+        running = [n for n in prepared.names if n not in failures]
+        if started and options.address is None:  # a local cluster, once the exports are made
+            _start(ray, options)
         progress(f"Ray cluster: {_describe(ray.cluster_resources())}")
         rows = _dataset(ray, prepared, options, running, payloads)
         progress(
@@ -111,7 +118,7 @@ def evaluate_ray(
         )
         parts = _collect(rows, prepared, progress, on_batch)
     finally:
-        if started:
+        if started and ray.is_initialized():
             ray.shutdown()
     reference = parts.pop(REFERENCE)
     for name in (REFERENCE, *running):
@@ -130,9 +137,9 @@ def _build(
     """Weights and artifacts, made by the local workers (as the local engine does): what
     each actor needs (the state_dict or the artifact's files), and the variants that
     cannot run (their artifact could not be made)."""
-    from parity.export import get_exporter
+    from parity.backends import get_exporter
+    from parity.runfiles import REFERENCE_TASK
     from parity.variants import REFERENCE, VARIANTS
-    from parity.worker import REFERENCE_TASK
     from parity.workers import _chain
 
     def exports_only(jobs: list[Any]) -> None:
@@ -175,10 +182,15 @@ def _build(
 
 
 def _start(ray: Any, options: RayOptions) -> None:
-    import logging
-
     if options.address is not None:
-        ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
+        try:
+            ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError) as exc:
+            raise ParityError(
+                f"--address {options.address}: {exc} (a cluster with token authentication, "
+                "Ray's default, needs RAY_AUTH_MODE=token and its token here: "
+                "~/.ray/auth_token or RAY_AUTH_TOKEN)"
+            ) from None
         return
     ray.init(
         num_cpus=options.num_cpus or os.cpu_count() or 1,
@@ -206,6 +218,8 @@ def _dataset(
 
     from parity.variants import REFERENCE
 
+    # The driver shows its own progress and reports every failure in the result.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     context = DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
@@ -224,6 +238,7 @@ def _dataset(
     rows = [
         {
             "batch": k,
+            "first": first,
             "indices": [prepared.indices[i] for i in range(first, min(first + size, len(images)))],
             "paths": [str(image.path) for image in images[first : first + size]],
             "names": [image.name for image in images[first : first + size]],
@@ -340,24 +355,24 @@ class VariantActor:
         self.runner: Any = None
         self.error: str | None = None
         self.calls = 0
-        self.label, self.label_of = self.variant.family, name
+        self.label, self.label_of = self.variant.family, "the torch module"
         key = f"{name}:load:{context.get_actor_id()}"
         died = ray.get(ledger.begin.remote(key))
-        try:
-            payload = ray.get(payload) if isinstance(payload, ray.ObjectRef) else payload
-            if payload.get("error"):
-                raise RuntimeError(payload["error"])
-            source = self._source(payload)
-            if died >= CRASH_LIMIT:
-                raise RuntimeError(
-                    f"{self.label} actor died {died} times while loading {self.label_of}"
-                )
-            self.runner = eval_runner(self.variant, source, threads, device)
-            self.runner.activate()
-        except ParityError as exc:
-            self.error = f"parity_error:{exc}"
-        except Exception as exc:  # the runtime refusing its artifact: a failed variant
-            self.error = f"{type(exc).__name__}: {exc}"
+        payload = ray.get(payload) if isinstance(payload, ray.ObjectRef) else payload
+        if "artifact" in payload:
+            self.label_of = payload["artifact"].path.name
+        if payload.get("error"):  # the torch worker failed before the reference
+            self.error = payload["error"]
+        elif died >= CRASH_LIMIT:
+            self.error = f"{self.label} actor died {died} times while loading {self.label_of}"
+        else:  # parity's own errors other than bad input are bugs: they fail the run (exit 3)
+            try:
+                self.runner = eval_runner(self.variant, self._source(payload), threads, device)
+                self.runner.activate()
+            except ParityError as exc:
+                self.error = f"parity_error:{exc}"
+            except RuntimeFailure as exc:  # the runtime refusing its artifact
+                self.error = str(exc)
         ledger.end.remote(key)
 
     def _source(self, payload: dict[str, Any]) -> Any:
@@ -367,14 +382,12 @@ class VariantActor:
             artifact = payload["artifact"]
             for file, data in payload["files"].items():
                 Path(self.folder.name, file).write_bytes(data)
-            self.label_of = artifact.path.name
             path = Path(self.folder.name, artifact.path.name)
             return dataclasses.replace(artifact, path=path)
         from parity import lazy
         from parity.weights import build_module, state_dict_sha256
 
         torch = lazy.torch()
-        self.label_of = "the torch module"
         module = build_module(payload["card"])
         state = {k: torch.from_numpy(np.array(v)) for k, v in payload["state_dict"].items()}
         module.load_state_dict(state)
@@ -383,37 +396,45 @@ class VariantActor:
             raise RuntimeError("the torch module's weights do not hash to the handed sha256")
         return module
 
+    def _inject(self, batch: int) -> None:
+        """The test-only faults of :data:`FAULT_ENV`."""
+        import ray
+
+        name, n, *kill = (self.fault or "::").split(":")
+        if name != self.name:
+            return
+        if kill and int(n) == batch:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if not kill and int(n) == self.calls and ray.get(self.ledger.begin.remote("fault")) == 0:
+            time.sleep(86400)  # the fault test kills this actor here
+
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         import ray
 
         from parity.backends.base import OUTPUT
 
         images = row["images"]
-        first, last = row["indices"][0], row["indices"][-1]
+        first, last = row["first"], row["first"] + len(row["indices"])
         logits, seconds, error = np.zeros((len(row["indices"]), 0), np.float32), 0.0, ""
         if self.error is not None:
             error = self.error
         elif not row["parity_error"]:
             key = f"{self.name}:{row['batch']}"
             died = ray.get(self.ledger.begin.remote(key))
-            where = f"{self.label_of} on images {first + 1}-{last + 1} of {self.total}"
+            where = f"{self.label_of} on images {first + 1}-{last} of {self.total}"
             if died >= CRASH_LIMIT:
                 error = f"{self.label} actor died {died} times while running {where}"
             else:
                 self.calls += 1
-                if (
-                    self.fault == f"{self.name}:{self.calls}"
-                    and ray.get(self.ledger.begin.remote("fault")) == 0
-                ):
-                    time.sleep(86400)  # the fault test kills this actor here
+                self._inject(row["batch"])
                 try:
                     out = self.runner.run(np.array(images, np.float32), taps=())[OUTPUT]
                     logits = out.reshape(len(out), -1).astype(np.float32, copy=False)
                     seconds = self.runner.last_inference_time
                 except ParityError as exc:
                     error = f"parity_error:{exc}"
-                except Exception as exc:  # the runtime failing on this batch
-                    error = f"{type(exc).__name__}: {exc} (while running {where})"
+                except RuntimeFailure as exc:  # the runtime failing on this batch
+                    error = f"{exc} (while running {where})"
             self.ledger.end.remote(key)
         row[f"logits:{self.name}"] = logits
         row[f"seconds:{self.name}"] = seconds

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from parity import lazy
+from parity.errors import runtime_failure
 
 if TYPE_CHECKING:
     from parity.artifacts import BuildContext
@@ -36,6 +37,7 @@ def export_onnx(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> dic
     # The exporters print progress and advice to stdout/stderr; the harness has its own.
     # The TorchScript exporter is deprecated; exporting with it is this variant's point.
     with (
+        runtime_failure(f"torch.onnx.export (dynamo={options['dynamo']}) failed"),
         contextlib.redirect_stdout(io.StringIO()),
         contextlib.redirect_stderr(io.StringIO()),
         warnings.catch_warnings(),
@@ -63,7 +65,8 @@ def export_onnx(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> dic
                 dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
                 **names,
             )
-    onnx.checker.check_model(str(out), full_check=True)
+    with runtime_failure(f"{out}: the ONNX checker refuses torch's export"):
+        onnx.checker.check_model(str(out), full_check=True)
     proto = onnx.load(str(out), load_external_data=False)
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     return {

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from parity import lazy
 from parity.backends.onnxruntime.runner import locate_taps, torch_scope
+from parity.errors import runtime_failure
 from parity.fixtures import file_sha256
 
 if TYPE_CHECKING:
@@ -32,8 +33,9 @@ def export_openvino(ctx: BuildContext, out: Path, options: Mapping[str, Any]) ->
         converter = "none: OpenVINO's ONNX frontend reads the file at load"
     else:
         ov = lazy.require("openvino")
-        model = ov.convert_model(str(source))
-        ov.save_model(model, str(out), compress_to_fp16=False)
+        with runtime_failure(f"{source}: OpenVINO cannot convert it"):
+            model = ov.convert_model(str(source))
+            ov.save_model(model, str(out), compress_to_fp16=False)
         runner_options["bin_sha256"] = file_sha256(out.with_suffix(".bin"))
         converter = f"openvino.convert_model + save_model (fp32 weights), {ov.__version__}"
     return {"converter": converter, "source": "onnx_dynamo", "runner_options": runner_options}

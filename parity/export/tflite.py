@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from parity import lazy
-from parity.errors import ParityError
+from parity.errors import ParityError, runtime_failure
 
 if TYPE_CHECKING:
     from parity.artifacts import BuildContext
@@ -128,7 +128,11 @@ def _convert(converter: Any, mode: str, representative: np.ndarray | None) -> by
         converter.inference_output_type = tf.int8
     # The converter prints the model's signature (hundreds of lines); for int8 I/O it
     # warns that no input statistics were given (it uses the dataset).
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    with (
+        runtime_failure(f"the TFLite converter failed ({mode})"),
+        contextlib.redirect_stdout(io.StringIO()),
+        warnings.catch_warnings(),
+    ):
         warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
         content: bytes = converter.convert()
     return content

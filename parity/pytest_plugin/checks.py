@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from parity.errors import ParityError
+from parity.errors import ParityError, RuntimeFailure
 from parity.pytest_plugin.options import ParityCase
 from parity.pytest_plugin.state import RunFailed
 from parity.pytest_plugin.verdicts import image_verdict, rejudged, tap_table_lines
-from parity.result import RuntimeFailure
 
 if TYPE_CHECKING:
     import numpy as np
@@ -160,7 +159,7 @@ def advice(plugin: ParityPlugin, case: ParityCase, session: Session, failed: dic
                 torch_moved = not all(
                     session.image_verdict(torch, i, "golden").passed for i in indices
                 )
-            except Exception:  # no torch here: cannot tell, offer both ways
+            except (ParityError, RuntimeFailure):  # no torch here: cannot tell, offer both
                 torch_moved = True
         if case.variant == REFERENCE:
             lines.append(

@@ -8,15 +8,13 @@ import functools
 import io
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from parity.errors import ParityError
+from parity.errors import ParityError, RuntimeFailure
 from parity.pytest_plugin.options import ParityCase, ParityOptions
-from parity.result import RuntimeFailure, failure_message
 
 if TYPE_CHECKING:
     import numpy as np
@@ -107,7 +105,7 @@ class ParityPlugin:
         """Run ``variant`` in worker processes (once), with the variants this process will
         check: every collected variant of ``model``; under pytest-xdist, where a worker does
         not know its share in advance, those of ``variant``'s backend. A crashing runtime
-        is then a failed variant (:class:`~parity.result.RuntimeFailure` from
+        is then a failed variant (:class:`~parity.errors.RuntimeFailure` from
         ``Session.outputs``); bad input raises :class:`ParityError` for each of them."""
         done = self.fetched.setdefault(model, set())
         if variant.name in done:
@@ -155,15 +153,11 @@ class ParityPlugin:
         except ParityError as exc:
             self.errors[key] = f"{model} / {variant.name}: {exc}"
             raise RunFailed(self.errors[key]) from None
-        except Exception as exc:  # a runtime failing on its artifact (in its worker)
+        except RuntimeFailure as exc:  # a runtime failing on its artifact (in its worker)
             self.errors[key] = (
-                f"{variant.name} failed to run {model} (first seen in {test_id}): "
-                f"{failure_message(exc)}"
+                f"{variant.name} failed to run {model} (first seen in {test_id}): {exc}"
             )
-            if isinstance(exc, RuntimeFailure):  # the worker's message says how and where
-                raise RunFailed(self.errors[key]) from None
-            detail = "".join(traceback.format_exception(exc)).rstrip()
-            raise RunFailed(f"{self.errors[key]}\n\n{detail}") from None
+            raise RunFailed(self.errors[key]) from None
         return obtained
 
     # -- session-level hooks --------------------------------------------------------

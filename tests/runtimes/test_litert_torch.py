@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,56 +14,8 @@ from parity.cli import main
 
 pytestmark = pytest.mark.litert_torch
 
-#: A custom model of the kinds the route must follow: conv+BN+ReLU6, depthwise, residual,
-#: pooling, linear (no Keras twin could follow it).
-TINY_NET = """\
-import torch
-from torch import nn
-
-
-def conv_bn(cin, cout, stride=1, groups=1, act=True):
-    layers = [nn.Conv2d(cin, cout, 3, stride, 1, groups=groups, bias=False), nn.BatchNorm2d(cout)]
-    return nn.Sequential(*layers, *([nn.ReLU6()] if act else []))
-
-
-class Residual(nn.Module):
-    def __init__(self, channels):
-        super().__init__()
-        self.conv1 = conv_bn(channels, channels)
-        self.conv2 = conv_bn(channels, channels, act=False)
-
-    def forward(self, x):
-        return x + self.conv2(self.conv1(x))
-
-
-class TinyNet(nn.Module):
-    def __init__(self, num_classes):
-        super().__init__()
-        self.stem = conv_bn(3, 16, stride=2)
-        self.dw = conv_bn(16, 16, stride=2, groups=16)
-        self.block = Residual(16)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(16, num_classes)
-
-    def forward(self, x):
-        x = self.pool(self.block(self.dw(self.stem(x))))
-        return self.head(torch.flatten(x, 1))
-
-
-def build(weights=None, num_classes=5):
-    return TinyNet(num_classes)
-"""
-
-TINY_CARD = """\
-builder = "tinynet:build"
-num_classes = 5
-
-[taps]
-stem = "stem"
-blocks = ["dw", "block.conv1", "block"]
-pooled = "input:head"
-logits = "head"
-"""
+#: A custom model (conv+BN+ReLU6, depthwise, residual, pool, linear) and its card.
+TINYNET = Path(__file__).resolve().parents[1] / "data" / "tinynet"
 
 
 @pytest.fixture
@@ -73,8 +26,8 @@ def tiny_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> Pat
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["init"]) == 0
     capsys.readouterr()
-    (tmp_path / "tinynet.py").write_text(TINY_NET)
-    (tmp_path / "parity/models/tiny.toml").write_text(TINY_CARD)
+    shutil.copy2(TINYNET / "tinynet.py", tmp_path / "tinynet.py")
+    shutil.copy2(TINYNET / "tiny.toml", tmp_path / "parity/models/tiny.toml")
     return tmp_path
 
 
@@ -136,8 +89,7 @@ def test_custom_card_passes_every_litert_torch_variant_through_the_workers(
     code = main(["run", "-q", "-m", "tiny", "-r", "litert_torch_fp32", "--json", str(report)])
     out, err = capsys.readouterr()
     assert code == 0, out + err
-    (model,) = json.loads(report.read_text())["models"]
-    (variant,) = model["variants"]
+    (variant,) = json.loads(report.read_text())["variants"]
     assert variant["status"] == "pass"
     assert np.isfinite(variant["taps"][0]["metrics"]["max_abs_norm"])
 

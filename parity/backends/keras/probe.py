@@ -13,7 +13,7 @@ import numpy as np
 from parity import lazy
 from parity.backends.base import Runner
 from parity.detect import Detection, GraphTensor, Probe, TensorInfo, main_path
-from parity.errors import ArtifactError, ParityError
+from parity.errors import ArtifactError, ParityError, runtime_failure
 
 
 class KerasProbe(Probe):
@@ -92,8 +92,9 @@ class KerasProbe(Probe):
                 continue
             if not isinstance(tensor, list | tuple):
                 exposed.append((layer.name, tensor))
-        probe = self.keras.Model(self.model.inputs, [t for _, t in exposed])
-        values = probe([feed], training=False)
+        with runtime_failure(f"{self.path}: Keras failed running it"):
+            probe = self.keras.Model(self.model.inputs, [t for _, t in exposed])
+            values = probe([feed], training=False)
         arrays = {name: np.asarray(v) for (name, _), v in zip(exposed, values, strict=True)}
         births: dict[str, int] = {self.inputs()[0].name: -1}
         deaths: dict[str, int] = {}

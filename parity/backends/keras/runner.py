@@ -11,7 +11,7 @@ import numpy as np
 
 from parity import lazy
 from parity.backends.base import OUTPUT, Runner
-from parity.errors import ArtifactError, RuntimeFailure, TapError
+from parity.errors import ArtifactError, TapError, runtime_failure
 from parity.taps import Tap
 
 
@@ -54,12 +54,8 @@ class KerasRunner(Runner):
             path = Path(self.source)
             if not path.is_file():
                 raise ArtifactError(f"{path}: Keras file not found")
-            try:
+            with runtime_failure(f"{path}: Keras cannot load it"):
                 self.model = self.keras.models.load_model(path, compile=False)
-            except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors, ...
-                raise RuntimeFailure(
-                    f"{path}: Keras cannot load it ({type(exc).__name__}: {exc})"
-                ) from None
         else:
             self.model = self.source
         self._models.clear()
@@ -81,7 +77,8 @@ class KerasRunner(Runner):
                         f"{self.name}: tap '{tap.name}': no layer "
                         f"'{self.tap_layers[tap.name]}' in the Keras model"
                     ) from None
-            self._models[key] = self.keras.Model(self.model.inputs, outputs)
+            with runtime_failure(f"{self.name}: Keras cannot build the tapped model"):
+                self._models[key] = self.keras.Model(self.model.inputs, outputs)
         return self._models[key]
 
     def _run(self, feed: np.ndarray, taps: Sequence[Tap]) -> dict[str, np.ndarray]:
@@ -114,7 +111,8 @@ def run_dropping(keras: Any, model: Any, feed: np.ndarray) -> list[Any]:
         args, kwargs = node.arguments.fill_in(tensors)
         if "training" in getattr(node.operation, "_call_context_args", ()):
             kwargs["training"] = False
-        outputs = node.operation(*args, **kwargs)
+        with runtime_failure(f"Keras failed in layer '{node.operation.name}'"):
+            outputs = node.operation(*args, **kwargs)
         tensors.update(zip((id(x) for x in node.outputs), keras.tree.flatten(outputs), strict=True))
         for x in node.input_tensors:
             readers[id(x)] -= 1

@@ -12,6 +12,9 @@ _MODES = {
     "int8": "TFLite full int8, float I/O",
     "int8_io": "TFLite full int8, int8 I/O",
 }
+#: Each mode's precision class (the class of the budgets that judge it).
+_PRECISION = {"fp32": "fp32", "fp16": "fp16", "dynamic": "dynamic-range", "int8": "int8",
+              "int8_io": "int8"}  # fmt: skip
 
 
 def _variants(mode: str, what: str) -> tuple[Variant, Variant]:
@@ -24,6 +27,7 @@ def _variants(mode: str, what: str) -> tuple[Variant, Variant]:
         f"LiteRT + XNNPACK on {what}",
         "ai_edge_litert",
         taps=taps,
+        precision=_PRECISION[mode],
     )
     off = Variant(
         f"litert_{mode}_noxnn",
@@ -34,6 +38,7 @@ def _variants(mode: str, what: str) -> tuple[Variant, Variant]:
         "ai_edge_litert",
         {"xnnpack": False},
         taps=taps,
+        precision=_PRECISION[mode],
     )
     return on, off
 

@@ -13,7 +13,7 @@ import numpy as np
 from parity import lazy
 from parity.backends.base import OUTPUT, Runner
 from parity.detect import Detection, GraphTensor, Probe, TensorInfo, main_path
-from parity.errors import ArtifactError, TapError
+from parity.errors import ArtifactError, TapError, runtime_failure
 from parity.preprocess import Layout
 from parity.taps import Tap
 
@@ -62,6 +62,15 @@ class LiteProbe(Probe):
         common = ", ".join(f"{n} {op}" for op, n in ops.most_common(4))
         return f"TFLite, {len(self.ops)} ops ({common}, ...)"
 
+    def module_anchors(
+        self, taps: Sequence[Tap], tensors: Sequence[GraphTensor], shapes: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The taps litert-torch's module-path tensor names locate (:mod:`.scopes`)."""
+        from parity.backends.litert.scopes import anchors
+
+        entries, _, _ = anchors(self.interpreter, self.keys, tensors, taps, shapes)
+        return entries
+
     def index(self, key: str) -> int:
         for index, known in self.keys.items():
             if known == key:
@@ -84,13 +93,14 @@ class LiteProbe(Probe):
 
         interpreter = self.interpreter
         detail = interpreter.get_input_details()[0]
-        interpreter.resize_tensor_input(detail["index"], list(feed.shape), strict=False)
-        interpreter.allocate_tensors()
-        detail = interpreter.get_input_details()[0]
-        if np.issubdtype(np.dtype(detail["dtype"]), np.integer):
-            feed = quantize(feed, detail)
-        interpreter.set_tensor(detail["index"], np.ascontiguousarray(feed))
-        interpreter.invoke()
+        with runtime_failure(f"{self.path}: LiteRT failed running it"):
+            interpreter.resize_tensor_input(detail["index"], list(feed.shape), strict=False)
+            interpreter.allocate_tensors()
+            detail = interpreter.get_input_details()[0]
+            if np.issubdtype(np.dtype(detail["dtype"]), np.integer):
+                feed = quantize(feed, detail)
+            interpreter.set_tensor(detail["index"], np.ascontiguousarray(feed))
+            interpreter.invoke()
         graph_inputs = {int(d["index"]) for d in interpreter.get_input_details()}
         produced = {int(t) for op in self.ops for t in op["outputs"]}
         constant = {i for i in self.details if i not in produced and i not in graph_inputs}
@@ -196,15 +206,16 @@ class _LiteRunner(Runner):
             )
         interpreter = self._interpreters[preserve]
         detail = interpreter.get_input_details()[0]
-        if self._shapes.get(preserve) != feed.shape:
-            interpreter.resize_tensor_input(detail["index"], list(feed.shape), strict=True)
-            interpreter.allocate_tensors()
-            self._shapes[preserve] = feed.shape
-            detail = interpreter.get_input_details()[0]
-        if np.issubdtype(np.dtype(detail["dtype"]), np.integer):
-            feed = quantize(feed, detail)
-        interpreter.set_tensor(detail["index"], np.ascontiguousarray(feed))
-        interpreter.invoke()
+        with runtime_failure(f"{self.path}: LiteRT failed running it"):
+            if self._shapes.get(preserve) != feed.shape:
+                interpreter.resize_tensor_input(detail["index"], list(feed.shape), strict=True)
+                interpreter.allocate_tensors()
+                self._shapes[preserve] = feed.shape
+                detail = interpreter.get_input_details()[0]
+            if np.issubdtype(np.dtype(detail["dtype"]), np.integer):
+                feed = quantize(feed, detail)
+            interpreter.set_tensor(detail["index"], np.ascontiguousarray(feed))
+            interpreter.invoke()
         details = {d["index"]: d for d in interpreter.get_tensor_details()}
         result = {OUTPUT: dequantize(interpreter.get_tensor(self.output), details[self.output])}
         for tap in taps:

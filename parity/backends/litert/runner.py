@@ -37,7 +37,7 @@ import numpy as np
 
 from parity import lazy
 from parity.backends.base import OUTPUT, Runner
-from parity.errors import ArtifactError, RuntimeFailure, TapError
+from parity.errors import ArtifactError, TapError, runtime_failure
 from parity.preprocess import Layout
 from parity.taps import Tap
 
@@ -142,14 +142,10 @@ class LiteRTRunner(Runner):
             )
         if preserve:
             options["experimental_preserve_all_tensors"] = True
-        try:
-            with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": it is
-                warnings.filterwarnings("ignore", ".*experimental_preserve_all_tensors")
-                return module.Interpreter(model_path=str(self.path), **options)
-        except (ValueError, RuntimeError) as exc:
-            raise RuntimeFailure(
-                f"{self.path}: LiteRT cannot load it ({type(exc).__name__}: {exc})"
-            ) from None
+        with runtime_failure(f"{self.path}: LiteRT cannot load it"), warnings.catch_warnings():
+            # "preserve_all_tensors is for debugging": it is
+            warnings.filterwarnings("ignore", ".*experimental_preserve_all_tensors")
+            return module.Interpreter(model_path=str(self.path), **options)
 
     def _activate(self) -> None:
         if not self.path.is_file():
@@ -245,8 +241,9 @@ class LiteRTRunner(Runner):
         if self._batch_sizes.get(preserve) != batch_size:
             detail = interpreter.get_input_details()[0]
             shape = [batch_size, *(int(d) for d in detail["shape"][1:])]
-            interpreter.resize_tensor_input(detail["index"], shape, strict=True)
-            interpreter.allocate_tensors()
+            with runtime_failure(f"{self.path}: LiteRT cannot allocate a batch of {batch_size}"):
+                interpreter.resize_tensor_input(detail["index"], shape, strict=True)
+                interpreter.allocate_tensors()
             self._batch_sizes[preserve] = batch_size
         return interpreter
 
@@ -270,8 +267,9 @@ class LiteRTRunner(Runner):
         input_detail = interpreter.get_input_details()[0]
         if np.issubdtype(np.dtype(input_detail["dtype"]), np.integer):
             feed = quantize(feed, input_detail)
-        interpreter.set_tensor(input_detail["index"], np.ascontiguousarray(feed))
-        interpreter.invoke()
+        with runtime_failure(f"{self.path}: LiteRT failed running it"):
+            interpreter.set_tensor(input_detail["index"], np.ascontiguousarray(feed))
+            interpreter.invoke()
         output_detail = interpreter.get_output_details()[0]
         result = {OUTPUT: dequantize(interpreter.get_tensor(output_detail["index"]), output_detail)}
         for tap_name, index in located.items():

@@ -39,10 +39,14 @@ def _exporter(mode: str) -> Exporter:
     )  # fmt: skip
 
 
+#: Each file's precision class (the class of the budgets that judge it).
+_PRECISION = {"fp32": "fp32", "fp16": "fp16", "dynamic": "dynamic-range", "int8": "int8"}
+
+
 def _variant(name: str, mode: str, what: str, **options: bool) -> Variant:
     return Variant(
         name, "litert_torch", _RUNNER, f"litert_torch_{mode}", what, "ai_edge_litert",
-        options, taps=_TAPS,
+        options, taps=_TAPS, precision=_PRECISION[mode],
     )  # fmt: skip
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from parity import lazy
 from parity.backends.base import OUTPUT
-from parity.backends.litert_torch.locate import locate, module_scopes
+from parity.backends.litert_torch.locate import locate
 from parity.errors import ParityError
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ def _located(ctx: BuildContext, path: Path, label: str) -> dict[str, Any]:
     with TorchRunner("torch", module) as runner:
         reference = runner.run(image, ctx.card.taps)
     reference.pop(OUTPUT)
-    runner_options, matches, lines = locate(path, ctx.card, image, reference, module_scopes(module))
+    runner_options, matches, lines = locate(path, ctx.card, image, reference)
     return {
         "runner_options": runner_options,
         "tap_matching": [m.to_dict() for m in matches],

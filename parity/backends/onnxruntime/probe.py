@@ -14,7 +14,7 @@ from parity import lazy
 from parity.backends.base import Runner
 from parity.backends.onnxruntime.runner import OnnxRuntimeRunner
 from parity.detect import Detection, GraphTensor, Probe, TensorInfo, first_line, main_path
-from parity.errors import ArtifactError
+from parity.errors import ArtifactError, runtime_failure
 from parity.taps import Tap
 
 
@@ -123,14 +123,14 @@ class OnnxProbe(Probe):
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.log_severity_level = 3
-        session = ort.InferenceSession(
-            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
         info = self.inputs()[0]
-        names = [o.name for o in session.get_outputs()]
-        arrays = dict(
-            zip(names, session.run(names, {info.name: feed.astype(info.dtype)}), strict=True)
-        )
+        with runtime_failure(f"{self.path}: ONNX Runtime failed running it"):
+            session = ort.InferenceSession(
+                model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
+            names = [o.name for o in session.get_outputs()]
+            values = session.run(names, {info.name: feed.astype(info.dtype)})
+        arrays = dict(zip(names, values, strict=True))
         births: dict[str, int] = {info.name: -1}
         deaths: dict[str, int] = {}
         ops: dict[str, str] = {}

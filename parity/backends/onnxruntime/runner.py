@@ -20,7 +20,7 @@ import numpy as np
 
 from parity import lazy
 from parity.backends.base import OUTPUT, Runner
-from parity.errors import ArtifactError, RuntimeFailure, TapError
+from parity.errors import ArtifactError, RuntimeFailure, TapError, runtime_failure
 from parity.taps import Tap
 
 #: The CPU execution provider (every other provider falls back to it per node).
@@ -212,7 +212,8 @@ class OnnxRuntimeRunner(Runner):
 
     def _run(self, feed: np.ndarray, taps: Sequence[Tap]) -> dict[str, np.ndarray]:
         session, fetch = self._tapped_session(taps)
-        values = session.run(fetch, {self.input_name: feed})
+        with runtime_failure(f"{self.path}: ONNX Runtime failed running it"):
+            values = session.run(fetch, {self.input_name: feed})
         result = {OUTPUT: values[0]}
         result.update({tap.name: value for tap, value in zip(taps, values[1:], strict=True)})
         return result

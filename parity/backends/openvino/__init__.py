@@ -1,7 +1,8 @@
 """The OpenVINO backend (CPU plugin): the dynamo ONNX export read directly, and IR made from it.
 
-bf16 / f16 are ``INFERENCE_PRECISION_HINT`` variants; on a CPU that cannot execute them
-they are ``n/a`` with the reason (OpenVINO would silently run f32).
+bf16 / f16 are ``INFERENCE_PRECISION_HINT`` variants, judged by bf16 / fp16 budgets; on a
+CPU that cannot execute them the runner emulates them (see
+:mod:`parity.backends.openvino.runner`), so their verdict is the same on every CPU.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def _ir(precision: str) -> Variant:
         "openvino",
         {"precision": precision},
         taps=_TAPS,
-        machine="parity.backends.openvino.runner:precision_unavailable",
+        precision={"f32": "fp32", "bf16": "bf16", "f16": "fp16"}[precision],
     )
 
 

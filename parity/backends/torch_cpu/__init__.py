@@ -23,6 +23,6 @@ BACKEND = Backend(
                 {"compile": True}, runs_on="module", taps=_HOOKS),
         Variant("torch_cpu_bf16", "torch_cpu", _TORCH, None,
                 "torch eager on the CPU under autocast bfloat16", "torch",
-                {"autocast": "bfloat16"}, runs_on="module", taps=_HOOKS),
+                {"autocast": "bfloat16"}, runs_on="module", taps=_HOOKS, precision="bf16"),
     ),
 )  # fmt: skip

@@ -21,6 +21,10 @@ _MODES: dict[str, tuple[str, dict[str, Any]]] = {
     "bf16": ("eager under autocast bfloat16", {"autocast": "bfloat16"}),
     "compile": ("torch.compile (inductor, Triton), fp32, TF32 off", {**_STRICT, "compile": True}),
 }
+#: Autocast modes compute in their own class. ``tf32`` is judged as the fp32 the user asked
+#: for, on purpose: torch's defaults silently run cuDNN convolutions in TF32 (reported as
+#: what it executed), and the fp32 budgets are what should catch that.
+_PRECISION = {"fp16": "fp16", "bf16": "bf16"}
 
 BACKEND = Backend(
     name="torch_cuda",
@@ -31,7 +35,8 @@ BACKEND = Backend(
         Variant(f"torch_cuda_{mode}", "torch_cuda", _TORCH, None, f"torch on CUDA: {text}",
                 "torch", {"device": "cuda", **options}, runs_on="module",
                 taps="forward hooks on the named modules",
-                machine="parity.backends.torch.runner:cuda_unavailable")
+                machine="parity.backends.torch.runner:cuda_unavailable",
+                precision=_PRECISION.get(mode, "fp32"))
         for mode, (text, options) in _MODES.items()
     ),
 )  # fmt: skip

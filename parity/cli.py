@@ -568,7 +568,7 @@ def _cmd_doctor(args: argparse.Namespace, console: Console) -> int:
 
     from rich.table import Table
 
-    from parity.doctor import PROBLEM, evidence_lines
+    from parity.doctor.findings import PROBLEM, evidence_lines
     from parity.doctor.remote import doctor_in_worker
     from parity.errors import RuntimeFailure
     from parity.harness import RunConfig, Session

@@ -137,9 +137,9 @@ def _build(
     """Weights and artifacts, made by the local workers (as the local engine does): what
     each actor needs (the state_dict or the artifact's files), and the variants that
     cannot run (their artifact could not be made)."""
-    from parity.export import get_exporter
+    from parity.backends import get_exporter
+    from parity.runfiles import REFERENCE_TASK
     from parity.variants import REFERENCE, VARIANTS
-    from parity.worker import REFERENCE_TASK
     from parity.workers import _chain
 
     def exports_only(jobs: list[Any]) -> None:

@@ -58,7 +58,7 @@ T = time.perf_counter
 t0 = T()
 from parity.harness import RunConfig
 from parity.local import LocalSession as Session
-from parity.export import get_exporter
+from parity.backends import get_exporter
 from parity import lazy
 out = {"import_parity_s": T() - t0}
 t = T(); lazy.torch(); out["import_torch_s"] = T() - t

@@ -120,6 +120,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--strict", action="store_true", help="a variant that does not apply fails")
     run.add_argument("--rebuild", action="store_true", help="re-export even if cached")
     run.add_argument("--json", type=Path, metavar="FILE", help="also write a JSON report")
+    run.add_argument(
+        "--routes",
+        type=Path,
+        metavar="DIR",
+        help="compare the routes checked (which conversion to ship): print the table and "
+        "write DIR/routes.md and DIR/routes.json",
+    )
     run.add_argument("--summary", action="store_true", help="summary table only, no per-tap tables")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
     run.add_argument(
@@ -346,6 +353,16 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         write_json(report_to_dict(report), args.json)
         console.print(f"JSON report: {args.json}")
+    if args.routes:
+        from parity.render.routes import render_routes_json, render_routes_markdown
+        from parity.report import routes_table
+
+        model = report_to_dict(report)
+        console.print(routes_table(model))
+        args.routes.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(args.routes / "routes.md", render_routes_markdown(model))
+        atomic.write_text(args.routes / "routes.json", render_routes_json(model))
+        console.print(f"routes: {args.routes / 'routes.md'}, {args.routes / 'routes.json'}")
     return EXIT_PASS if report.passed else EXIT_FAIL
 
 
@@ -551,7 +568,7 @@ def _cmd_doctor(args: argparse.Namespace, console: Console) -> int:
 
     from rich.table import Table
 
-    from parity.doctor import PROBLEM, evidence_lines
+    from parity.doctor.findings import PROBLEM, evidence_lines
     from parity.doctor.remote import doctor_in_worker
     from parity.errors import RuntimeFailure
     from parity.harness import RunConfig, Session

@@ -61,7 +61,14 @@ from parity.artifacts import Artifact
 from parity.backends import Variant, backend
 from parity.backends.base import OUTPUT, Runner
 from parity.compare import compare_taps
-from parity.detect import Detection, Probe, detect, format_shape, sniff_runtime
+from parity.detect import (
+    Detection,
+    Probe,
+    detect,
+    external_variant,
+    format_shape,
+    sniff_runtime,
+)
 from parity.errors import ParityError, RuntimeFailure
 from parity.fixtures import file_sha256
 from parity.preprocess import Layout, to_layout
@@ -205,20 +212,6 @@ def inspect_artifact(
     detection = detect(probe, session.card, what, input_layout)
     explicit = load_tap_map(Path(tap_map), session.taps) if tap_map is not None else {}
     return Inspection(probe, detection, explicit, external_variant(path, runtime, what))
-
-
-def external_variant(path: Path, runtime: str, what: str = "") -> Variant:
-    """The variant of a file made elsewhere: ``external_<runtime>``, run on the file."""
-    about = f" ({what})" if what else ""
-    return Variant(
-        f"external_{runtime}",
-        runtime,
-        "parity.external:ExternalRunner",
-        None,
-        f"{path.name}{about}, made elsewhere",
-        backend(runtime).module,
-        runs_on="file",
-    )
 
 
 def locate(session: Session, inspection: Inspection) -> ExternalPlan:

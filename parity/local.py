@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from parity.artifacts import Artifact
-from parity.export import get_exporter
+from parity.backends import get_exporter
 from parity.session import Session, make_runner
 from parity.threads import REFERENCE_THREADS
 from parity.variants import REFERENCE, VARIANTS, Variant

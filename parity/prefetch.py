@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parity.export import get_exporter
+from parity.backends import get_exporter
 from parity.lazy import installed
 from parity.result import VariantResult
+from parity.runfiles import REFERENCE_TASK, load_arrays
 from parity.variants import REFERENCE, VARIANTS, Variant
 from parity.weights import HandedWeights, cached_weights_sha256
-from parity.worker import REFERENCE_TASK, load_arrays
 from parity.workers import Job, TaskOutcome
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def prefetch(
         if outcome.error is None:
             session.external = pickle.loads((outcome.folder / "result.pkl").read_bytes())
         else:
-            from parity.external import external_variant
+            from parity.detect import external_variant
 
             variant = external_variant(Path(external["path"]), external["runtime"])
             session.external = VariantResult.failed_to_run(variant, outcome.error)

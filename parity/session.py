@@ -18,6 +18,7 @@ import numpy as np
 
 from parity.applicability import not_applicable_reason
 from parity.artifacts import Artifact, ArtifactCache, BuildContext
+from parity.backends import get_exporter
 from parity.backends.base import Runner
 from parity.bundle import Bundle
 from parity.compare import (
@@ -29,7 +30,6 @@ from parity.compare import (
     prepare_reference,
 )
 from parity.errors import RuntimeFailure
-from parity.export import get_exporter
 from parity.fixtures import Fixture, load_fixtures
 from parity.golden import (
     GoldenMoves,

@@ -35,11 +35,9 @@ import numpy as np
 
 from parity import lazy
 from parity.errors import ParityError, RuntimeFailure, environment_error
+from parity.runfiles import FAULT_ENV, REFERENCE_TASK, load_arrays, save_arrays
 
-#: Environment variable of the test-only fault injector (``task:phase``).
-FAULT_ENV = "PARITY_WORKER_FAULT"
-#: The reference task's name (its taps go to ``reference/``).
-REFERENCE_TASK = "reference"
+__all__ = ["FAULT_ENV", "REFERENCE_TASK", "load_arrays", "main", "save_arrays"]
 
 
 class Phases:
@@ -59,17 +57,6 @@ class Phases:
             raise AttributeError(f"injected bug in parity while {phase} ({task})")
         elif fault is not None:
             os.kill(os.getpid(), signal.SIGKILL)
-
-
-def save_arrays(folder: Path, arrays: dict[str, np.ndarray]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, value in arrays.items():
-        np.save(folder / f"{name}.npy", np.ascontiguousarray(value))
-
-
-def load_arrays(folder: Path, mmap: bool = True) -> dict[str, np.ndarray]:
-    """Taps written by a worker (memory-mapped: the pages are the file's, not the heap's)."""
-    return {p.stem: np.load(p, mmap_mode="r" if mmap else None) for p in folder.glob("*.npy")}
 
 
 def _artifact_record(artifact: Any) -> dict[str, Any] | None:
@@ -139,7 +126,7 @@ def _reference(session: Any, run_dir: Path, phases: Phases, state_dict: bool) ->
 
 
 def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> None:
-    from parity.export import get_exporter
+    from parity.backends import get_exporter
     from parity.session import make_runner
     from parity.variants import VARIANTS
 
@@ -154,7 +141,7 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
             return
         if task["kind"] == "doctor":
             from parity.doctor import run_doctor
-            from parity.doctor.remote import doctor_inputs
+            from parity.doctor.registry import doctor_inputs
 
             lazy.ISOLATED = False  # the doctor's checks load torch and TensorFlow (torch first)
             phases.enter(name, f"diagnosing {session.card.name}")

@@ -33,11 +33,10 @@ from typing import Any
 
 from parity import errors
 from parity.artifacts import Artifact
-from parity.backends import backends, maker
+from parity.backends import backends, get_exporter, maker
 from parity.errors import ParityError
-from parity.export import get_exporter
+from parity.runfiles import REFERENCE_TASK
 from parity.threads import available_cores
-from parity.worker import REFERENCE_TASK
 
 #: Seconds a single task may take before its worker is killed (``--timeout``).
 DEFAULT_TIMEOUT = 1800.0

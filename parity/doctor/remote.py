@@ -1,6 +1,7 @@
 """``parity doctor`` in a worker process: the checks run torch, TensorFlow and the runtimes,
-so they run in one worker (:mod:`parity.worker`, a ``doctor`` task) and the parent, which
-imports no framework, reads the findings back.
+so they run in one worker (:mod:`parity.worker`, a ``doctor`` task: the user's inputs by
+:func:`parity.doctor.registry.doctor_inputs`) and the parent, which imports no framework
+(nor the checks), reads the findings back.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from parity.doctor.findings import Finding
-from parity.doctor.registry import DoctorInputs
 from parity.errors import RuntimeFailure
 
 if TYPE_CHECKING:
@@ -24,36 +24,6 @@ if TYPE_CHECKING:
 
 #: The task's name in the run directory.
 DOCTOR_TASK = "doctor"
-
-
-def doctor_inputs(session: Any, options: dict[str, Any]) -> DoctorInputs:
-    """The user's inputs, from the command line's strings (in the worker: user code runs)."""
-    from parity.doctor.inputs import (
-        calibration_data,
-        call_user,
-        image_files,
-        load_object,
-        representative_batch,
-    )
-
-    calibration = calibration_data(options["calibration"], session.card.preprocess)
-    if options.get("representative"):
-        generator = load_object(options["representative"], "--representative")
-        calibration = call_user(lambda: representative_batch(generator), "--representative")
-    model = None
-    if options.get("model_object"):
-        target = options["model_object"]
-        model = call_user(load_object(target, "--model-object"), "--model-object")
-    preprocess = options.get("preprocess")
-    images = options.get("images")
-    return DoctorInputs(
-        preprocess=load_object(preprocess, "--preprocess") if preprocess else None,
-        images=image_files(Path(images)) if images else None,
-        count=int(options.get("count", 4)),
-        model=model,
-        calibration=calibration,
-        port=Path(options["port"]) if options.get("port") else None,
-    )
 
 
 def doctor_in_worker(

@@ -193,6 +193,7 @@ def _start(ray: Any, options: RayOptions) -> None:
             ) from None
         return
     ray.init(
+        address="local",  # a new cluster, even where `ray start` left one (or its address file)
         num_cpus=options.num_cpus or os.cpu_count() or 1,
         object_store_memory=options.object_store_memory,
         include_dashboard=False,

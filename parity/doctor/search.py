@@ -369,6 +369,8 @@ def search(
     """
     user_hw = (int(user.shape[2]), int(user.shape[3]))
     start, size_change = base_recipe(card_spec, user_hw)
+    if keeps_floats(user) and start.spec.resize is not None:
+        start = start.replace(pixel_rounding="none")  # e.g. tf.image.resize: not a fault
     all_changes = changes_for(card_spec, user_hw)
     first = _score(renderer, start, (*extra, *size_change), user)
     tried: list[Scored] = [first] if first is not None else []
@@ -413,6 +415,12 @@ def search(
             return SearchResult(card, best, _closest(tried, card), len(tried))
         frontier = sorted(level, key=lambda s: s.mean_abs)[:beam]
     return SearchResult(card, None, _closest(tried, card), len(tried))
+
+
+def keeps_floats(user: np.ndarray) -> bool:
+    """Whether the pipeline keeps resized pixels as floats: an 8-bit image under any
+    per-channel (or per-image) affine normalisation has at most 256 values per channel."""
+    return any(len(np.unique(channel)) > 257 for image in user for channel in image)
 
 
 def _closest(tried: Sequence[Scored], card: Scored, count: int = 3) -> list[Scored]:

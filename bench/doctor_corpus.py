@@ -31,7 +31,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import torch  # noqa: E402, F401  (before TensorFlow: the import-order trap)
 import torchvision  # noqa: E402, F401
 from doctor_corpus import PHOTOS, UNEXPLAINED, Case, cases, named_exactly, tf_cases  # noqa: E402
-from doctor_heldout import write_section  # noqa: E402
+from doctor_md import write_section  # noqa: E402
 
 from parity.doctor import diagnose_preprocessing  # noqa: E402
 from parity.doctor.effect import ModelJudge  # noqa: E402

@@ -32,6 +32,7 @@ import torch  # noqa: E402, F401  (before TensorFlow: the import-order trap)
 import torchvision  # noqa: E402, F401
 from doctor_corpus import named_exactly  # noqa: E402
 from doctor_heldout import HeldOut, heldout_cases  # noqa: E402
+from doctor_md import write_section  # noqa: E402
 
 from parity.doctor import PROBLEM, Finding, diagnose_calibration_stats  # noqa: E402
 from parity.doctor.inputs import representative_batch  # noqa: E402
@@ -63,19 +64,6 @@ def verdict(case: HeldOut, finding: Finding) -> tuple[bool, str]:
     if case.kind == "preprocessing":
         return named_exactly(factors, case.expected), said
     return all(e in finding.cause for e in case.expected), said
-
-
-def write_section(title: str, lines: list[str]) -> None:
-    """Replace (or append) the ``## title`` section of bench/doctor_corpus.md."""
-    path = ROOT / "bench" / "doctor_corpus.md"
-    text = path.read_text()
-    head = f"## {title}\n"
-    if head in text:
-        before, _, rest = text.partition(head)
-        after = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
-    else:
-        before, after = text.rstrip("\n") + "\n\n", ""
-    path.write_text(before + head + "\n" + "\n".join(lines) + "\n\n" + after)
 
 
 def _rows(path: Path) -> dict[str, tuple[str, str]]:

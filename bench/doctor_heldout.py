@@ -19,6 +19,7 @@ the held-out generators: LiteRT conversions, slow).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -87,7 +88,8 @@ def main() -> None:
     session = Session(RunConfig(model="mobilenet_v2"))
     cases = [c for c in heldout_cases(not args.no_tf) if not args.only or c.name in args.only]
     score = {"fault": 0, "clean": 0}
-    rows, seconds_by_kind = [], {kind: [] for kind in ("preprocessing", "model", "calibration")}
+    seconds_by_kind: dict[str, list[float]] = {"preprocessing": [], "model": [], "calibration": []}
+    rows = []
     before = _rows(args.before) if args.before else {}
     for case in cases:
         start = time.perf_counter()
@@ -142,8 +144,10 @@ def main() -> None:
         write_section(
             "Run time per check",
             [
-                "Median wall time of one check on the held-out cases (2 shared cores, load 6-10: "
-                "other sessions' suites ran alongside):",
+                "Median wall time of one check on the held-out cases, as the CLI runs it (2 "
+                f"shared cores, 1-min load average {os.getloadavg()[0]:.0f} at the end: other "
+                "sessions' suites ran alongside; 'calibration' here is the statistics of the "
+                "user's generator, the int8 conversion is `--calibration`):",
                 "",
                 "| check | cases | median s | max s |",
                 "|---|---|---|---|",

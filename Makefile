@@ -29,9 +29,10 @@ heavy: $(STAMP)
 	$(VENV)/bin/python -m pytest -m heavy
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check parity tests bench fixtures
-	$(VENV)/bin/ruff format --check parity tests bench fixtures
+	$(VENV)/bin/ruff check parity tests bench fixtures tools
+	$(VENV)/bin/ruff format --check parity tests bench fixtures tools
 	$(VENV)/bin/mypy parity
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/noise_floor.py

@@ -56,8 +56,9 @@ CHILD_EXPORT = r"""
 import json, os, sys, time
 T = time.perf_counter
 t0 = T()
-from parity.harness import RunConfig, Session
-from parity.export import get_exporter
+from parity.harness import RunConfig
+from parity.local import LocalSession as Session
+from parity.backends import get_exporter
 from parity import lazy
 out = {"import_parity_s": T() - t0}
 t = T(); lazy.torch(); out["import_torch_s"] = T() - t
@@ -418,7 +419,8 @@ def bench_inference(
     setup_rounds: int,
 ) -> dict[str, Any]:
     """Bare ORT vs the harness runner for each exporter of one model."""
-    from parity.harness import RunConfig, Session
+    from parity.harness import RunConfig
+    from parity.local import LocalSession as Session
 
     session = Session(RunConfig(model=model))
     results: dict[str, Any] = {"batch_shape": list(session.batch.shape), "taps": len(session.taps)}

@@ -131,7 +131,8 @@ def compare_and_threads(model: str) -> dict[str, Any]:
     from test_compare_real import formulas
 
     from parity.compare import compare_taps, prepare_reference
-    from parity.harness import RunConfig, Session, make_runner
+    from parity.harness import RunConfig, make_runner
+    from parity.local import LocalSession as Session
     from parity.variants import VARIANTS
 
     session = Session(RunConfig(model=model))

@@ -178,7 +178,8 @@ def bench_inference(
 ) -> dict[str, Any]:
     import numpy as np
 
-    from parity.harness import RunConfig, Session, make_runner
+    from parity.harness import RunConfig, make_runner
+    from parity.local import LocalSession as Session
     from parity.variants import VARIANTS
 
     session = Session(RunConfig(model=model, cache_root=cache_root))

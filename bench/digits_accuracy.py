@@ -42,8 +42,9 @@ from parity.backends import exporters
 from parity.backends.base import OUTPUT
 from parity.evaluate import EvalConfig, EvalResult, evaluate, scan_image_folder
 from parity.export import Exporter
-from parity.harness import RunConfig, Session, make_runner
+from parity.harness import RunConfig, make_runner
 from parity.lazy import package_version
+from parity.local import LocalSession as Session
 from parity.paths import cache_dir
 from parity.preprocess import preprocess_batch
 from parity.variants import VARIANTS, Variant

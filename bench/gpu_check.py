@@ -26,7 +26,8 @@ import numpy as np
 
 from parity import lazy
 from parity.doctor import diagnose_precision
-from parity.harness import RunConfig, Session, make_runner
+from parity.harness import RunConfig, make_runner
+from parity.local import LocalSession as Session
 from parity.result import VariantResult
 from parity.variants import VARIANTS
 

@@ -35,10 +35,11 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
+from parity.backends import get_exporter
 from parity.backends.litert.runner import LiteRTRunner
 from parity.compare import TapMetrics, tap_metrics
-from parity.export import get_exporter
-from parity.harness import RunConfig, Session, make_runner
+from parity.harness import RunConfig, make_runner
+from parity.local import LocalSession as Session
 from parity.variants import VARIANTS
 
 #: What each family's files are converted with (the report's first line).

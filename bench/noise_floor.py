@@ -13,7 +13,8 @@ import argparse
 from pathlib import Path
 
 from parity.compare import tap_metrics
-from parity.harness import RunConfig, Session, make_runner
+from parity.harness import RunConfig, make_runner
+from parity.local import LocalSession as Session
 from parity.variants import VARIANTS
 
 

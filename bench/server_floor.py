@@ -25,7 +25,8 @@ from typing import Any
 
 from parity import lazy
 from parity.compare import TapMetrics, tap_metrics
-from parity.harness import RunConfig, Session, make_runner
+from parity.harness import RunConfig, make_runner
+from parity.local import LocalSession as Session
 from parity.variants import VARIANTS
 
 CPU_VARIANTS = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from parity.export import get_exporter
+from parity.backends import get_exporter
 from parity.lazy import extra_for, installed
 
 if TYPE_CHECKING:

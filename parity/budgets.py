@@ -199,7 +199,7 @@ def _quantised_cosine(cosine: float) -> list[str]:
     """
     loose = 1.0 - _ceil1(QUANT_FACTOR * (1.0 - cosine))
     if loose > 0:
-        return [f"min_cosine = {loose:.6g}"]
+        return [f"min_cosine = {loose:.10g}"]  # .6g made 1 - 4e-7 a budget of 1: never met
     half = math.floor(cosine / 2 * 100) / 100
     return [f"min_cosine = {half:.2f}  # half the measured floor"] if half > 0 else []
 

@@ -28,7 +28,7 @@ from parity.backends import backends
 from parity.cli_project import add_parsers as add_project_parsers
 from parity.cli_project import list_command
 from parity.cli_project import run_command as run_project_command
-from parity.errors import ParityError
+from parity.errors import ParityError, environment_error
 from parity.paths import cache_dir
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -120,6 +120,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--strict", action="store_true", help="a variant that does not apply fails")
     run.add_argument("--rebuild", action="store_true", help="re-export even if cached")
     run.add_argument("--json", type=Path, metavar="FILE", help="also write a JSON report")
+    run.add_argument(
+        "--routes",
+        type=Path,
+        metavar="DIR",
+        help="compare the routes checked (which conversion to ship): print the table and "
+        "write DIR/routes.md and DIR/routes.json",
+    )
     run.add_argument("--summary", action="store_true", help="summary table only, no per-tap tables")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
     run.add_argument(
@@ -346,6 +353,16 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         write_json(report_to_dict(report), args.json)
         console.print(f"JSON report: {args.json}")
+    if args.routes:
+        from parity.render.routes import render_routes_json, render_routes_markdown
+        from parity.report import routes_table
+
+        model = report_to_dict(report)
+        console.print(routes_table(model))
+        args.routes.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(args.routes / "routes.md", render_routes_markdown(model))
+        atomic.write_text(args.routes / "routes.json", render_routes_json(model))
+        console.print(f"routes: {args.routes / 'routes.md'}, {args.routes / 'routes.json'}")
     return EXIT_PASS if report.passed else EXIT_FAIL
 
 
@@ -447,7 +464,6 @@ def _cmd_bundle(args: argparse.Namespace, console: Console) -> int:
     from parity.applicability import not_applicable_reason
     from parity.backends import backend
     from parity.bundle import write_bundle
-    from parity.export import get_exporter
     from parity.harness import RunConfig, Session
     from parity.lazy import installed
     from parity.variants import VARIANTS, resolve_variants
@@ -473,8 +489,10 @@ def _cmd_bundle(args: argparse.Namespace, console: Console) -> int:
                     applicable.append(variant)
                 else:
                     console.print(f"n/a {model} {variant.name}: {escape(reason)}", soft_wrap=True)
-            exporters = sorted({v.exporter for v in applicable if v.exporter})
-            artifacts = [session.cache.get(get_exporter(e), session.context) for e in exporters]
+            by_exporter = {v.exporter: v for v in applicable}
+            exporters = sorted(e for e in by_exporter if e is not None)
+            session.build(applicable)  # in the workers of the frameworks that make them
+            artifacts = [session.artifact(by_exporter[e]) for e in exporters]
             count += len(artifacts)
             source, sha = session.weights()
             entries.append(
@@ -550,33 +568,23 @@ def _cmd_doctor(args: argparse.Namespace, console: Console) -> int:
 
     from rich.table import Table
 
-    from parity.doctor import PROBLEM, DoctorInputs, evidence_lines, run_doctor
-    from parity.doctor.inputs import (
-        calibration_data,
-        call_user,
-        image_files,
-        load_object,
-        representative_batch,
-    )
+    from parity.doctor.findings import PROBLEM, evidence_lines
+    from parity.doctor.remote import doctor_in_worker
+    from parity.errors import RuntimeFailure
     from parity.harness import RunConfig, Session
 
     session = Session(RunConfig(model=args.model, weights=args.weights))
-    calibration = calibration_data(args.calibration, session.card.preprocess)
-    if args.representative:
-        generator = load_object(args.representative, "--representative")
-        calibration = call_user(lambda: representative_batch(generator), "--representative")
-    model = None
-    if args.model_object:
-        model = call_user(load_object(args.model_object, "--model-object"), "--model-object")
-    inputs = DoctorInputs(
-        preprocess=load_object(args.preprocess, "--preprocess") if args.preprocess else None,
-        images=image_files(args.images) if args.images else None,
-        count=args.count,
-        model=model,
-        calibration=calibration,
-        port=args.port,
-    )
-    findings = run_doctor(session, args.check, inputs)
+    options = {
+        "calibration": args.calibration, "representative": args.representative,
+        "model_object": args.model_object, "preprocess": args.preprocess,
+        "images": str(args.images) if args.images else None, "count": args.count,
+        "port": str(args.port) if args.port else None,
+    }  # fmt: skip
+    try:
+        findings = doctor_in_worker(session, args.check, options)
+    except RuntimeFailure as exc:  # the worker crashed or timed out: a failed run
+        console.print(f"[bold red]parity doctor: {escape(str(exc))}[/]")
+        return EXIT_FAIL
     table = Table(title=f"parity doctor: {session.card.name}", show_lines=True)
     for column in ("check", "status", "cause / fix", "evidence"):
         table.add_column(column)
@@ -651,6 +659,10 @@ def _main(argv: Sequence[str]) -> int:
         errors.print("parity: interrupted")
         return 130
     except Exception as exc:  # a bug in parity, not the user's input nor a failed check
+        refused = environment_error(exc)  # unless the machine refused (a full disk)
+        if refused is not None:
+            errors.print(f"[bold red]parity: error:[/] {escape(str(refused))}", soft_wrap=True)
+            return EXIT_USAGE
         if debug:
             errors.print(traceback.format_exc(), markup=False, highlight=False)
         where = _save_traceback()

@@ -109,11 +109,11 @@ def list_command(console: Console) -> int:
             "x".join(map(str, card.input_shape[1:])), "yes" if card.heavy else "", str(path),
         )  # fmt: skip
     variants = Table(title="runtime variants", title_justify="left")
-    for column in ("name", "family", "artifact", "installed", "description"):
+    for column in ("name", "family", "precision", "artifact", "installed", "description"):
         variants.add_column(column)
     for v in VARIANTS.values():
         ok = "[green]yes[/]" if installed(v.module) else "[red]no[/]"
-        variants.add_row(v.name, v.family, v.exporter or "-", ok, v.description)
+        variants.add_row(v.name, v.family, v.precision, v.exporter or "-", ok, v.description)
     images = Table(title=f"fixtures ({fixtures_dir})", title_justify="left")
     for column in ("name", "role", "file"):
         images.add_column(column)

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from parity.backends import Backend, backends
+from parity.backends import Backend, Variant, backend, backends
 from parity.backends.base import Runner
 from parity.errors import ArtifactError, ParityError
 from parity.preprocess import Layout
@@ -366,3 +366,17 @@ def _pick_output(path: Path, outputs: Sequence[TensorInfo], card: Any) -> tuple[
     if len(outputs) > 1:
         line += f", the only one of {len(outputs)} outputs with that shape"
     return output, line
+
+
+def external_variant(path: Path, runtime: str, what: str = "") -> Variant:
+    """The variant of a file made elsewhere: ``external_<runtime>``, run on the file."""
+    about = f" ({what})" if what else ""
+    return Variant(
+        f"external_{runtime}",
+        runtime,
+        "parity.external:ExternalRunner",
+        None,
+        f"{path.name}{about}, made elsewhere",
+        backend(runtime).module,
+        runs_on="file",
+    )

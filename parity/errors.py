@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,25 @@ class RuntimeFailure(Exception):
         self.artifact = artifact
 
 
+#: What the machine refuses, not parity nor the runtime: a full disk or quota, a file over
+#: the size limit, a read-only or forbidden folder.
+REFUSED_BY_THE_MACHINE = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+)
+
+
+def environment_error(exc: BaseException, doing: str = "writing") -> ParityError | None:
+    """An ``OSError`` the machine raised (:data:`REFUSED_BY_THE_MACHINE`) as one line naming
+    the file, else what was being done; ``None`` for anything else."""
+    if not isinstance(exc, OSError) or exc.errno not in REFUSED_BY_THE_MACHINE:
+        return None
+    where = exc.filename or doing
+    return ParityError(
+        f"{where}: {exc.strerror} (a full disk, or a folder parity may not write: free space "
+        "or make it writable; PARITY_CACHE_DIR moves the cache)"
+    )
+
+
 @contextlib.contextmanager
 def runtime_failure(what: str) -> Iterator[None]:
     """Around one call into a framework: whatever it raises is :class:`RuntimeFailure`
@@ -69,6 +89,9 @@ def runtime_failure(what: str) -> Iterator[None]:
     except (ParityError, RuntimeFailure):
         raise
     except Exception as exc:
+        refused = environment_error(exc, what)  # a full disk while it writes: not its fault
+        if refused is not None:
+            raise refused from exc
         text = str(exc).strip()
         first = text.splitlines()[0] if text else ""
         raise RuntimeFailure(f"{what}: {type(exc).__name__}: {first}".rstrip(": ")) from exc

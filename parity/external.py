@@ -61,7 +61,14 @@ from parity.artifacts import Artifact
 from parity.backends import Variant, backend
 from parity.backends.base import OUTPUT, Runner
 from parity.compare import compare_taps
-from parity.detect import Detection, Probe, detect, format_shape, sniff_runtime
+from parity.detect import (
+    Detection,
+    Probe,
+    detect,
+    external_variant,
+    format_shape,
+    sniff_runtime,
+)
 from parity.errors import ParityError, RuntimeFailure
 from parity.fixtures import file_sha256
 from parity.preprocess import Layout, to_layout
@@ -207,20 +214,6 @@ def inspect_artifact(
     return Inspection(probe, detection, explicit, external_variant(path, runtime, what))
 
 
-def external_variant(path: Path, runtime: str, what: str = "") -> Variant:
-    """The variant of a file made elsewhere: ``external_<runtime>``, run on the file."""
-    about = f" ({what})" if what else ""
-    return Variant(
-        f"external_{runtime}",
-        runtime,
-        "parity.external:ExternalRunner",
-        None,
-        f"{path.name}{about}, made elsewhere",
-        backend(runtime).module,
-        runs_on="file",
-    )
-
-
 def locate(session: Session, inspection: Inspection) -> ExternalPlan:
     """Run the first image once with every tensor exposed; locate the taps; build the runner.
 
@@ -347,12 +340,23 @@ def check_artifact(
     session: Session | None = None,
     tolerances: Path | None = None,
 ) -> VariantResult:
-    """pytest-friendly: check one file made elsewhere; pass ``session`` to share a reference."""
+    """pytest-friendly: check one file made elsewhere; pass ``session`` to share a reference.
+
+    The file is loaded and run in its runtime's worker process (the torch reference in
+    torch's), as ``parity run --artifact`` does: this process imports no framework.
+    """
     from parity.harness import RunConfig, Session
 
     if session is None:
         session = Session(RunConfig(model=model, tolerances=tolerances))
-    return check_external(session, path, runtime, tap_map, input_layout)
+    runtime, _what = sniff_runtime(Path(path), runtime)
+    external = {
+        "path": str(path), "runtime": runtime, "input_layout": input_layout,
+        "tap_map": str(tap_map) if tap_map is not None else None,
+    }  # fmt: skip
+    session.prefetch([], external)
+    assert session.external is not None
+    return session.external
 
 
 def assert_artifact_parity(path: Path | str, model: str = "mobilenet_v2", **kwargs: Any) -> None:

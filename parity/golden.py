@@ -403,7 +403,14 @@ class GoldenStore:
             return {key: data[key] for key in data.files}
 
     def record(self, fixture: str, tap: str) -> TapRecord:
-        return TapRecord.from_arrays(self.load(fixture), tap)
+        """One tap of one image's golden, or one line naming the file that lacks it."""
+        try:
+            return TapRecord.from_arrays(self.load(fixture), tap)
+        except KeyError as exc:
+            raise ParityError(
+                f"{self.npz_path(fixture)}: no array {exc} for tap '{tap}' (an incomplete "
+                f"golden); regenerate it: parity update-goldens --model {self.model}"
+            ) from None
 
     def write_obtained(
         self, fixture: str, variant: str, outputs: Mapping[str, np.ndarray], index: int

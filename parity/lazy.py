@@ -19,6 +19,12 @@ from parity.errors import MissingRuntimeError
 #: True in a backend's worker process (:mod:`parity.worker`): it imports one framework
 #: only, so TensorFlow is imported without torch (no import-order workaround needed).
 ISOLATED = False
+#: In a worker: TensorFlow's intra-op threads, set as it is imported. An export (the twin, a
+#: TFLite calibration) starts TF's thread pools at one thread per core before the Keras
+#: runner could set its count, so a cold worker ran the keras variant at another thread
+#: count than a warm one and its numbers moved (measured: two cold runs on one cache gave
+#: keras max_abs_norm values differing in the low bits; verdicts alike).
+TF_THREADS: int | None = None
 
 
 def installed(module: str) -> bool:
@@ -69,4 +75,9 @@ def tensorflow() -> ModuleType:
         torch()
     if ISOLATED:  # Keras imports scikit-learn for its estimator wrappers when installed:
         sys.modules.setdefault("sklearn", None)  # type: ignore[arg-type]  # 2-2.6 s a TF worker
-    return require("tensorflow")
+    first = "tensorflow" not in sys.modules
+    module = require("tensorflow")
+    if first and TF_THREADS:
+        module.config.threading.set_intra_op_parallelism_threads(TF_THREADS)
+        module.config.threading.set_inter_op_parallelism_threads(1)
+    return module

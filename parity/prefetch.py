@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parity.export import get_exporter
+from parity.backends import get_exporter
 from parity.lazy import installed
 from parity.result import VariantResult
+from parity.runfiles import REFERENCE_TASK, load_arrays
 from parity.variants import REFERENCE, VARIANTS, Variant
 from parity.weights import HandedWeights, cached_weights_sha256
-from parity.worker import REFERENCE_TASK, load_arrays
 from parity.workers import Job, TaskOutcome
 
 if TYPE_CHECKING:
@@ -29,7 +29,11 @@ if TYPE_CHECKING:
 
 
 def prefetch(
-    session: Session, variants: Sequence[Variant], external: dict[str, Any] | None = None
+    session: Session,
+    variants: Sequence[Variant],
+    external: dict[str, Any] | None = None,
+    reference: bool = False,
+    state_dict: bool = False,
 ) -> None:
     """Run the reference, ``variants`` and a file made elsewhere in worker processes.
 
@@ -37,11 +41,13 @@ def prefetch(
     ``config.jobs`` at a time; taps come back as memory-mapped ``.npy`` files. A
     worker that fails, crashes or times out on a variant makes that variant a failed
     result (see :meth:`Session.outputs`); bad input raises :class:`ParityError`.
+    ``reference`` runs the torch worker even when the reference is cached (it hands over
+    the weights; ``state_dict``: as a file too).
     """
     names = [v.name for v in session.applicable(variants) if v.name not in session._outputs]
     run_dir = Path(tempfile.mkdtemp(prefix="parity-run-"))
     session._release = weakref.finalize(session, shutil.rmtree, run_dir, True)
-    outcomes = session.run_workers(run_dir, names, external)
+    outcomes = session.run_workers(run_dir, names, external, reference, state_dict=state_dict)
     for name in names:
         outcome = outcomes[name]
         session._worker_seconds[name] = float(outcome.record.get("seconds", 0.0))
@@ -57,7 +63,7 @@ def prefetch(
         if outcome.error is None:
             session.external = pickle.loads((outcome.folder / "result.pkl").read_bytes())
         else:
-            from parity.external import external_variant
+            from parity.detect import external_variant
 
             variant = external_variant(Path(external["path"]), external["runtime"])
             session.external = VariantResult.failed_to_run(variant, outcome.error)
@@ -70,12 +76,15 @@ def run_workers(
     external: dict[str, Any] | None = None,
     reference: bool = False,
     adjust: Callable[[list[Job]], None] = lambda jobs: None,
+    run: bool = True,
+    state_dict: bool = False,
 ) -> dict[str, TaskOutcome]:
     """Plan and run the workers for the variants ``names`` in ``run_dir``; the outcomes.
 
     The reference is read from the cache or run in the torch worker (always with
-    ``reference``, which also hands over the weights); ``adjust`` edits the planned
-    jobs before they start (``parity eval`` turns runs into evaluations).
+    ``reference``, which also hands over the weights; ``state_dict``: as a file too);
+    ``adjust`` edits the planned jobs before they start (``parity eval`` turns runs into
+    evaluations); ``run=False`` only exports the variants' artifacts (``parity bundle``).
     """
     from parity.workers import Runs, default_jobs, plan, spread, threads_per_worker
 
@@ -95,12 +104,14 @@ def run_workers(
         e for e in {VARIANTS[n].exporter or "" for n in names} - {""}
         if known is not None and session.cache.is_cached(get_exporter(e), session.context)
     )  # fmt: skip
-    work = plan(names, VARIANTS, external, exporting, with_reference, in_cache)
+    work = plan(names, VARIANTS, external, exporting, with_reference, in_cache, run)
     if not with_reference and torch_here and _exports_keras(work):
         # The Keras export needs the weights as a file, which the reference task writes
         # (it reads the reference from the cache): e.g. a later prefetch of the plugin.
         with_reference = True
-        work = plan(names, VARIANTS, external, exporting, with_reference, in_cache)
+        work = plan(names, VARIANTS, external, exporting, with_reference, in_cache, run)
+    if state_dict and with_reference:  # the reference's job comes first
+        work[0].state_dict = True
     work = spread(work, jobs)
     adjust(work)
     outcomes = Runs(run_dir, config, jobs, session.config.timeout, session.progress).run(work)

@@ -323,3 +323,15 @@ def write_reports(gate: dict[str, Any], folder: Path) -> list[Path]:
         atomic.write_text(folder / name, render(gate))
         paths.append(folder / name)
     return paths
+
+
+def routes_table(model: dict[str, Any]) -> Table:
+    """The route comparison of one model's report dict (:mod:`parity.render.routes`)."""
+    from parity.render.routes import COLUMNS, format_cell, route_rows
+
+    table = Table(title=f"parity {model['model']}: routes", title_justify="left")
+    for title, _ in COLUMNS:
+        table.add_column(title)
+    for row in route_rows(model):
+        table.add_row(*(escape(format_cell(row[key])) for _, key in COLUMNS))
+    return table

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import shutil
+import tempfile
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -16,6 +18,7 @@ import numpy as np
 
 from parity.applicability import not_applicable_reason
 from parity.artifacts import Artifact, ArtifactCache, BuildContext
+from parity.backends import get_exporter
 from parity.backends.base import Runner
 from parity.bundle import Bundle
 from parity.compare import (
@@ -27,7 +30,6 @@ from parity.compare import (
     prepare_reference,
 )
 from parity.errors import RuntimeFailure
-from parity.export import get_exporter
 from parity.fixtures import Fixture, load_fixtures
 from parity.golden import (
     GoldenMoves,
@@ -46,9 +48,8 @@ from parity.result import (
     VariantResult,
 )
 from parity.taps import select_taps
-from parity.threads import REFERENCE_THREADS
 from parity.variants import REFERENCE, VARIANTS, Variant
-from parity.weights import HandedWeights, LoadedModel, Weights, cached_weights_sha256, load_model
+from parity.weights import HandedWeights, Weights, cached_weights_sha256
 from parity.workers import DEFAULT_TIMEOUT
 from parity.zoo import get_card
 
@@ -115,7 +116,10 @@ class Session:
     """Shared state of one model under test: card, weights, fixtures, reference, cache.
 
     Each piece is computed on first use and kept, so a pytest session or a benchmark can
-    check many variants without reloading weights or re-running the reference.
+    check many variants without reloading weights or re-running the reference. This
+    process imports no framework: the weights, the reference, exports and runs come from
+    worker processes (:meth:`prefetch`, or :meth:`need` for what was not prefetched);
+    :class:`parity.local.LocalSession` is the in-process side a worker uses.
     """
 
     def __init__(self, config: RunConfig, progress: Progress = lambda message: None) -> None:
@@ -136,7 +140,6 @@ class Session:
         self.reference_seconds = 0.0
         #: "cached" (read from the reference cache, no torch) or "computed" (torch ran now).
         self.reference_source = ""
-        self._model: LoadedModel | None = None
         #: Weights loaded by the torch worker (set in workers and after :meth:`prefetch`).
         self.handed: HandedWeights | None = None
         self._outputs: dict[str, tuple[dict[str, np.ndarray], Artifact | None]] = {}
@@ -168,23 +171,37 @@ class Session:
         )
 
     def model(self) -> Weights:
-        if self.handed is not None:
-            return self.handed
-        if self._model is None:
-            self.progress(
-                f"loading {self.card.name} weights ({self.config.weights or self.card.weights})"
-            )
-            self._model = load_model(self.card, self.config.weights)
-        return self._model
+        """The weights under test, handed over by the torch worker (never loaded here)."""
+        if self.handed is None or not self.handed.state_dict_path.is_file():
+            self.prefetch([], reference=True, state_dict=True)
+        if self.handed is None:
+            self._reference_ran()
+            raise RuntimeError("the torch worker handed no weights (a bug in parity)")
+        return self.handed
 
     def local_weights_sha256(self) -> str:
-        """The sha256 of the weights here: read without torch when cached, else loaded."""
-        if self._model is None:
-            known = cached_weights_sha256(self.card, self.config.weights)
-            if known is not None:
-                return known
-        self._reference_ran()
-        return self.model().sha256
+        """The sha256 of the weights here: read without torch when cached, else from the
+        torch worker."""
+        if self.handed is not None:
+            return self.handed.sha256
+        known = cached_weights_sha256(self.card, self.config.weights)
+        if known is not None:
+            return known
+        self.need(VARIANTS[REFERENCE])
+        if self.handed is None:
+            self._reference_ran()
+            raise RuntimeError("the torch worker handed no weights (a bug in parity)")
+        return self.handed.sha256
+
+    def need(self, variant: Variant) -> None:
+        """Run what this process lacks of ``variant`` (its outputs, its artifact; for the
+        reference: the reference taps and the weights) in worker processes: the
+        :attr:`fetch` hook when set (the plugin batches variants), else a prefetch of
+        ``variant`` alone. Nothing runs in this process."""
+        if self.fetch is not None:
+            self.fetch(variant)
+        else:
+            self.prefetch([] if variant.reference else [variant])
 
     def _reference_ran(self) -> None:
         """Raise :class:`RuntimeFailure` when the torch worker died before the reference."""
@@ -193,27 +210,23 @@ class Session:
 
     @functools.cached_property
     def reference(self) -> dict[str, np.ndarray]:
-        """Torch outputs for every tap on the fixture batch (from the reference cache if there)."""
-        if self.fetch is not None:
-            self.fetch(VARIANTS[REFERENCE])
-            if "reference" in self.__dict__:
-                fetched: dict[str, np.ndarray] = self.__dict__["reference"]
-                return fetched
+        """Torch outputs for every tap on the fixture batch: from the reference cache, or
+        run in the torch worker."""
         self._reference_ran()
-        key = self._reference_key(self.local_weights_sha256())
-        cached = self._cached_reference(key)
+        known = (
+            self.handed.sha256
+            if self.handed
+            else cached_weights_sha256(self.card, self.config.weights)
+        )
+        cached = self._cached_reference(self._reference_key(known)) if known else None
         if cached is not None:
             return cached
-        module = self.model().module
-        self.progress(f"running the torch reference on {len(self.fixtures)} images")
-        threads = min(self.config.threads, REFERENCE_THREADS)
-        with make_runner(VARIANTS[REFERENCE], module, threads) as runner:
-            start = time.perf_counter()
-            outputs = runner.run(self.batch, self.taps)
-            self.reference_seconds = time.perf_counter() - start
-        self.reference_source = "computed"
-        self.references.store(self.card.name, key, outputs)
-        return outputs
+        self.need(VARIANTS[REFERENCE])  # the worker run sets it
+        if "reference" in self.__dict__:
+            fetched: dict[str, np.ndarray] = self.__dict__["reference"]
+            return fetched
+        self._reference_ran()
+        raise RuntimeError("the torch worker returned no reference (a bug in parity)")
 
     def _reference_key(self, weights_sha256: str) -> str:
         return reference_key(
@@ -235,11 +248,32 @@ class Session:
         return prepare_reference(self.reference, self.taps)
 
     def artifact(self, variant: Variant) -> Artifact:
-        """The variant's artifact: from the bundle, or exported (cached) now."""
+        """The variant's artifact: from the bundle, or from the cache once a worker made it."""
         assert variant.exporter is not None
         if self.bundle is not None and self.bundle_model is not None:
             return self.bundle.artifact(self.bundle_model, variant.exporter)
-        return self.cache.get(get_exporter(variant.exporter), self.context)
+        exporter = get_exporter(variant.exporter)
+        if not self.cache.is_cached(exporter, self.context):
+            self.build([variant])
+        if not self.cache.is_cached(exporter, self.context):
+            raise RuntimeError(f"no worker exported {exporter.name} (a bug in parity)")
+        return self.cache.get(exporter, self.context)
+
+    def build(self, variants: Sequence[Variant]) -> None:
+        """Export the artifacts of ``variants`` in the workers of their frameworks (not run).
+
+        A failed export raises :class:`RuntimeFailure` naming it.
+        """
+        names = [v.name for v in variants if v.exporter is not None]
+        run_dir = Path(tempfile.mkdtemp(prefix="parity-build-"))
+        try:
+            outcomes = self.run_workers(run_dir, names, run=False)
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        self.cache.rebuild = False  # the workers rebuilt what --rebuild asked for
+        for name, outcome in sorted(outcomes.items()):
+            if name.startswith("export-") and outcome.error is not None:
+                raise RuntimeFailure(f"{name.removeprefix('export-')}: {outcome.error}")
 
     def weights(self) -> tuple[str, str]:
         """(source, sha256) of the weights under test, without torch in bundle mode."""
@@ -260,8 +294,6 @@ class Session:
         The torch variant returns the reference itself. Exceptions from the runtime
         propagate; :meth:`check` and :meth:`check_golden` turn them into failed results.
         """
-        if self.fetch is not None:
-            self.fetch(variant)
         if variant.reference:
             local = self.local_weights_sha256()
             if self.bundle_model is not None and local != self.weights()[1]:
@@ -271,18 +303,13 @@ class Session:
                     "rebuild the bundle (tox -e build)"
                 )
             return self.reference, None
+        if variant.name not in self._outputs and variant.name not in self._failures:
+            self.need(variant)
         if variant.name in self._failures:
             message, artifact = self._failures[variant.name]
             raise RuntimeFailure(message, artifact)
         if variant.name not in self._outputs:
-            # A torch variant that is not the reference runs on (a copy of) the module.
-            artifact = self.artifact(variant) if variant.exporter else None
-            source = artifact or self.model().module
-            self.progress(f"running {variant.name}")
-            with make_runner(variant, source, self.config.threads) as runner:
-                self._outputs[variant.name] = (runner.run(self.batch, self.taps), artifact)
-            if runner.executed:
-                self.executed[variant.name] = runner.executed
+            raise RuntimeError(f"no worker ran {variant.name} (a bug in parity)")
         return self._outputs[variant.name]
 
     #: Run the reference and the variants in worker processes (:mod:`parity.prefetch`).
@@ -302,7 +329,7 @@ class Session:
     def forget(self, variant: Variant) -> None:
         """Drop a judged variant's outputs (memory-mapped taps: their pages go with them).
 
-        For a caller done with the variant: :meth:`outputs` would run it again, here.
+        For a caller done with the variant: :meth:`outputs` would run it again, in a worker.
         """
         self._outputs.pop(variant.name, None)
 
@@ -442,11 +469,11 @@ class Session:
 
     def write_goldens(self) -> None:
         """(Re)write this model's goldens from the torch reference."""
-        loaded = self.model()
+        source, sha256 = self.weights()
         store = self._store(writing=True)
         store.write(
             self.fixtures, self.batch, self.reference, self.taps,
-            weights_source=loaded.source, weights_sha256=loaded.sha256,
+            weights_source=source, weights_sha256=sha256,
             spec=self.card.preprocess, versions=golden_versions(),
         )  # fmt: skip
         self.__dict__.pop("goldens", None)

@@ -424,25 +424,38 @@ def _atomic_save(torch: Any, state_dict: Mapping[str, Any], path: Path) -> None:
         torch.save(dict(state_dict), tmp)
 
 
+def class_names_path(card: ModelCard) -> Path | None:
+    """Where :func:`class_names` keeps the card's class names (None: the card has none)."""
+    if card.torchvision_weights is None or not lazy.installed("torchvision"):
+        return None
+    version = lazy.package_version("torchvision")
+    return cache_dir() / "class_names" / f"{card.torchvision_weights}-{version}.json"
+
+
+def cached_class_names(card: ModelCard) -> list[str] | None:
+    """The class names :func:`class_names` cached (the torch worker does), without torch."""
+    path = class_names_path(card)
+    if path is None or not path.is_file():
+        return None
+    categories: list[str] = json.loads(path.read_text())
+    return categories if len(categories) == card.num_classes else None
+
+
 def class_names(card: ModelCard) -> list[str] | None:
     """ImageNet class names from torchvision metadata (no download), if the card has them.
 
     Kept in the cache (per torchvision version), so that later calls import no torch.
     """
-    if card.torchvision_weights is None or not lazy.installed("torchvision"):
+    path = class_names_path(card)
+    if path is None:
         return None
-    version = lazy.package_version("torchvision")
-    path = cache_dir() / "class_names" / f"{card.torchvision_weights}-{version}.json"
-    if path.is_file():
-        categories: list[str] = json.loads(path.read_text())
-    else:
+    if not path.is_file():
         lazy.torch()
         import torchvision
 
-        enum = getattr(torchvision.models, card.torchvision_weights)
-        categories = list(next(iter(enum)).meta["categories"])
-        atomic.write_text(path, json.dumps(categories))
-    return categories if len(categories) == card.num_classes else None
+        enum = getattr(torchvision.models, str(card.torchvision_weights))
+        atomic.write_text(path, json.dumps(list(next(iter(enum)).meta["categories"])))
+    return cached_class_names(card)
 
 
 if __name__ == "__main__":  # python -m parity.weights CARD...: (re)write the shipped statistics

@@ -34,12 +34,10 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
-from parity.errors import ParityError, RuntimeFailure
+from parity.errors import ParityError, RuntimeFailure, environment_error
+from parity.runfiles import FAULT_ENV, REFERENCE_TASK, load_arrays, save_arrays
 
-#: Environment variable of the test-only fault injector (``task:phase``).
-FAULT_ENV = "PARITY_WORKER_FAULT"
-#: The reference task's name (its taps go to ``reference/``).
-REFERENCE_TASK = "reference"
+__all__ = ["FAULT_ENV", "REFERENCE_TASK", "load_arrays", "main", "save_arrays"]
 
 
 class Phases:
@@ -59,17 +57,6 @@ class Phases:
             raise AttributeError(f"injected bug in parity while {phase} ({task})")
         elif fault is not None:
             os.kill(os.getpid(), signal.SIGKILL)
-
-
-def save_arrays(folder: Path, arrays: dict[str, np.ndarray]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, value in arrays.items():
-        np.save(folder / f"{name}.npy", np.ascontiguousarray(value))
-
-
-def load_arrays(folder: Path, mmap: bool = True) -> dict[str, np.ndarray]:
-    """Taps written by a worker (memory-mapped: the pages are the file's, not the heap's)."""
-    return {p.stem: np.load(p, mmap_mode="r" if mmap else None) for p in folder.glob("*.npy")}
 
 
 def _artifact_record(artifact: Any) -> dict[str, Any] | None:
@@ -92,14 +79,15 @@ def _done(folder: Path, **record: Any) -> None:
 
 
 def _session(job: dict[str, Any], run_dir: Path) -> Any:
-    from parity.harness import RunConfig, Session
+    from parity.local import LocalSession
+    from parity.session import RunConfig
     from parity.weights import HandedWeights
 
     fields = dict(job["config"])
     for key in ("fixtures", "tolerances", "cache_root", "goldens", "bundle"):
         if fields.get(key) is not None:
             fields[key] = Path(fields[key])
-    session = Session(RunConfig(**{k: v for k, v in fields.items() if k in _CONFIG_FIELDS}))
+    session = LocalSession(RunConfig(**{k: v for k, v in fields.items() if k in _CONFIG_FIELDS}))
     session.__dict__["batch"] = np.load(run_dir / "batch.npy")
     weights = run_dir / "weights.json"
     if weights.is_file():
@@ -119,12 +107,15 @@ _CONFIG_FIELDS = (
 
 
 def _reference(session: Any, run_dir: Path, phases: Phases, state_dict: bool) -> None:
+    from parity.weights import class_names
+
     phases.enter(REFERENCE_TASK, "running the torch reference (or reading it from the cache)")
     save_arrays(run_dir / "reference", session.reference)
     if state_dict:
         phases.enter(REFERENCE_TASK, "writing the state_dict for the other workers")
         np.savez(run_dir / "state_dict.npz", **session.model().state_dict_numpy())
     source, sha256 = session.weights()
+    class_names(session.card)  # cached for the parent (parity eval's class folders)
     record = {"source": source, "sha256": sha256}
     (run_dir / "weights.json").write_text(json.dumps(record))
     _done(
@@ -135,8 +126,8 @@ def _reference(session: Any, run_dir: Path, phases: Phases, state_dict: bool) ->
 
 
 def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> None:
-    from parity.export import get_exporter
-    from parity.harness import make_runner
+    from parity.backends import get_exporter
+    from parity.session import make_runner
     from parity.variants import VARIANTS
 
     name, folder = task["name"], run_dir / task["name"]
@@ -147,6 +138,18 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
             phases.enter(name, f"exporting {task['exporter']}")
             artifact = session.cache.get(get_exporter(task["exporter"]), session.context)
             _done(folder, artifact=_artifact_record(artifact), seconds=time.perf_counter() - start)
+            return
+        if task["kind"] == "doctor":
+            from parity.doctor import run_doctor
+            from parity.doctor.registry import doctor_inputs
+
+            lazy.ISOLATED = False  # the doctor's checks load torch and TensorFlow (torch first)
+            phases.enter(name, f"diagnosing {session.card.name}")
+            inputs = doctor_inputs(session, task["options"])
+            findings = run_doctor(session, task["checks"], inputs)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "findings.pkl").write_bytes(pickle.dumps(findings))
+            _done(folder, seconds=time.perf_counter() - start)
             return
         if task["kind"] == "external":
             from parity.external import check_external
@@ -222,6 +225,7 @@ def main(argv: list[str]) -> int:
     job_path = Path(argv[0])
     job = json.loads(job_path.read_text())
     lazy.ISOLATED = True
+    lazy.TF_THREADS = job["config"].get("threads")
     run_dir = job_path.parent
     phases = Phases(run_dir / f"phases.{job.get('name', job['backend'])}.log")
     phases.enter("worker", "importing parity")
@@ -239,6 +243,10 @@ def main(argv: list[str]) -> int:
     except RuntimeFailure as exc:  # torch failed on the reference: it and its job fail
         _done(run_dir / current, error=str(exc))
     except Exception as exc:  # a bug in parity: the parent raises it (exit 3)
+        refused = environment_error(exc, f"parity's {current} task")  # e.g. a full disk
+        if refused is not None:
+            _done(run_dir / current, parity_error=str(refused), error_class="ParityError")
+            return 0
         message = f"{type(exc).__name__}: {str(exc).strip()}"
         _done(run_dir / current, internal_error=traceback.format_exc(), message=message)
     return 0

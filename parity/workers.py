@@ -33,11 +33,10 @@ from typing import Any
 
 from parity import errors
 from parity.artifacts import Artifact
-from parity.backends import backends, maker
+from parity.backends import backends, get_exporter, maker
 from parity.errors import ParityError
-from parity.export import get_exporter
+from parity.runfiles import REFERENCE_TASK
 from parity.threads import available_cores
-from parity.worker import REFERENCE_TASK
 
 #: Seconds a single task may take before its worker is killed (``--timeout``).
 DEFAULT_TIMEOUT = 1800.0
@@ -107,6 +106,7 @@ def plan(
     exporting: bool,
     with_reference: bool = True,
     cached: frozenset[str] = frozenset(),
+    run: bool = True,
 ) -> list[Job]:
     """The jobs for ``variant_names`` (non-reference) and a file made elsewhere.
 
@@ -117,7 +117,8 @@ def plan(
     already in the cache: no worker is started to export them (a warm run of ONNX Runtime
     starts no torch worker). A backend's runs are grouped by the artifacts they wait for,
     so in a cold run each group starts as soon as its files are made (LiteRT's fp32 runs
-    while the int8 file is still converting) instead of after every export.
+    while the int8 file is still converting) instead of after every export. ``run=False``:
+    the exports only.
     """
     jobs: dict[tuple[str, frozenset[str]], Job] = {}
     reference = next(v for v in variants.values() if v.reference)
@@ -149,9 +150,10 @@ def plan(
                     first.state_dict = True
                 if owner != variant.family:
                     waits.add(f"export-{exporter}")
-        job(variant.family, frozenset(waits)).tasks.append(
-            {"kind": "run", "name": name, "variant": name}
-        )
+        if run:
+            job(variant.family, frozenset(waits)).tasks.append(
+                {"kind": "run", "name": name, "variant": name}
+            )
     if external is not None:
         job(external["runtime"]).tasks.append({"kind": "external", "name": "external", **external})
     for each in jobs.values():  # exports before runs
@@ -304,7 +306,9 @@ class Runs:
         log = self.run_dir / f"phases.{job.name}.log"
         log.touch()
         offset = log.stat().st_size
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        # Hash randomisation off: tf2onnx's graph rewrites follow set order (export/tf2onnx.py).
+        python_path = os.pathsep.join(p for p in sys.path if p)
+        env = dict(os.environ, PYTHONPATH=python_path, PYTHONHASHSEED="0")
         self.progress(f"worker {job.name}: {', '.join(t['name'] for t in tasks) or 'reference'}")
         stderr = (self.run_dir / f"stderr.{job.name}.log").open("ab")
         process = subprocess.Popen(

@@ -21,6 +21,7 @@ if importlib.util.find_spec("torchvision") is not None:
     import torchvision  # noqa: F401
 
 from parity.harness import RunConfig, Session
+from parity.local import LocalSession
 from parity.result import VariantResult
 from parity.variants import VARIANTS
 
@@ -40,12 +41,27 @@ def parity_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def session_for(parity_cache: Path) -> Callable[[str], Session]:
-    """One shared :class:`Session` per model (weights, batch and reference computed once)."""
+    """One shared :class:`Session` per model: its weights, reference, exports and variants
+    run in worker processes (as the CLI's), so this process imports no framework for them."""
     sessions: dict[str, Session] = {}
 
     def get(model: str) -> Session:
         if model not in sessions:
             sessions[model] = Session(RunConfig(model=model))
+        return sessions[model]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def local_session_for(parity_cache: Path) -> Callable[[str], LocalSession]:
+    """One in-process :class:`LocalSession` per model, for tests of code that runs a
+    framework here on purpose (the doctor's checks on a torch module, a twin's build)."""
+    sessions: dict[str, LocalSession] = {}
+
+    def get(model: str) -> LocalSession:
+        if model not in sessions:
+            sessions[model] = LocalSession(RunConfig(model=model))
         return sessions[model]
 
     return get

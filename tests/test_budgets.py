@@ -135,7 +135,6 @@ def test_no_budgets_invocation_passes_a_broken_conv(
     conv in features.5 read by OpenVINO: fails at features.5 under the written budgets, and
     under those of every subset of what was measured (every other invocation), unless refused.
     """
-    pytest.importorskip("openvino")
     from parity.backends.openvino.runner import OpenVINORunner
     from parity.faults import perturb_onnx_conv
     from parity.variants import VARIANTS
@@ -182,3 +181,10 @@ def test_no_budgets_invocation_passes_a_broken_conv(
     for subset in ([r for _, r in runs if "bf16" in r.variant],):
         with pytest.raises(LooseBudget):
             rules_text(Measurement(model, 16, "0" * 64, measurement.taps, {"fp32": subset}))
+
+
+def test_a_quantised_cosine_budget_near_one_stays_under_the_measured_floor():
+    from parity.budgets import _quantised_cosine
+
+    (line,) = _quantised_cosine(0.99999984)  # fp16 stem of mobilenet_v3_small (litert-torch)
+    assert 0.9999990 < float(line.split("=")[1].split("#")[0]) < 0.99999984

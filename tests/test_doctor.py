@@ -35,8 +35,8 @@ IMAGES = 4
 
 
 @pytest.fixture(scope="module")
-def session(session_for: Callable[[str], Session]) -> Session:
-    return session_for(MODEL)
+def session(local_session_for: Callable[[str], Session]) -> Session:
+    return local_session_for(MODEL)  # the checks run torch and TF here, on purpose
 
 
 @pytest.fixture(scope="module")

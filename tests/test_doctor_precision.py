@@ -50,9 +50,12 @@ def judged(session: Session, name: str, outputs: dict[str, Any]) -> VariantResul
 
 
 @pytest.fixture(scope="module")
-def runs(session_for: Callable[[str], Session]) -> dict[str, dict[str, Any]]:
+def runs(
+    session_for: Callable[[str], Session], local_session_for: Callable[[str], Session]
+) -> dict[str, dict[str, Any]]:
     session = session_for(MODEL)
-    with make_runner(VARIANTS["torch"], tf32_module(session.model().module), 2) as runner:
+    module = local_session_for(MODEL).model().module  # torch here, to emulate TF32
+    with make_runner(VARIANTS["torch"], tf32_module(module), 2) as runner:
         tf32 = runner.run(session.batch, session.taps)
     strict, _ = session.outputs(VARIANTS["torch_compile"])
     return {"tf32": tf32, "strict": strict}

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ from parity.config import load_gate_config
 from parity.errors import ParityError
 from parity.fixtures import Fixture, load_fixtures
 from parity.golden import GoldenStore
+from parity.harness import Session
 from parity.paths import bundled_dir
 from parity.preprocess import (
     MAX_IMAGE_PIXELS,
@@ -391,10 +392,18 @@ def accepted_version(root: Path, count: int = 6) -> float:
     return version
 
 
-@pytest.fixture
-def golden_root(tmp_path: Path) -> Path:
-    root = tmp_path / "goldens"
+@pytest.fixture(scope="module")
+def golden_set_v1(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Version 1 of the synthetic set, written once by the writer script."""
+    root = tmp_path_factory.mktemp("v1") / "goldens"
     assert write_set(root, 1) == (0, "")
+    return root
+
+
+@pytest.fixture
+def golden_root(golden_set_v1: Path, tmp_path: Path) -> Path:
+    """A fresh copy of version 1 (lock file included) for one test to update or break."""
+    root = shutil.copytree(golden_set_v1, tmp_path / "goldens")
     assert accepted_version(root) == 1.0
     return root
 
@@ -507,6 +516,76 @@ def test_disk_full_writing_a_report_leaves_no_file_and_no_litter(tmp_path: Path)
     assert sorted(p.name for p in target.parent.iterdir()) == ["summary.md"]
 
 
+@pytest.fixture
+def immutable() -> Iterator[Callable[[Path], Path]]:
+    """``immutable(folder)``: nothing can be created in it, not even by root (tests run as
+    root, which chmod does not stop): ``chattr +i``, undone at teardown."""
+    frozen: list[Path] = []
+
+    def freeze(folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"chattr +i is not available here: {done.stderr.strip()}")
+        frozen.append(folder)
+        return folder
+
+    yield freeze
+    for folder in frozen:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_read_only_folders_are_one_line_errors(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    immutable: Callable[[Path], Path],
+):
+    """``parity init`` in a read-only project folder, ``parity run`` with a read-only cache
+    (it was an internal error): one line naming the folder, exit 2."""
+    project = immutable(tmp_path / "project")
+    monkeypatch.chdir(project)
+    one_line_error(capsys, ["init"], str(project), "Operation not permitted")
+    assert not any(project.iterdir())
+    monkeypatch.chdir(tmp_path)
+    cache = immutable(tmp_path / "cache")
+    monkeypatch.setenv("PARITY_CACHE_DIR", str(cache))
+    one_line_error(capsys, ["run", "-q", "-r", "ort_torchscript"], str(cache), "not permitted")
+
+
+# A parity command with writes past a size limit failing (EFBIG, as on a full disk).
+LIMITED = """
+import resource, signal, sys
+from parity.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # inherited by the workers: EFBIG, not a kill
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.torch
+@pytest.mark.onnxruntime
+def test_disk_full_in_the_cache_is_one_line_and_leaves_no_artifact(
+    session_for: Callable[[str], Session], parity_cache: Path, tmp_path: Path
+):
+    """The ONNX export (14 MB) cannot be written under a 12 MB limit: it was an internal
+    error (a failed variant before the worker boundary); the export leaves nothing behind."""
+    _ = session_for("mobilenet_v2").reference  # weights and reference cached, linked below
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for folder in ("weights", "reference"):
+        (cache / folder).symlink_to(parity_cache / folder)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PARITY_CACHE_DIR": str(cache)}
+    argv = [sys.executable, "-c", LIMITED, str(12 * 2**20), "run", "-q", "-r", "ort_torchscript"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert len(lines) == 1 and "File too large" in lines[0], lines
+    assert "torch.onnx.export (dynamo=False)" in lines[0], lines
+    left = [p.name for p in (cache / "artifacts").rglob("*") if not p.name.endswith(".lock")]
+    assert left == ["mobilenet_v2"], left
+
+
 def test_json_path_under_an_existing_file_is_one_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ):
@@ -541,6 +620,25 @@ def test_malformed_provenance_and_a_missing_tap_are_one_line_errors(golden_root:
     store.provenance_path.write_bytes(b"\xff")
     with pytest.raises(ParityError, match="not valid JSON"):
         store.provenance()
+
+
+def test_a_golden_npz_missing_one_tap_is_a_one_line_error(golden_root: Path):
+    """Consistent provenance (its sha256 matches), but one image's npz lacks a tap."""
+    store = GoldenStore(golden_root, "m")
+    npz = store.npz_path("img00")
+    with np.load(npz) as data:
+        kept = {key: data[key] for key in data.files if not key.startswith("stem/")}
+    np.savez(npz, **kept)
+    provenance = json.loads(store.provenance_path.read_text())
+    provenance["images"]["img00"]["npz_sha256"] = hashlib.sha256(npz.read_bytes()).hexdigest()
+    store.provenance_path.write_text(json.dumps(provenance))
+    fixtures = [Fixture(f"img{i:02d}", golden_root / f"img{i:02d}.png", "0" * 64) for i in range(6)]
+    batch = np.zeros((6, 3, 4, 4), np.float32)
+    store.check_fresh(fixtures, batch, PreprocessSpec(), lambda: None, SYNTHETIC_TAPS)
+    assert store.record("img00", "logits").full is not None
+    with pytest.raises(ParityError, match="no array 'stem/shape' for tap 'stem'") as info:
+        store.record("img00", "stem")
+    assert str(npz) in str(info.value) and "update-goldens --model m" in str(info.value)
 
 
 # -- 2. one boundary: user input exits 2, a bug exits 3, never 1 -----------------------

@@ -89,12 +89,13 @@ def test_changed_preprocessing_is_stale_and_says_what(tmp_path: Path, goldens_co
 
 @pytest.mark.torch
 def test_changed_weights_are_stale(
-    session_for: Callable[[str], Session], tmp_path: Path, goldens_copy: Path
+    local_session_for: Callable[[str], Session], tmp_path: Path, goldens_copy: Path
 ):
     import torch
 
     state = {
-        k: v.clone() for k, v in session_for("mobilenet_v2").model().module.state_dict().items()
+        k: v.clone()
+        for k, v in local_session_for("mobilenet_v2").model().module.state_dict().items()
     }
     state["features.3.conv.1.0.weight"] *= 1.01
     path = tmp_path / "tuned.pt"

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from parity.harness import Session, make_runner
+from parity.local import LocalSession
 from parity.preprocess import tensor_sha256
 from parity.reference import ReferenceCache, reference_key
 from parity.taps import select_taps
@@ -74,7 +75,9 @@ def test_an_unseen_tap_list_computes_the_reference_with_torch(warm: Session, tmp
     assert "reference: computed" in done.stdout
 
 
-def test_cached_reference_equals_torch_and_a_damaged_file_is_a_miss(warm: Session):
+def test_cached_reference_equals_torch_and_a_damaged_file_is_a_miss(
+    warm: Session, local_session_for: Callable[[str], LocalSession]
+):
     input_sha256 = tensor_sha256(warm.batch)
     key = reference_key(
         warm.local_weights_sha256(), input_sha256, warm.taps, warm.card.preprocess.sha256
@@ -82,7 +85,8 @@ def test_cached_reference_equals_torch_and_a_damaged_file_is_a_miss(warm: Sessio
     cache = ReferenceCache()
     cached = cache.load(warm.card.name, key, warm.taps)
     assert cached is not None
-    with make_runner(VARIANTS["torch"], warm.model().module, 1) as runner:
+    module = local_session_for(warm.card.name).model().module  # torch here, on purpose
+    with make_runner(VARIANTS["torch"], module, 1) as runner:
         now = runner.run(warm.batch, warm.taps)
     for tap in warm.taps:
         np.testing.assert_array_equal(cached[tap.name], now[tap.name], tap.name)

@@ -104,8 +104,10 @@ def test_state_dict_file_round_trip(session_for: Callable[[str], Session], tmp_p
     assert reloaded.sha256 == loaded.sha256 == state_dict_sha256(loaded.module.state_dict())
 
 
-def test_state_dict_missing_key_names_it(session_for: Callable[[str], Session], tmp_path: Path):
-    state = dict(session_for("resnet18").model().module.state_dict())
+def test_state_dict_missing_key_names_it(
+    local_session_for: Callable[[str], Session], tmp_path: Path
+):
+    state = dict(local_session_for("resnet18").model().module.state_dict())
     del state["layer2.1.conv1.weight"]
     path = tmp_path / "partial.pt"
     torch.save(state, path)
@@ -163,8 +165,8 @@ def test_class_names_come_from_torchvision_metadata():
     assert names is not None and len(names) == 1000 and names[281] == "tabby"
 
 
-def test_torch_runner_refuses_training_mode(session_for: Callable[[str], Session]):
-    session = session_for("resnet18")
+def test_torch_runner_refuses_training_mode(local_session_for: Callable[[str], Session]):
+    session = local_session_for("resnet18")
     module = session.model().module
     module.train()
     try:

@@ -218,3 +218,10 @@ def extras() -> dict[str, str]:
 def markers() -> dict[str, str]:
     """pytest marker -> description, one per backend."""
     return {b.name: b.description for b in backends().values()}
+
+
+def get_exporter(name: str) -> Exporter:
+    """The exporter registered under ``name`` by the backend whose framework makes it."""
+    if name not in exporters():
+        raise ParityError(f"unknown exporter {name!r}; known: {', '.join(exporters())}")
+    return exporters()[name]

@@ -202,3 +202,33 @@ def run_doctor(
         raise ParityError(f"unknown doctor check(s) {unknown}; known: {', '.join(CHECKS)}")
     given = inputs if inputs is not None else DoctorInputs(**options)
     return [CHECKS[name].run(session, given) for name in chosen]
+
+
+def doctor_inputs(session: Any, options: dict[str, Any]) -> DoctorInputs:
+    """The user's inputs, from the command line's strings (in the worker: user code runs)."""
+    from parity.doctor.inputs import (
+        calibration_data,
+        call_user,
+        image_files,
+        load_object,
+        representative_batch,
+    )
+
+    calibration = calibration_data(options["calibration"], session.card.preprocess)
+    if options.get("representative"):
+        generator = load_object(options["representative"], "--representative")
+        calibration = call_user(lambda: representative_batch(generator), "--representative")
+    model = None
+    if options.get("model_object"):
+        target = options["model_object"]
+        model = call_user(load_object(target, "--model-object"), "--model-object")
+    preprocess = options.get("preprocess")
+    images = options.get("images")
+    return DoctorInputs(
+        preprocess=load_object(preprocess, "--preprocess") if preprocess else None,
+        images=image_files(Path(images)) if images else None,
+        count=int(options.get("count", 4)),
+        model=model,
+        calibration=calibration,
+        port=Path(options["port"]) if options.get("port") else None,
+    )

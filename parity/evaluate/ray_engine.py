@@ -97,17 +97,19 @@ def evaluate_ray(
     from parity.variants import REFERENCE
 
     start = time.perf_counter()
-    session, variants = open_session(config, progress)
-    payloads, failures = _build(session, [v.name for v in variants[1:]], progress)
-    prepared = select(config, session, variants)
-    for name in prepared.names:
-        if name in failures:
-            prepared.scores[name].error = failures[name]
-    running = [n for n in prepared.names if n not in failures]
     started = not ray.is_initialized()
-    if started:
-        _start(ray, options)
     try:
+        if started and options.address is not None:  # a wrong address fails before exports
+            _start(ray, options)
+        session, variants = open_session(config, progress)
+        payloads, failures = _build(session, [v.name for v in variants[1:]], progress)
+        prepared = select(config, session, variants)
+        for name in prepared.names:
+            if name in failures:
+                prepared.scores[name].error = failures[name]
+        running = [n for n in prepared.names if n not in failures]
+        if started and options.address is None:  # a local cluster, once the exports are made
+            _start(ray, options)
         progress(f"Ray cluster: {_describe(ray.cluster_resources())}")
         rows = _dataset(ray, prepared, options, running, payloads)
         progress(
@@ -116,7 +118,7 @@ def evaluate_ray(
         )
         parts = _collect(rows, prepared, progress, on_batch)
     finally:
-        if started:
+        if started and ray.is_initialized():
             ray.shutdown()
     reference = parts.pop(REFERENCE)
     for name in (REFERENCE, *running):
@@ -135,9 +137,9 @@ def _build(
     """Weights and artifacts, made by the local workers (as the local engine does): what
     each actor needs (the state_dict or the artifact's files), and the variants that
     cannot run (their artifact could not be made)."""
-    from parity.export import get_exporter
+    from parity.backends import get_exporter
+    from parity.runfiles import REFERENCE_TASK
     from parity.variants import REFERENCE, VARIANTS
-    from parity.worker import REFERENCE_TASK
     from parity.workers import _chain
 
     def exports_only(jobs: list[Any]) -> None:
@@ -181,9 +183,17 @@ def _build(
 
 def _start(ray: Any, options: RayOptions) -> None:
     if options.address is not None:
-        ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
+        try:
+            ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError) as exc:
+            raise ParityError(
+                f"--address {options.address}: {exc} (a cluster with token authentication, "
+                "Ray's default, needs RAY_AUTH_MODE=token and its token here: "
+                "~/.ray/auth_token or RAY_AUTH_TOKEN)"
+            ) from None
         return
     ray.init(
+        address="local",  # a new cluster, even where `ray start` left one (or its address file)
         num_cpus=options.num_cpus or os.cpu_count() or 1,
         object_store_memory=options.object_store_memory,
         include_dashboard=False,

@@ -168,10 +168,14 @@ def open_session(config: EvalConfig, progress: Progress) -> tuple[Session, list[
 def select(config: EvalConfig, session: Session, variants: list[Variant]) -> Prepared:
     """Scan the dataset (after the weights: a training source may write it) and select."""
     from parity.applicability import not_applicable_reason
-    from parity.weights import class_names
+    from parity.weights import cached_class_names, class_names_path
 
     card = session.card
-    folder = scan_image_folder(config.data, card.num_classes, class_names(card))
+    names_path = class_names_path(card)
+    if names_path is not None and not names_path.is_file():  # the torch worker caches them
+        session.prefetch([], reference=True)
+        session.release()
+    folder = scan_image_folder(config.data, card.num_classes, cached_class_names(card))
     selected = select_indices(len(folder.images), config.limit)
     indices = shard_indices(selected, config.shard)
     if not indices:

@@ -15,8 +15,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from parity.errors import ParityError
-
 if TYPE_CHECKING:
     from parity.artifacts import BuildContext
 
@@ -55,12 +53,3 @@ class Exporter:
         module, _, attr = self.target.partition(":")
         fn: ExportFunction = getattr(importlib.import_module(module), attr)
         return fn
-
-
-def get_exporter(name: str) -> Exporter:
-    """The exporter registered under ``name`` by the backend whose framework makes it."""
-    from parity.backends import exporters
-
-    if name not in exporters():
-        raise ParityError(f"unknown exporter {name!r}; known: {', '.join(exporters())}")
-    return exporters()[name]

@@ -31,32 +31,36 @@ The tap value of ``L`` is the one value that a node of ``L`` produces and that a
 outside ``L`` consumes or the graph returns (so ``MatMul`` -> ``BiasAdd`` stays inside
 ``fc``: trap 2). No value or several is a :class:`~parity.errors.TapError` naming the
 tap. Each located value's shape is then checked against the Keras layer's output shape
-to find the layout of the taps (NCHW), never assumed.
+to find the layout of the taps (NCHW), never assumed. Values computed from tensor shapes
+only (``Shape`` and what follows from it: a Reshape's target shape) are never tap values:
+depending on the order tf2onnx rewrites the graph in, ``flatten``'s batch size stays a
+``Shape -> Slice -> Concat`` path whose slice is consumed by a node tf2onnx made up. The
+conversion itself is pinned (:mod:`parity.export.tf2onnx_convert`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import io
-import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from parity import lazy
-from parity.errors import ArtifactError, TapError, runtime_failure
+from parity.errors import ArtifactError, RuntimeFailure, TapError
+from parity.export.tf2onnx_convert import OPSET, convert
+
+__all__ = [
+    "OPSET",
+    "export_tf2onnx",
+    "layer_of",
+    "locate_tap_values",
+    "node_layers",
+    "shape_values",
+    "tap_layout",
+]
 
 if TYPE_CHECKING:
     from parity.artifacts import BuildContext
-
-#: ONNX opset of the conversion: inside the range tf2onnx 1.17 tests (14-18) and equal to
-#: the TorchScript export's (:data:`parity.export.onnx.TORCHSCRIPT_OPSET`), so both ONNX
-#: artifacts of a model run the same operator versions in ONNX Runtime. The ops these
-#: graphs use (Conv, Clip, Relu, Pad, Add, Mul, MaxPool, GlobalAveragePool, Reshape,
-#: MatMul, Transpose) compute the same float32 results at 15 (tf2onnx's default) and 17.
-OPSET = 17
 
 _MADE_UP = re.compile(r"__\d+$")  # tf2onnx's names for nodes it creates or renames
 _OUTPUT_INDEX = re.compile(r":\d+$")
@@ -112,6 +116,21 @@ def node_layers(model: Any, layers: Iterable[str]) -> list[set[str]]:
     return owners
 
 
+def shape_values(model: Any) -> set[str]:
+    """Values computed from tensor shapes alone: a ``Shape`` node's output, and the outputs of
+    nodes whose every input is such a value or a constant (graph order is topological)."""
+    graph = model.graph
+    constants = {init.name for init in graph.initializer}
+    found: set[str] = set()
+    for node in graph.node:
+        computed = [v for v in node.input if v and v not in constants]
+        if node.op_type == "Constant":
+            constants.update(node.output)
+        elif node.op_type == "Shape" or (computed and all(v in found for v in computed)):
+            found.update(node.output)
+    return found
+
+
 def locate_tap_values(
     model: Any, tap_layers: Mapping[str, str], layers: Iterable[str]
 ) -> dict[str, str]:
@@ -119,12 +138,13 @@ def locate_tap_values(
     graph = model.graph
     owners = node_layers(model, layers)
     outputs = {o.name for o in graph.output}
+    shapes = shape_values(model)
     located = {}
     for tap, layer in tap_layers.items():
         inside = [i for i, owner in enumerate(owners) if layer in owner]
         if not inside:
             raise TapError(f"tap '{tap}': no node of Keras layer '{layer}' in the tf2onnx graph")
-        produced = [v for i in inside for v in graph.node[i].output]
+        produced = [v for i in inside for v in graph.node[i].output if v not in shapes]
         used_outside = {
             v for i, node in enumerate(graph.node) if layer not in owners[i] for v in node.input
         }
@@ -188,31 +208,16 @@ def tap_layout(
     return layout or "NCHW"
 
 
-@contextlib.contextmanager
-def frozen_heap() -> Iterator[None]:
-    """The objects alive now are left out of garbage collection until the block ends.
-
-    tf2onnx deep-copies its graph before every optimiser pass; the copies it drops are
-    cyclic garbage that only a full collection frees, and CPython defers full collections
-    while the long-lived objects (~330k once TensorFlow and Keras are imported) outnumber
-    the new ones four to one. Frozen, they no longer count: the copies are freed as they
-    go (mobilenet_v2: peak RSS 1.95 -> 1.7 GB; the export is unchanged).
-    """
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
 def export_tf2onnx(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> dict[str, Any]:
-    """Convert the cached Keras artifact to ``out``; metadata carries the ORT tap map."""
+    """Convert the cached Keras artifact to ``out``; metadata carries the ORT tap map.
+
+    A conversion, or a tap location on the converted graph, that fails is a
+    :class:`RuntimeFailure` (the variant fails with the message), not bad input.
+    """
     keras_artifact = ctx.artifact("keras")
-    tf = lazy.tensorflow()
+    lazy.tensorflow()
     keras = lazy.require("keras")
     onnx = lazy.require("onnx")
-    tf2onnx = lazy.require("tf2onnx")
     try:
         model = keras.models.load_model(keras_artifact.path, compile=False)
     except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors, ...
@@ -220,32 +225,25 @@ def export_tf2onnx(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> 
             f"{keras_artifact.path}: Keras cannot load it ({type(exc).__name__}: {exc})"
         ) from None
     opset = int(options.get("opset", OPSET))
-    spec = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="input"),)
-    # tf2onnx logs every optimiser pass and TF prints graph-building chatter.
-    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
-    with (
-        runtime_failure("tf2onnx failed converting the Keras twin"),
-        contextlib.redirect_stdout(io.StringIO()),
-        contextlib.redirect_stderr(io.StringIO()),
-        frozen_heap(),
-    ):
-        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
-        onnx.checker.check_model(proto, full_check=True)
+    proto = convert(model, keras_artifact.path, out, opset)
     (graph_input,) = proto.graph.input
     dims = [d.dim_value or None for d in graph_input.type.tensor_type.shape.dim]
-    if dims[1:] != list(model.input_shape[1:]):  # NHWC, as the Keras model takes it
-        raise ArtifactError(
-            f"{out}: tf2onnx input '{graph_input.name}' has shape {dims}, "
-            f"expected NHWC {list(model.input_shape)}"
-        )
-    onnx.save(proto, str(out))
-
     tap_layers = keras_artifact.metadata["runner_options"]["tap_layers"]
     layers = [layer.name for layer in model.layers]
-    tap_values = locate_tap_values(proto, tap_layers, layers)
     keras_shapes = {
         tap: tuple(model.get_layer(layer).output.shape) for tap, layer in tap_layers.items()
     }
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+        if dims[1:] != list(model.input_shape[1:]):  # NHWC, as the Keras model takes it
+            raise TapError(
+                f"tf2onnx input '{graph_input.name}' has shape {dims}, "
+                f"expected NHWC {list(model.input_shape)}"
+            )
+        tap_values = locate_tap_values(proto, tap_layers, layers)
+        layout = tap_layout(proto, tap_values, keras_shapes)
+    except (TapError, onnx.checker.ValidationError) as exc:
+        raise RuntimeFailure(f"tf2onnx's graph: {exc}") from exc
     return {
         "exporter": "tf2onnx.convert.from_keras",
         "opset": opset,
@@ -253,7 +251,7 @@ def export_tf2onnx(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> 
         "source_keras_key": keras_artifact.key,
         "runner_options": {
             "input_layout": "NHWC",
-            "tap_layout": tap_layout(proto, tap_values, keras_shapes),
+            "tap_layout": layout,
             "tap_values": tap_values,
         },
     }

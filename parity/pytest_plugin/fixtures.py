@@ -76,10 +76,15 @@ def parity_doctor(
     ``preprocess=``); assert on ``finding.status`` and read ``finding.cause``.
     """
 
+    local: dict[str, Any] = {}
+
     def doctor(model: str, checks: Sequence[str] | None = None, **options: Any) -> list[Any]:
         from parity.doctor import run_doctor
+        from parity.local import LocalSession
 
-        torch_first()  # some checks run frameworks in this process
-        return run_doctor(parity_session(model), checks, **options)
+        torch_first()  # the checks run frameworks in this process, on the user's objects
+        if model not in local:
+            local[model] = LocalSession(parity_session(model).config)
+        return run_doctor(local[model], checks, **options)
 
     return doctor

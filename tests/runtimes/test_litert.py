@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from parity.backends import get_exporter
 from parity.backends.litert.runner import LiteRTRunner, dequantize, keras_layer_of, quantize
 from parity.compare import compare_taps
 from parity.errors import ArtifactError, ParityError, RuntimeFailure, TapError
-from parity.export import get_exporter
 from parity.export.keras.artifact import tap_layers, twin_for
 from parity.export.tflite import convert_keras_model, output_layer, representative_batch
 from parity.harness import Session, make_runner

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from parity.backends import Backend, Variant
 from parity.export import Exporter
+from parity.export.tf2onnx_convert import RECIPE as TF2ONNX_RECIPE
 
 _KERAS = ("torch", "tensorflow-cpu", "keras")
 
@@ -34,7 +35,7 @@ BACKEND = Backend(
                  imports=("torch", "tensorflow", "keras")),
         Exporter("tf2onnx", "parity.export.tf2onnx:export_tf2onnx", "model.onnx",
                  ("torch", "tensorflow-cpu", "keras", "tf2onnx", "onnx"), requires=("keras",),
-                 imports=("tensorflow", "tf2onnx", "onnx")),
+                 options={"recipe": TF2ONNX_RECIPE}, imports=("tensorflow", "tf2onnx", "onnx")),
         Exporter("keras_savedmodel", "parity.export.tflite:export_saved_model", "saved_model.pb",
                  _KERAS, requires=("keras",), imports=("tensorflow", "keras")),
         *(_tflite(mode) for mode in ("fp32", "fp16", "dynamic", "int8", "int8_io")),

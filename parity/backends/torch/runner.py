@@ -182,10 +182,20 @@ class TorchRunner(Runner):
             runtime_failure(f"{self.name}: torch failed running the model"),
         ):
             output = self.forward(batch)
+            self.executed = self._executed(output)
         result = {name: _numpy(value) for name, value in self._captured.items()}
         self._captured.clear()
         result[OUTPUT] = _numpy(output)
         return result
+
+    def _executed(self, output: Any) -> str | None:
+        """What the forward pass computed in: autocast's dtype, TF32 where cuDNN allowed it
+        (read inside :func:`tf32_mode`); ``None`` for plain fp32 on the CPU."""
+        if self.autocast:
+            return f"{str(output.dtype).removeprefix('torch.')} (autocast)"
+        if self.device == "cpu":
+            return None
+        return "tf32 (cuDNN convolutions)" if self.torch.backends.cudnn.allow_tf32 else "fp32"
 
     @staticmethod
     def _hook(module: Any, tap: Tap, captured: dict[str, Any]) -> Any:

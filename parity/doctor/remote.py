@@ -1,0 +1,53 @@
+"""``parity doctor`` in a worker process: the checks run torch, TensorFlow and the runtimes,
+so they run in one worker (:mod:`parity.worker`, a ``doctor`` task: the user's inputs by
+:func:`parity.doctor.registry.doctor_inputs`) and the parent, which imports no framework
+(nor the checks), reads the findings back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from parity.doctor.findings import Finding
+from parity.errors import RuntimeFailure
+
+if TYPE_CHECKING:
+    from parity.session import Session
+
+#: The task's name in the run directory.
+DOCTOR_TASK = "doctor"
+
+
+def doctor_in_worker(
+    session: Session, checks: Sequence[str] | None, options: dict[str, Any]
+) -> list[Finding]:
+    """Run the doctor's ``checks`` in a worker on ``session``'s model; its findings.
+
+    Bad input (an unknown check, a module that does not import) raises the worker's
+    :class:`~parity.errors.ParityError` here; a crash raises :class:`RuntimeFailure`.
+    """
+    from parity.variants import REFERENCE, VARIANTS
+    from parity.workers import Job, Runs
+
+    run_dir = Path(tempfile.mkdtemp(prefix="parity-doctor-"))
+    try:
+        np.save(run_dir / "batch.npy", session.batch)
+        task = {"kind": DOCTOR_TASK, "name": DOCTOR_TASK, "checks": checks, "options": options}
+        job = Job(VARIANTS[REFERENCE].family, [task])
+        config = dataclasses.asdict(session.config)
+        runs = Runs(run_dir, config, 1, session.config.timeout, session.progress)
+        outcome = runs.run([job])[DOCTOR_TASK]
+        if outcome.error is not None:
+            raise RuntimeFailure(f"the doctor could not finish: {outcome.error}")
+        findings: list[Finding] = pickle.loads((outcome.folder / "findings.pkl").read_bytes())
+        return findings
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)

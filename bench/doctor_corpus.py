@@ -36,7 +36,8 @@ from doctor_md import write_section  # noqa: E402
 from parity.doctor import diagnose_preprocessing  # noqa: E402
 from parity.doctor.effect import ModelJudge  # noqa: E402
 from parity.doctor.inputs import as_path_function  # noqa: E402
-from parity.harness import RunConfig, Session  # noqa: E402
+from parity.harness import RunConfig  # noqa: E402
+from parity.local import LocalSession  # noqa: E402
 from parity.zoo import get_card  # noqa: E402
 
 
@@ -137,7 +138,7 @@ def main() -> None:
 
 def judged(args: argparse.Namespace) -> None:
     """The corpus as the CLI runs it: the card's model judges differences by effect."""
-    session = Session(RunConfig(model="resnet18"))
+    session = LocalSession(RunConfig(model="resnet18"))
     corpus: list[Case] = cases() + ([] if args.no_tf else tf_cases())
     corpus += [Case(name, fn, ("<unexplained>",), PHOTOS) for name, fn in UNEXPLAINED]
     rows, right, times = [], {"fault": 0, "control": 0}, []

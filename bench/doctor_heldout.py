@@ -38,10 +38,11 @@ from doctor_md import write_section  # noqa: E402
 from parity.doctor import PROBLEM, Finding, diagnose_calibration_stats  # noqa: E402
 from parity.doctor.inputs import representative_batch  # noqa: E402
 from parity.doctor.registry import CHECKS, DoctorInputs  # noqa: E402
-from parity.harness import RunConfig, Session  # noqa: E402
+from parity.harness import RunConfig  # noqa: E402
+from parity.local import LocalSession  # noqa: E402
 
 
-def diagnose(session: Session, case: HeldOut) -> Finding:
+def diagnose(session: LocalSession, case: HeldOut) -> Finding:
     """The finding the CLI would give for this case's object."""
     if case.kind == "preprocessing":
         inputs = DoctorInputs(preprocess=case.obj, images=case.images)
@@ -85,7 +86,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="write bench/doctor_corpus.md")
     parser.add_argument("--calibration", action="store_true", help="time the int8 check")
     args = parser.parse_args()
-    session = Session(RunConfig(model="mobilenet_v2"))
+    session = LocalSession(RunConfig(model="mobilenet_v2"))
     cases = [c for c in heldout_cases(not args.no_tf) if not args.only or c.name in args.only]
     score = {"fault": 0, "clean": 0}
     seconds_by_kind: dict[str, list[float]] = {"preprocessing": [], "model": [], "calibration": []}
@@ -160,7 +161,7 @@ def main() -> None:
         )
 
 
-def time_calibration(session: Session, cases: list[HeldOut]) -> list[float]:
+def time_calibration(session: LocalSession, cases: list[HeldOut]) -> list[float]:
     """The full int8 calibration check on each held-out generator, timed."""
     from parity.doctor import diagnose_calibration
 

@@ -135,7 +135,6 @@ def test_no_budgets_invocation_passes_a_broken_conv(
     conv in features.5 read by OpenVINO: fails at features.5 under the written budgets, and
     under those of every subset of what was measured (every other invocation), unless refused.
     """
-    pytest.importorskip("openvino")
     from parity.backends.openvino.runner import OpenVINORunner
     from parity.faults import perturb_onnx_conv
     from parity.variants import VARIANTS

@@ -24,8 +24,6 @@ from parity.evaluate import EvalConfig, EvalResult, evaluate
 from parity.weights import class_names
 from parity.zoo import get_card
 
-pytest.importorskip("ray")
-
 MODEL = "mobilenet_v2"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "images"
 

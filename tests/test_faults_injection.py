@@ -392,10 +392,18 @@ def accepted_version(root: Path, count: int = 6) -> float:
     return version
 
 
-@pytest.fixture
-def golden_root(tmp_path: Path) -> Path:
-    root = tmp_path / "goldens"
+@pytest.fixture(scope="module")
+def golden_set_v1(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Version 1 of the synthetic set, written once by the writer script."""
+    root = tmp_path_factory.mktemp("v1") / "goldens"
     assert write_set(root, 1) == (0, "")
+    return root
+
+
+@pytest.fixture
+def golden_root(golden_set_v1: Path, tmp_path: Path) -> Path:
+    """A fresh copy of version 1 (lock file included) for one test to update or break."""
+    root = shutil.copytree(golden_set_v1, tmp_path / "goldens")
     assert accepted_version(root) == 1.0
     return root
 

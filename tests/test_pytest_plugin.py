@@ -361,3 +361,29 @@ def test_xdist_workers_export_once_and_write_one_merged_report(
     refused = run("-n", "2", *MODEL, *ORT, "--parity-update-goldens")
     assert refused.ret == pytest.ExitCode.USAGE_ERROR
     refused.stderr.fnmatch_lines(["*--parity-update-goldens*cannot run under pytest-xdist*"])
+
+
+def test_files_listed_in_tool_parity_are_tests_too(
+    run: Run, pytester: pytest.Pytester, session_for
+):
+    """[tool.parity] artifacts: one generated test per shipped file; a broken one fails."""
+    from parity.faults import perturb_onnx_conv
+    from parity.variants import VARIANTS
+
+    exported = session_for("mobilenet_v2").artifact(VARIANTS["ort_dynamo"]).path
+    good, broken = pytester.path / "good.onnx", pytester.path / "broken.onnx"
+    good.write_bytes(exported.read_bytes())
+    perturb_onnx_conv(exported, broken, "features.7")
+    (pytester.path / "parity.toml").write_text(
+        'models = ["mobilenet_v2"]\n'
+        'artifacts = [{path = "good.onnx"}, {path = "broken.onnx", runtime = "onnxruntime"}]\n'
+    )
+    result = run(*MODEL, *ORT, "-v", "-k", "shipped")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_parity[[]mobilenet_v2-shipped-good.onnx[]] PASSED*",
+            "*test_parity[[]mobilenet_v2-shipped-broken.onnx[]] FAILED*",
+            "*broken.onnx: first divergent tap 'features.7'*",
+        ]
+    )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from parity.errors import ParityError, RuntimeFailure
-from parity.pytest_plugin.options import ParityCase
+from parity.pytest_plugin.options import SHIPPED_INDEX, ParityCase
 from parity.pytest_plugin.state import RunFailed
 from parity.pytest_plugin.verdicts import image_verdict, rejudged, tap_table_lines
 
@@ -27,6 +27,9 @@ def check(plugin: ParityPlugin, case: ParityCase) -> None:
     """Judge one image; ``pytest.fail`` with a readable message if it does not pass."""
     from parity.variants import VARIANTS
 
+    if case.index == SHIPPED_INDEX:
+        check_shipped(plugin, case)
+        return
     variant = VARIANTS[case.variant]
     if case.model in plugin.rewritten:  # like --force-regen: never green while regenerating
         pytest.fail(
@@ -208,3 +211,25 @@ def accept_text(
     if plugin.options.fixtures is None and plugin.options.goldens is None:
         text += f"\n  (or: {shlex.join(['parity', 'update-goldens', '--model', case.model])})"
     return text
+
+
+def check_shipped(plugin: ParityPlugin, case: ParityCase) -> None:
+    """A file the project ships vs torch now, through the ``parity check --artifact`` path."""
+    from parity.config import load_gate_config
+    from parity.harness import RunConfig, run_parity
+
+    (shipped,) = [a for a in load_gate_config().shipped(case.card) if str(a.path) == case.fixture]
+    config = RunConfig(
+        model=case.model, fixtures=plugin.options.fixtures, tolerances=plugin.options.tolerances,
+        artifact=shipped.path, artifact_runtime=shipped.runtime, tap_map=shipped.taps,
+        input_layout=shipped.layout,
+    )  # fmt: skip
+    try:
+        result = run_parity(config, modes=("live",)).results[-1]
+    except ParityError as exc:
+        pytest.fail(f"{shipped.path}: {exc}", pytrace=False)
+    if result.error is not None:
+        pytest.fail(f"{shipped.path}: {result.error}", pytrace=False)
+    assert result.verdict is not None
+    if not result.passed:
+        pytest.fail(f"{shipped.path}: {result.verdict.explain()}", pytrace=False)

@@ -6,12 +6,20 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from parity.errors import ParityError
 from parity.pytest_plugin.checks import check
-from parity.pytest_plugin.options import ALL_IMAGES, PARITY_MARKER, ParityCase, ParityOptions
+from parity.pytest_plugin.options import (
+    ALL_IMAGES,
+    PARITY_MARKER,
+    SHIPPED,
+    SHIPPED_INDEX,
+    ParityCase,
+    ParityOptions,
+)
 from parity.pytest_plugin.state import STATE, ParityPlugin, plugin_of, torch_first
 from parity.pytest_plugin.verdicts import has_rate_budgets
 
@@ -162,6 +170,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                     )
                     marks = [pytest.mark.parity, getattr(pytest.mark, variant.family)]
                     params.append(pytest.param(case, id=case.id, marks=marks))
+            params += _shipped(model, session.card.name)
     except ParityError as exc:  # e.g. a bad --parity-fixtures folder: one line, no traceback
         raise pytest.Collector.CollectError(f"parity: {exc}") from None
     metafunc.parametrize("parity_case", params)
+
+
+def _shipped(model: str, card: str) -> list[Any]:
+    """One test per file the project ships of ``model`` ([tool.parity] artifacts), vs torch."""
+    from parity.config import load_gate_config
+    from parity.detect import sniff_runtime
+
+    params = []
+    for shipped in load_gate_config().shipped(card):
+        runtime = sniff_runtime(shipped.path, shipped.runtime)[0]
+        case = ParityCase(model, card, SHIPPED, runtime, SHIPPED_INDEX, str(shipped.path))
+        marks = [pytest.mark.parity, getattr(pytest.mark, runtime)]
+        params.append(pytest.param(case, id=f"{card}-shipped-{shipped.path.name}", marks=marks))
+    return params

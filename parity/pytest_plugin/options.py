@@ -112,6 +112,11 @@ class ParityOptions:
         )
 
 
+#: The ``variant`` and ``index`` of a case checking a file the project ships ([tool.parity]
+#: artifacts; its ``fixture`` is the file's path, its ``family`` the runtime that runs it).
+SHIPPED, SHIPPED_INDEX = "shipped", -2
+
+
 @dataclasses.dataclass(frozen=True)
 class ParityCase:
     """One generated test: one image of one variant of one model."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from parity.errors import ParityError, RuntimeFailure
-from parity.pytest_plugin.options import ParityCase, ParityOptions
+from parity.pytest_plugin.options import SHIPPED_INDEX, ParityCase, ParityOptions
 
 if TYPE_CHECKING:
     import numpy as np
@@ -191,6 +191,8 @@ class ParityPlugin:
         from parity.variants import VARIANTS
 
         for case in filter(None, map(_case, session.items)):
+            if case.index == SHIPPED_INDEX:  # a file the project ships: run on its own
+                continue
             collected = self.collected.setdefault(case.model, [])
             if VARIANTS[case.variant] not in collected:
                 collected.append(VARIANTS[case.variant])

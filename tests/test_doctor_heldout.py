@@ -96,3 +96,18 @@ def test_precision_on_the_model_object(local_session_for: Any, name: str, status
     assert all(e in finding.cause for e in case.expected), finding.cause
     if status == OK:
         assert "channels_last memory format" in finding.cause
+
+
+@pytest.mark.keras
+@pytest.mark.heavy
+@pytest.mark.parametrize(
+    "name", ["tf-image-antialias", "tf-squash-central-crop", "tf-data-resize-with-pad"]
+)
+def test_tf_pipelines_keep_floats_and_are_named(local_session_for: Any, name: str) -> None:
+    """tf.image.resize keeps floats: not a fault; letterbox sized in float32 as TF does."""
+    case = {c.name: c for c in heldout_cases(with_tf=True)}[name]
+    finding = _diagnose(local_session_for(MODEL), case)
+    if not case.expected:
+        assert finding.status == OK, finding.cause
+        return
+    assert named_exactly(finding.evidence["factors"], case.expected), finding.cause

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from parity.backends import get_exporter
+from parity.backends import export_chain, get_exporter
 from parity.lazy import extra_for, installed
 
 if TYPE_CHECKING:
@@ -19,16 +19,15 @@ if TYPE_CHECKING:
     from parity.zoo import ModelCard
 
 
-def _chain(exporter: str) -> list[str]:
-    """``exporter`` and every exporter its artifact is built from."""
-    names = [exporter]
-    for upstream in get_exporter(exporter).requires:
-        names.extend(_chain(upstream))
-    return names
-
-
 def _missing(module: str, why: str) -> str:
     return f"{module} is not installed ({why}); pip install 'parity[{extra_for(module)}]'"
+
+
+def _card_key(exporter: str) -> tuple[str, str] | None:
+    """The card key (and its name) the artifact of ``exporter`` is built from, if any."""
+    return next(
+        (k for e in export_chain(exporter) if (k := get_exporter(e).card_key) is not None), None
+    )
 
 
 def _twinless_routes(variant: Variant) -> str:
@@ -39,7 +38,7 @@ def _twinless_routes(variant: Variant) -> str:
     suffix = get_exporter(variant.exporter or "").filename.rpartition(".")[2]
     routes: dict[str, bool] = {}
     for other in variants().values():
-        if other.exporter is not None and "keras" not in _chain(other.exporter):
+        if other.exporter is not None and _card_key(other.exporter) is None:
             same = get_exporter(other.exporter).filename.endswith(f".{suffix}")
             routes[other.family] = routes.get(other.family, False) or same
     return ", ".join(sorted(routes, key=lambda family: not routes[family]))
@@ -57,10 +56,12 @@ def not_applicable_reason(variant: Variant, card: ModelCard, exporting: bool = T
         return unavailable
     if variant.exporter is None:
         return None
-    chain = _chain(variant.exporter)
-    if "keras" in chain and card.keras_twin is None:
+    chain = export_chain(variant.exporter)[::-1]  # its own exporter first
+    needed = _card_key(variant.exporter)
+    if needed is not None and getattr(card, needed[0]) is None:
+        key, what = needed
         return (
-            f"{card.name} has no Keras twin (card key 'keras_twin'); the {variant.name} artifact "
+            f"{card.name} has no {what} (card key '{key}'); the {variant.name} artifact "
             f"is made from it. Routes that apply: {_twinless_routes(variant)}, or your own "
             "file: parity check --artifact FILE (or [tool.parity] artifacts)"
         )

@@ -30,6 +30,7 @@ from parity.cli_project import list_command
 from parity.cli_project import run_command as run_project_command
 from parity.errors import ParityError, environment_error
 from parity.paths import cache_dir
+from parity.zoo import DEFAULT_MODEL
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -101,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--model", "-m", default="mobilenet_v2", help="model card name or .toml path")
+    run.add_argument("--model", "-m", default=DEFAULT_MODEL, help="model card name or .toml path")
     run.add_argument(
         "--runtime",
         "-r",
@@ -220,7 +221,7 @@ def _parser() -> argparse.ArgumentParser:
         "process. See parity/evaluate/.",
     )
     evals.add_argument("--data", type=Path, required=True, metavar="DIR", help="ImageFolder root")
-    evals.add_argument("--model", "-m", default="mobilenet_v2", help="model card name or .toml")
+    evals.add_argument("--model", "-m", default=DEFAULT_MODEL, help="model card name or .toml")
     evals.add_argument(
         "--runtime",
         "-r",
@@ -282,7 +283,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run diagnostic checks and print each cause with its evidence and fix; "
         "exit 0 if every check is ok (or skipped), 1 if any finds a problem, 2 bad input.",
     )
-    doctor.add_argument("--model", "-m", default="mobilenet_v2", help="model card name")
+    doctor.add_argument("--model", "-m", default=DEFAULT_MODEL, help="model card name")
     doctor.add_argument(
         "--check",
         action="append",
@@ -403,6 +404,7 @@ def _cmd_check(args: argparse.Namespace, console: Console) -> int:
             config = RunConfig(
                 model=models[0], fixtures=gate.fixtures, tolerances=gate.tolerances,
                 threads=gate.threads, artifact=artifact, strict=args.strict or gate.strict,
+                jobs=args.jobs, timeout=args.timeout,
             )  # fmt: skip
             reports.append(run_parity(config, progress, ("live",)))
         for model in [] if args.artifact else models:

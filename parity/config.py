@@ -33,6 +33,7 @@ from parity.schema import (
     string,
     table,
 )
+from parity.zoo import DEFAULT_MODEL
 
 _NAMES = list_of(string(), nonempty=True)
 
@@ -79,7 +80,7 @@ class ShippedArtifact:
 class GateConfig:
     """What ``parity check`` runs."""
 
-    models: tuple[str, ...] = ("mobilenet_v2",)
+    models: tuple[str, ...] = (DEFAULT_MODEL,)
     runtimes: tuple[str, ...] | None = None
     report: Path | None = None
     live: bool = True
@@ -124,7 +125,7 @@ def load_gate_config(path: Path | None = None) -> GateConfig:
         return base / table_[key] if key in table_ else None
 
     runtimes = table_.get("runtimes")
-    models = tuple(table_.get("models", ["mobilenet_v2"]))
+    models = tuple(table_.get("models", [DEFAULT_MODEL]))
     artifacts = []
     for index, entry in enumerate(table_.get("artifacts", [])):
         if "model" not in entry and len(models) != 1:

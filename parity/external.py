@@ -74,6 +74,7 @@ from parity.fixtures import file_sha256
 from parity.preprocess import Layout, to_layout
 from parity.tapmatch import TapMapEntry, TapMatch, load_tap_map, match_summary, match_taps
 from parity.taps import Tap
+from parity.zoo import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from parity.harness import Session
@@ -332,7 +333,7 @@ def check_external(
 
 def check_artifact(
     path: Path | str,
-    model: str = "mobilenet_v2",
+    model: str = DEFAULT_MODEL,
     *,
     runtime: str | None = None,
     tap_map: Path | str | None = None,
@@ -359,7 +360,7 @@ def check_artifact(
     return session.external
 
 
-def assert_artifact_parity(path: Path | str, model: str = "mobilenet_v2", **kwargs: Any) -> None:
+def assert_artifact_parity(path: Path | str, model: str = DEFAULT_MODEL, **kwargs: Any) -> None:
     """Fail (AssertionError) with the first divergent tap unless every compared tap passes."""
     result = check_artifact(path, model, **kwargs)
     if result.error is not None:

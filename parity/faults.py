@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
+from parity.backends.litert.internals import ops_details
 from parity.backends.onnxruntime.runner import Scope, torch_scope
 from parity.errors import TapError
 
@@ -93,7 +94,7 @@ def scale_tflite_conv(source: Path, target: Path, scope: str, factor: float = 1.
     interpreter.allocate_tensors()
     names = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
     content = source.read_bytes()
-    for op in interpreter._get_ops_details():
+    for op in ops_details(interpreter):
         output = names[int(op["outputs"][0])]
         if op["op_name"] == "CONV_2D" and scope in output:
             weight = interpreter.get_tensor(int(op["inputs"][1]))

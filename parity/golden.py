@@ -483,6 +483,12 @@ def golden_moves(
     names = [f.name for f in fixtures]
     changes += [f"fixture removed: {n}" for n in sorted(set(old.images) - set(names))]
     changes += [f"fixture added: {n}" for n in names if n not in old.images]
+    changes += [
+        f"input changed: {f.name}"
+        for index, f in enumerate(fixtures)
+        if f.name in old.images
+        and old.images[f.name]["input_sha256"] != tensor_sha256(batch[index])
+    ]
     old_taps = {t["name"] for t in old.data["taps"]}
     changes += [f"tap added: {t.name}" for t in taps if t.name not in old_taps]
     moved: dict[str, TapMetrics] = {}

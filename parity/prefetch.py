@@ -105,7 +105,7 @@ def run_workers(
         if known is not None and session.cache.is_cached(get_exporter(e), session.context)
     )  # fmt: skip
     work = plan(names, VARIANTS, external, exporting, with_reference, in_cache, run)
-    if not with_reference and torch_here and _exports_keras(work):
+    if not with_reference and torch_here and _hands_state_dict(work):
         # The Keras export needs the weights as a file, which the reference task writes
         # (it reads the reference from the cache): e.g. a later prefetch of the plugin.
         with_reference = True
@@ -132,6 +132,11 @@ def run_workers(
     return outcomes
 
 
-def _exports_keras(work: Sequence[Any]) -> bool:
-    """Whether a plan's jobs export the Keras twin (which needs the handed state_dict)."""
-    return any(task.get("exporter") == "keras" for job in work for task in job.tasks)
+def _hands_state_dict(work: Sequence[Any]) -> bool:
+    """Whether a plan's jobs export an artifact that needs the weights handed as a file."""
+    return any(
+        "state_dict" in get_exporter(task["exporter"]).handoff
+        for job in work
+        for task in job.tasks
+        if task["kind"] == "export"
+    )

@@ -16,6 +16,7 @@ from parity import atomic
 from parity.errors import ParityError
 from parity.fixtures import MANIFEST, load_manifest
 from parity.paths import DEFAULT_CARDS, PARITY_TOML, bundled_dir, parity_table
+from parity.zoo import DEFAULT_MODEL
 
 EXAMPLE_CARD = """\
 # An example model card: copy it to <name>.toml (files starting with "_" are not cards)
@@ -125,7 +126,7 @@ def init_project(root: Path, fixtures: Path | None = None) -> list[str]:
         folder = fixtures.resolve()
         inside = folder.is_relative_to(root)
         fixtures_value = (folder.relative_to(root) if inside else folder).as_posix()
-    text = _config_text(fixtures_value, ["mobilenet_v2"])
+    text = _config_text(fixtures_value, [DEFAULT_MODEL])
     if pyproject.is_file():
         atomic.write_text(pyproject, f"{pyproject.read_text()}\n[tool.parity]\n{text}")
         done.append(f"wrote {pyproject}: [tool.parity]")

@@ -51,11 +51,9 @@ from parity.taps import select_taps
 from parity.variants import REFERENCE, VARIANTS, Variant
 from parity.weights import HandedWeights, Weights, cached_weights_sha256
 from parity.workers import DEFAULT_TIMEOUT
-from parity.zoo import get_card
+from parity.zoo import DEFAULT_MODEL, get_card
 
 Progress = Callable[[str], None]
-
-DEFAULT_MODEL = "mobilenet_v2"
 
 
 def default_tolerances() -> Path:

@@ -33,7 +33,7 @@ from typing import Any
 
 from parity import errors
 from parity.artifacts import Artifact
-from parity.backends import backends, get_exporter, maker
+from parity.backends import backends, export_chain, get_exporter, maker
 from parity.errors import ParityError
 from parity.runfiles import REFERENCE_TASK
 from parity.threads import available_cores
@@ -92,13 +92,6 @@ class TaskOutcome:
         return Artifact(**{**record, "path": Path(record["path"])}) if record else None
 
 
-def _chain(exporter: str) -> list[str]:
-    names = [exporter]
-    for upstream in get_exporter(exporter).requires:
-        names = _chain(upstream) + names
-    return names
-
-
 def plan(
     variant_names: Sequence[str],
     variants: dict[str, Any],
@@ -139,14 +132,14 @@ def plan(
         variant = variants[name]
         waits: set[str] = set()
         if exporting and variant.exporter is not None and variant.exporter not in cached:
-            for exporter in _chain(variant.exporter):
+            for exporter in export_chain(variant.exporter):
                 owner = maker(exporter).name
                 if exporter not in exported:
                     exported.add(exporter)
                     job(owner).tasks.append(
                         {"kind": "export", "name": f"export-{exporter}", "exporter": exporter}
                     )
-                if exporter == "keras":
+                if "state_dict" in get_exporter(exporter).handoff:
                     first.state_dict = True
                 if owner != variant.family:
                     waits.add(f"export-{exporter}")
@@ -270,7 +263,7 @@ class Runs:
         if task["kind"] == "export" and reference is not None and reference.error:
             self._record(task, {"error": reference.error})  # every export needs torch's model
             return True
-        for name in _chain(exporter):
+        for name in export_chain(exporter):
             if name in self.failed_exports and task["name"] not in self.outcomes:
                 message = f"its artifact could not be made: {self.failed_exports[name]}"
                 self._record(task, {"error": message})
@@ -319,19 +312,24 @@ class Runs:
         )
         task, phase, since = "worker", "starting", time.monotonic()
         timed_out = False
-        while process.poll() is None:
-            time.sleep(_POLL)
-            latest = _last_phase(log, offset)
-            if latest is not None and latest[0] != task:
-                task, phase, since = latest[0], latest[1], time.monotonic()
-            elif latest is not None:
-                phase = latest[1]
-            self._collect(tasks, reference)
-            if time.monotonic() - since > self.timeout:
+        try:
+            while process.poll() is None:
+                time.sleep(_POLL)
+                latest = _last_phase(log, offset)
+                if latest is not None and latest[0] != task:
+                    task, phase, since = latest[0], latest[1], time.monotonic()
+                elif latest is not None:
+                    phase = latest[1]
+                self._collect(tasks, reference)  # raises the worker's ParityError
+                if time.monotonic() - since > self.timeout:
+                    process.kill()
+                    process.wait()
+                    timed_out = True
+        finally:  # whatever ends the wait (bad input, an interrupt): no worker left behind
+            if process.poll() is None:
                 process.kill()
                 process.wait()
-                timed_out = True
-        stderr.close()
+            stderr.close()
         self._collect(tasks, reference)
         latest = _last_phase(log, offset)
         if latest is not None:

@@ -29,6 +29,9 @@ from parity.schema import (
 )
 from parity.taps import Tap, taps_from_card
 
+#: The card every command and fixture uses when none is named.
+DEFAULT_MODEL = "mobilenet_v2"
+
 #: Named preprocessing recipes a card can start from (then override fields).
 PRESETS: dict[str, dict[str, Any]] = {
     # torchvision ImageClassification(resize 256, crop 224, bilinear, antialias).

@@ -221,9 +221,10 @@ def tf_pipelines() -> dict[str, Callable[..., Any]]:
 
 def _mobilenet() -> Any:
     """The card's architecture with the card's weights, as a user rebuilds it."""
-    from parity.harness import RunConfig, Session
+    from parity.harness import RunConfig
+    from parity.local import LocalSession
 
-    return Session(RunConfig(model="mobilenet_v2")).model().module
+    return LocalSession(RunConfig(model="mobilenet_v2")).model().module
 
 
 def model_autocast_bf16() -> Any:

@@ -13,10 +13,13 @@ import pytest
 from parity.backends.onnxruntime.runner import OnnxRuntimeRunner
 from parity.compare import TolerancePolicy
 from parity.faults import perturb_onnx_conv
-from parity.golden import GoldenStore, StaleGoldenError, TapRecord, golden_verdict
+from parity.fixtures import load_fixtures
+from parity.golden import GoldenStore, StaleGoldenError, TapRecord, golden_moves, golden_verdict
 from parity.harness import RunConfig, Session
-from parity.paths import bundled_dir
+from parity.paths import bundled_dir, find_project
+from parity.preprocess import preprocess_batch
 from parity.variants import VARIANTS
+from parity.zoo import get_card
 
 BUNDLED_GOLDENS = bundled_dir("fixtures") / "goldens"
 
@@ -151,6 +154,21 @@ def test_update_writes_atomically_and_reports_moves(tmp_path: Path):
     again = Session(RunConfig(goldens=root)).golden_moves()
     assert again.exists and again.changes == ()
     assert all(m.max_abs_norm == 0.0 for m in again.taps.values())
+
+
+def test_moves_name_a_changed_input(goldens_copy: Path):
+    """update-goldens --dry-run says which fixture's input tensor differs from the one the
+    goldens were made from (golden_moves compares its batch with the provenance)."""
+    card = get_card("mobilenet_v2")
+    store = GoldenStore(goldens_copy, card.name)
+    fixtures = load_fixtures(find_project().fixtures)
+    spec = card.preprocess.replace(layout="NCHW")
+    batch = preprocess_batch([f.path for f in fixtures], spec)
+    known = {"weights_sha256": store.provenance().weights_sha256, "versions": {}}
+    assert golden_moves(store, fixtures, batch, {}, [], spec=card.preprocess, **known).changes == ()
+    batch[3, 0, 0, 0] += 0.5
+    moves = golden_moves(store, fixtures, batch, {}, [], spec=card.preprocess, **known)
+    assert moves.changes == (f"input changed: {fixtures[3].name}",)
 
 
 def test_golden_npz_loads_without_pickle():

@@ -185,6 +185,15 @@ def exporters() -> dict[str, Exporter]:
     return {e.name: e for b in backends().values() for e in b.exporters}
 
 
+def export_chain(exporter: str) -> list[str]:
+    """``exporter`` and every exporter its artifact is built from, in build order (the
+    upstream artifacts first, ``exporter`` last)."""
+    names = [exporter]
+    for upstream in get_exporter(exporter).requires:
+        names = export_chain(upstream) + names
+    return names
+
+
 def maker(exporter: str) -> Backend:
     """The backend whose worker makes ``exporter``'s artifact: the one declaring it, or the
     one it names as its :attr:`~parity.export.Exporter.worker`."""

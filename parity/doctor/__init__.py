@@ -3,17 +3,19 @@
 Each check (see :data:`CHECKS`, one module each) returns a :class:`Finding`
 (``ok`` / ``problem`` / ``skipped``), a one-line cause and the evidence behind it:
 
-* ``preprocessing`` (:mod:`.preprocessing`): a user's pipeline against the card's spec;
-  the smallest change of spec factors that reproduces the user's tensors names the
-  difference, and the torch model shows what it costs (top-1 flips, logits error).
+* ``preprocessing`` (:mod:`.preprocessing`): a user's pipeline against the card's spec,
+  judged by its effect on the model's taps (:mod:`.effect`); the smallest change of spec
+  factors that reproduces the user's tensors (or leaves a residual the model does not
+  feel) names the difference.
 * ``batchnorm`` (:mod:`.batchnorm`): BatchNorm/Dropout left in training mode, and an
   image run alone vs inside a batch.
 * ``port_lint`` (:mod:`.port_lint`): a Keras port's BatchNormalization epsilon,
   ``padding='same'`` on strided convolutions and pooling.
 * ``calibration`` (:mod:`.calibration`): int8 calibration data vs the card's images.
 * ``delegates`` (:mod:`.delegates`): XNNPACK on vs off, ORT optimisations on vs off.
-* ``precision`` (:mod:`.precision`): CUDA TF32 vs the same run TF32 off (the fix named),
-  fp16/bf16 autocast and torch.compile vs eager.
+* ``precision`` (:mod:`.precision`, :mod:`.model_object`): the user's model object vs
+  itself in strict fp32 (autocast, dtype, channels_last, TF32); without one, CUDA TF32 vs
+  the same run TF32 off (the fix named), fp16/bf16 autocast and torch.compile vs eager.
 """
 
 from __future__ import annotations

@@ -173,6 +173,10 @@ def _letterbox(image: Image.Image, recipe: Recipe) -> np.ndarray:
     height, width = recipe.spec.input_hw
     scale = min(height / image.height, width / image.width)
     exact = (image.width * scale, image.height * scale)
+    if recipe.letterbox == "tf":  # float32: ratio = max(w / W, h / H), size w / ratio
+        f32 = np.float32
+        ratio = max(f32(image.width) / f32(width), f32(image.height) / f32(height))
+        exact = (float(f32(image.width) / ratio), float(f32(image.height) / ratio))
     if recipe.letterbox == "round":
         size = (max(1, round(exact[0])), max(1, round(exact[1])))
     else:

@@ -1,13 +1,17 @@
 """Explain a user's tensors by search over the factors of a preprocessing recipe.
 
-Each :class:`Factor` is one choice users get wrong (resize filter, antialias, crop offset
-rounding, no crop, crop order, resize size, channel order, value range / normalisation
-incl. per-image standardisation, mean/std channel order, EXIF, 16-bit and alpha
-handling), with the alternatives worth trying, a label and the line of code that fixes
-it. A beam search changes one factor more per level, from the card's recipe, and stops
-at the first level where a recipe reproduces the user's tensors to within half an 8-bit
-step: the smallest combination of named factors. Nothing within that tolerance means the
-difference is reported as unexplained, never as a label that was not tested.
+Each :class:`Change` is one choice users get wrong (resize filter, antialias, also in
+cv2's fixed-point arithmetic, crop offset rounding, no crop, squash then crop, letterbox,
+crop order, resize size and crop ratio, resize rounding, resized pixels floored, H/W
+swapped, channel order, value range / normalisation incl. mean/std in the wrong unit and
+per-image standardisation, mean/std channel order, EXIF, 16-bit and alpha handling), with
+a label and the line of code that fixes it. A beam search changes one factor more per
+level, from the card's recipe (unrounded when the user's pipeline keeps floats), and
+stops at the first level where a recipe reproduces the user's tensors to within half an
+8-bit step, or where the closest recipe's residual is one the model does not feel
+(``accept``, judged by :mod:`parity.doctor.effect`): the smallest combination of named
+factors. Nothing else means the difference is reported as unexplained, never as a label
+that was not tested.
 """
 
 from __future__ import annotations
@@ -369,6 +373,8 @@ def search(
     """
     user_hw = (int(user.shape[2]), int(user.shape[3]))
     start, size_change = base_recipe(card_spec, user_hw)
+    if keeps_floats(user) and start.spec.resize is not None:
+        start = start.replace(pixel_rounding="none")  # e.g. tf.image.resize: not a fault
     all_changes = changes_for(card_spec, user_hw)
     first = _score(renderer, start, (*extra, *size_change), user)
     tried: list[Scored] = [first] if first is not None else []
@@ -413,6 +419,12 @@ def search(
             return SearchResult(card, best, _closest(tried, card), len(tried))
         frontier = sorted(level, key=lambda s: s.mean_abs)[:beam]
     return SearchResult(card, None, _closest(tried, card), len(tried))
+
+
+def keeps_floats(user: np.ndarray) -> bool:
+    """Whether the pipeline keeps resized pixels as floats: an 8-bit image under any
+    per-channel (or per-image) affine normalisation has at most 256 values per channel."""
+    return any(len(np.unique(channel)) > 257 for image in user for channel in image)
 
 
 def _closest(tried: Sequence[Scored], card: Scored, count: int = 3) -> list[Scored]:

@@ -137,10 +137,9 @@ def _build(
     """Weights and artifacts, made by the local workers (as the local engine does): what
     each actor needs (the state_dict or the artifact's files), and the variants that
     cannot run (their artifact could not be made)."""
-    from parity.backends import get_exporter
+    from parity.backends import export_chain, get_exporter
     from parity.runfiles import REFERENCE_TASK
     from parity.variants import REFERENCE, VARIANTS
-    from parity.workers import _chain
 
     def exports_only(jobs: list[Any]) -> None:
         for job in jobs:
@@ -166,7 +165,7 @@ def _build(
             why = next(
                 (
                     outcomes[f"export-{e}"].error
-                    for e in _chain(variant.exporter)
+                    for e in export_chain(variant.exporter)
                     if f"export-{e}" in outcomes and outcomes[f"export-{e}"].error
                 ),
                 "not in the cache after its export",

@@ -37,6 +37,11 @@ class Exporter:
             converter that needs the torch module is made in the ``torch`` worker).
         keyed_on_taps: its file records where the card's taps are, so the card's taps
             are part of its cache key.
+        handoff: what the torch worker hands it as files, for a worker without torch:
+            ``"state_dict"`` (the weights as ``state_dict.npz``).
+        card_key: the model-card key its artifact is built from and what it names, e.g.
+            ``("keras_twin", "Keras twin")``: on a card without it, the variants of this
+            artifact and of every artifact made from it are ``n/a``.
     """
 
     name: str
@@ -48,6 +53,8 @@ class Exporter:
     imports: tuple[str, ...] = ()
     worker: str | None = None
     keyed_on_taps: bool = False
+    handoff: tuple[str, ...] = ()
+    card_key: tuple[str, str] | None = None
 
     def function(self) -> ExportFunction:
         module, _, attr = self.target.partition(":")

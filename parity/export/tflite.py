@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from parity import lazy
+from parity.backends.keras.internals import producer
+from parity.backends.litert.internals import ops_details
 from parity.errors import ParityError, runtime_failure
 
 if TYPE_CHECKING:
@@ -140,7 +142,7 @@ def _convert(converter: Any, mode: str, representative: np.ndarray | None) -> by
 
 def output_layer(model: Any) -> str:
     """Name of the Keras layer producing the model's (single) output."""
-    return str(model.outputs[0]._keras_history.operation.name)
+    return str(producer(model.outputs[0]).name)
 
 
 def _tensor_summary(detail: Mapping[str, Any]) -> dict[str, Any]:
@@ -166,7 +168,7 @@ def describe_tflite(content: bytes) -> dict[str, Any]:
             interpreter_module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         ),
     )
-    ops = Counter(op["op_name"] for op in interpreter._get_ops_details())
+    ops = Counter(op["op_name"] for op in ops_details(interpreter))
     return {
         "inputs": [_tensor_summary(d) for d in interpreter.get_input_details()],
         "outputs": [_tensor_summary(d) for d in interpreter.get_output_details()],

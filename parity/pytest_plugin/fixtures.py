@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from parity.errors import ParityError
-from parity.pytest_plugin.options import DEFAULT_MODEL
 from parity.pytest_plugin.state import plugin_of, torch_first
 
 if TYPE_CHECKING:
@@ -57,7 +56,7 @@ def parity_preprocess(pytestconfig: pytest.Config) -> Callable[..., np.ndarray]:
 
     def preprocess(path: str | Path, model: str | None = None) -> np.ndarray:
         from parity.preprocess import preprocess_batch
-        from parity.zoo import get_card
+        from parity.zoo import DEFAULT_MODEL, get_card
 
         card = get_card(model or (models[0] if models else DEFAULT_MODEL))
         return preprocess_batch([Path(path)], card.preprocess.replace(layout="NCHW"))

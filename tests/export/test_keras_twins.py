@@ -293,3 +293,21 @@ def test_package_imports_without_keras_or_torch() -> None:
         "assert not {'keras', 'tensorflow', 'torch'} & set(sys.modules), sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_twin_family_is_one_decorated_builder():
+    """A Keras twin family registers itself by name (no closed dict to edit); a second
+    builder under a taken name is refused."""
+    from parity.errors import WeightTransferError
+    from parity.export.keras import ARCHITECTURES, build_keras_twin, register_twin
+
+    @register_twin("tiny_test")
+    def build(graph: Any, input_hw: tuple[int, int]) -> Any:
+        return ("built", input_hw)
+
+    try:
+        assert build_keras_twin("tiny_test", {}, (8, 8)).model == ("built", (8, 8))
+        with pytest.raises(WeightTransferError, match="registered twice"):
+            register_twin("tiny_test")(lambda graph, input_hw: None)
+    finally:
+        ARCHITECTURES.pop("tiny_test")

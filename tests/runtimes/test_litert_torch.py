@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,27 @@ pytestmark = pytest.mark.litert_torch
 
 #: A custom model (conv+BN+ReLU6, depthwise, residual, pool, linear) and its card.
 TINYNET = Path(__file__).resolve().parents[1] / "data" / "tinynet"
+
+
+#: Converts the custom model with a 1% scale on ``block.conv2``'s weight (argv[1]: out).
+CONVERT_SCALED = """\
+import copy, json, sys
+from pathlib import Path
+import torch
+from parity.artifacts import ArtifactCache, BuildContext
+from parity.backends.litert_torch.convert import export_fp32
+from parity.weights import LoadedModel, load_model
+from parity.zoo import get_card
+
+out, card = Path(sys.argv[1]), get_card("tiny")
+broken = copy.deepcopy(load_model(card).module)
+with torch.no_grad():
+    broken.block.conv2[0].weight.mul_(1.01)
+cache = ArtifactCache(out.parent / "cache")
+ctx = BuildContext(card, lambda: LoadedModel(broken, "scaled", "-"), cache)
+out.with_suffix(".json").write_text(json.dumps(export_fp32(ctx, out, {})))
+assert "tensorflow" not in sys.modules, "litert-torch converted with TensorFlow imported"
+"""
 
 
 @pytest.fixture
@@ -34,32 +58,32 @@ def tiny_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> Pat
 def test_scaled_conv_in_the_converted_module_fails_at_its_tap(tiny_project: Path, tmp_path: Path):
     """A 1% scale on one conv weight before conversion: the taps before it pass (located by
     module path, within fp32 budgets), the first failing tap is the block holding it."""
-    from parity.artifacts import ArtifactCache, BuildContext
-    from parity.backends.litert_torch.convert import export_fp32
     from parity.backends.litert_torch.runner import LiteRTTorchRunner
     from parity.backends.torch.runner import TorchRunner
     from parity.compare import compare_taps
     from parity.harness import RunConfig, Session
-    from parity.weights import LoadedModel, load_model
+    from parity.weights import load_model
 
     session = Session(RunConfig(model="tiny"))
     card = session.card
-    loaded = load_model(card)
-    with TorchRunner("torch", loaded.module) as runner:
+    with TorchRunner("torch", load_model(card).module) as runner:
         reference = runner.run(session.batch, session.taps)
     reference.pop(OUTPUT)
-    import copy
-
-    import torch
-
-    broken = copy.deepcopy(loaded.module)
-    with torch.no_grad():
-        broken.block.conv2[0].weight.mul_(1.01)
-    ctx = BuildContext(
-        card, lambda: LoadedModel(broken, "scaled", "-"), ArtifactCache(tmp_path / "cache")
-    )
+    # The conversion runs in its own process, as in the torch worker (litert-torch and jax
+    # stay out of the test process).
     out = tmp_path / "model.tflite"
-    metadata = export_fp32(ctx, out, {})
+    done = subprocess.run(
+        [sys.executable, "-c", CONVERT_SCALED, str(out)],
+        cwd=tiny_project,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    metadata = json.loads(out.with_suffix(".json").read_text())
+    assert "litert_torch" not in sys.modules
     how = {m["tap"]: m["how"] for m in metadata["tap_matching"]}
     assert how == {
         "stem": "module path", "dw": "module path", "block.conv1": "module path",

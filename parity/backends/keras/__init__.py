@@ -32,7 +32,8 @@ BACKEND = Backend(
     ),
     exporters=(
         Exporter("keras", "parity.export.keras.artifact:export_keras", "model.keras", _KERAS,
-                 imports=("torch", "tensorflow", "keras")),
+                 imports=("torch", "tensorflow", "keras"), handoff=("state_dict",),
+                 card_key=("keras_twin", "Keras twin")),
         Exporter("tf2onnx", "parity.export.tf2onnx:export_tf2onnx", "model.onnx",
                  ("torch", "tensorflow-cpu", "keras", "tf2onnx", "onnx"), requires=("keras",),
                  options={"recipe": TF2ONNX_RECIPE}, imports=("tensorflow", "tf2onnx", "onnx")),

@@ -12,6 +12,7 @@ import numpy as np
 
 from parity import lazy
 from parity.backends.base import Runner
+from parity.backends.keras import internals
 from parity.detect import Detection, GraphTensor, Probe, TensorInfo, main_path
 from parity.errors import ArtifactError, ParityError, runtime_failure
 
@@ -59,10 +60,10 @@ class KerasProbe(Probe):
         return TensorInfo(name, tuple(tensor.shape), np.dtype(str(tensor.dtype)).name)
 
     def inputs(self) -> list[TensorInfo]:
-        return [self._info(t, t._keras_history.operation.name) for t in self.model.inputs]
+        return [self._info(t, internals.producer(t).name) for t in self.model.inputs]
 
     def outputs(self) -> list[TensorInfo]:
-        return [self._info(t, t._keras_history.operation.name) for t in self.model.outputs]
+        return [self._info(t, internals.producer(t).name) for t in self.model.outputs]
 
     def summary(self) -> str:
         kinds = Counter(type(layer).__name__ for layer in self.layers)
@@ -70,9 +71,7 @@ class KerasProbe(Probe):
         return f"Keras {type(self.model).__name__} '{self.model.name}', {len(self.layers)} layers ({common}, ...)"  # noqa: E501
 
     def _producers(self, layer: Any) -> list[str]:
-        if not layer._inbound_nodes:
-            return []
-        return [t._keras_history.operation.name for t in layer._inbound_nodes[0].input_tensors]
+        return [internals.producer(t).name for t in internals.first_call_inputs(layer)]
 
     def input_adapter(self) -> tuple[str, tuple[int, ...]] | None:
         name = self.inputs()[0].name

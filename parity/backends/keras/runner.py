@@ -11,6 +11,7 @@ import numpy as np
 
 from parity import lazy
 from parity.backends.base import OUTPUT, Runner
+from parity.backends.keras.internals import nodes_by_depth
 from parity.errors import ArtifactError, TapError, runtime_failure
 from parity.taps import Tap
 
@@ -100,8 +101,8 @@ def run_dropping(keras: Any, model: Any, feed: np.ndarray) -> list[Any]:
     """
     nodes = [
         node
-        for depth in sorted(model._nodes_by_depth, reverse=True)
-        for node in model._nodes_by_depth[depth]
+        for depth in sorted(nodes_by_depth(model), reverse=True)
+        for node in nodes_by_depth(model)[depth]
         if node.operation is not None and not node.is_input
     ]
     readers = Counter(id(x) for node in nodes for x in node.input_tensors)

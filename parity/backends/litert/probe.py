@@ -12,6 +12,7 @@ import numpy as np
 
 from parity import lazy
 from parity.backends.base import OUTPUT, Runner
+from parity.backends.litert.internals import ops_details
 from parity.detect import Detection, GraphTensor, Probe, TensorInfo, main_path
 from parity.errors import ArtifactError, TapError, runtime_failure
 from parity.preprocess import Layout
@@ -37,7 +38,7 @@ class LiteProbe(Probe):
             i: (d["name"] if names[d["name"]] == 1 and d["name"] else f"#{i}")
             for i, d in self.details.items()
         }
-        self.ops = self.interpreter._get_ops_details()
+        self.ops = ops_details(self.interpreter)
 
     def _info(self, detail: Mapping[str, Any]) -> TensorInfo:
         shape = tuple(None if int(d) < 0 else int(d) for d in detail["shape_signature"])

@@ -37,6 +37,7 @@ import numpy as np
 
 from parity import lazy
 from parity.backends.base import OUTPUT, Runner
+from parity.backends.litert.internals import ops_details
 from parity.errors import ArtifactError, TapError, runtime_failure
 from parity.preprocess import Layout
 from parity.taps import Tap
@@ -169,7 +170,7 @@ class LiteRTRunner(Runner):
 
     def _index_layers(self, interpreter: Any) -> dict[str, list[int]]:
         """Keras layer -> indices of its tensors that ops of other layers read."""
-        ops = interpreter._get_ops_details()
+        ops = ops_details(interpreter)
         graph_inputs = {d["index"] for d in interpreter.get_input_details()}
         graph_outputs = {d["index"] for d in interpreter.get_output_details()}
         produced = {int(t) for op in ops for t in op["outputs"]}

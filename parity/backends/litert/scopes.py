@@ -22,6 +22,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from parity.backends.litert.internals import ops_details
 from parity.detect import GraphTensor, format_shape, short_key
 from parity.preprocess import Layout
 from parity.tapmatch import TapMapEntry, TapMatch
@@ -127,7 +128,7 @@ def anchors(
     names = {int(d["index"]): str(d["name"]) for d in interpreter.get_tensor_details()}
     graph_inputs = {int(d["index"]) for d in interpreter.get_input_details()}
     graph_outputs = {int(d["index"]) for d in interpreter.get_output_details()}
-    ops = interpreter._get_ops_details()
+    ops = ops_details(interpreter)
     found, misses = by_scope(ops, names, graph_inputs, graph_outputs, taps)
     by_key = {t.key: t for t in tensors}
     entries: dict[str, TapMapEntry] = {}

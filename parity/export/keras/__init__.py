@@ -8,30 +8,32 @@ torch). Keras is imported only when a twin is built.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from parity.errors import ParityError
-from parity.export.keras.mobilenet_v2 import build_mobilenet_v2
-from parity.export.keras.resnet import build_resnet
-from parity.export.keras.transfer import Stride2Padding, TwinGraph, keras_layer_name
+from parity.export.keras import mobilenet_v2, resnet  # noqa: F401  (they register their twins)
+from parity.export.keras.transfer import (
+    ARCHITECTURES,
+    Stride2Padding,
+    TwinGraph,
+    keras_layer_name,
+    register_twin,
+)
 
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["ARCHITECTURES", "TORCH_BN_EPS", "KerasTwin", "build_keras_twin", "keras_layer_name"]
+__all__ = [
+    "ARCHITECTURES", "TORCH_BN_EPS", "KerasTwin", "build_keras_twin", "keras_layer_name",
+    "register_twin",
+]  # fmt: skip
 
 #: torch ``nn.BatchNorm2d`` default eps (not stored in a state_dict).
 TORCH_BN_EPS = 1e-5
-
-#: architecture name -> builder(graph, input_hw) -> keras.Model
-ARCHITECTURES: dict[str, Callable[[TwinGraph, tuple[int, int]], Any]] = {
-    "mobilenet_v2": build_mobilenet_v2,
-    "resnet": build_resnet,
-}
 
 
 @dataclass

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from parity import lazy
+from parity.backends.keras.internals import producer
 from parity.errors import ModelCardError, TapError
 from parity.export.keras import KerasTwin, build_keras_twin
 from parity.taps import Tap
@@ -29,7 +30,7 @@ def tap_layers(twin: KerasTwin, taps: Sequence[Tap]) -> dict[str, str]:
             raise TapError(f"tap '{tap.name}': the Keras twin has no layer for '{tap.module}'")
         layer = twin.model.get_layer(twin.module_to_layer[tap.module])
         if tap.point == "input":
-            layer = layer.input._keras_history.operation
+            layer = producer(layer.input)
         located[tap.name] = str(layer.name)
     return located
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from parity.errors import WeightTransferError
-from parity.export.keras.transfer import TwinGraph, keras_layer_name
+from parity.export.keras.transfer import TwinGraph, keras_layer_name, register_twin
 
 if TYPE_CHECKING:
     import keras
@@ -72,6 +72,7 @@ def _inverted_residual(g: TwinGraph, x: Any, path: str, stride: int) -> Any:
     return x
 
 
+@register_twin("mobilenet_v2")
 def build_mobilenet_v2(
     g: TwinGraph,
     input_hw: tuple[int, int],

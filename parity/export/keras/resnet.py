@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from parity.errors import WeightTransferError
-from parity.export.keras.transfer import TwinGraph, keras_layer_name
+from parity.export.keras.transfer import TwinGraph, keras_layer_name, register_twin
 
 if TYPE_CHECKING:
     import keras
@@ -49,6 +49,7 @@ def _block(g: TwinGraph, x: Any, path: str, *, stride: int, bottleneck: bool) ->
     return out
 
 
+@register_twin("resnet")
 def build_resnet(g: TwinGraph, input_hw: tuple[int, int]) -> keras.Model:
     """Build the ResNet twin from ``g.state_dict`` and fill its weights."""
     keras = g.keras

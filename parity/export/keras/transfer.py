@@ -379,3 +379,21 @@ class TwinGraph:
         model = self.keras.Model(inputs, outputs, name=name)
         transfer_weights(model, self.state_dict, self.plans)
         return model
+
+
+#: A Keras twin builder: ``builder(graph, input_hw) -> keras.Model``.
+TwinBuilder = Callable[[TwinGraph, tuple[int, int]], Any]
+#: Architecture name (a card's ``keras_twin``) -> its builder, filled by :func:`register_twin`.
+ARCHITECTURES: dict[str, TwinBuilder] = {}
+
+
+def register_twin(name: str) -> Callable[[TwinBuilder], TwinBuilder]:
+    """Register a Keras twin family under ``name``: one module, one decorated builder."""
+
+    def register(builder: TwinBuilder) -> TwinBuilder:
+        if name in ARCHITECTURES and ARCHITECTURES[name] is not builder:
+            raise WeightTransferError(f"Keras twin {name!r} is registered twice")
+        ARCHITECTURES[name] = builder
+        return builder
+
+    return register

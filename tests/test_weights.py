@@ -94,8 +94,8 @@ def test_plain_init_collapses_which_is_why_we_calibrate():
     assert logits.abs().max() < 1e-6
 
 
-def test_state_dict_file_round_trip(session_for: Callable[[str], Session], tmp_path: Path):
-    loaded = session_for("resnet18").model()
+def test_state_dict_file_round_trip(local_session_for: Callable[[str], Session], tmp_path: Path):
+    loaded = local_session_for("resnet18").model()
     path = tmp_path / "resnet18.pt"
     torch.save(
         {"state_dict": {f"module.{k}": v for k, v in loaded.module.state_dict().items()}}, path
@@ -139,7 +139,7 @@ def test_torchvision_weights_offline_names_the_cache_file(tmp_path: Path, monkey
 
 
 def test_torchvision_weights_from_a_filled_hub_cache(
-    session_for: Callable[[str], Session], tmp_path: Path, monkeypatch
+    local_session_for: Callable[[str], Session], tmp_path: Path, monkeypatch
 ):
     """With the file in the hub cache, torchvision's own loader takes it, no download."""
     import torchvision
@@ -149,7 +149,7 @@ def test_torchvision_weights_from_a_filled_hub_cache(
     entry = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
     target = tmp_path / "hub" / "checkpoints" / Path(entry.url).name
     target.parent.mkdir(parents=True)
-    expected = session_for("resnet18").model()
+    expected = local_session_for("resnet18").model()
     torch.save(expected.module.state_dict(), target)
     loaded = load_model(get_card("resnet18"), "IMAGENET1K_V1")
     assert loaded.sha256 == expected.sha256

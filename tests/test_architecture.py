@@ -50,7 +50,9 @@ def test_a_package_cycle_in_a_late_import_breaks_the_contract(tmp_path: Path) ->
     shutil.copytree(ROOT / "parity", tmp_path / "parity", ignore=shutil.ignore_patterns("*.pyc"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
     lazy = tmp_path / "parity" / "lazy.py"
-    lazy.write_text(lazy.read_text() + "\n\ndef extra() -> None:\n    from parity import backends\n")
+    lazy.write_text(
+        lazy.read_text() + "\n\ndef extra() -> None:\n    from parity import backends\n"
+    )
     done = lint_imports(tmp_path)
     assert done.returncode == 1, done.stdout[-4000:] + done.stderr[-2000:]
     assert "no import cycle between parity's modules KEPT" in done.stdout

@@ -59,20 +59,14 @@ import numpy as np
 from parity import lazy
 from parity.artifacts import Artifact
 from parity.backends import Variant, backend
-from parity.backends.base import OUTPUT, Runner
 from parity.compare import compare_taps, merge_verdicts
-from parity.detect import (
-    Detection,
-    Probe,
-    detect,
-    external_variant,
-    format_shape,
-    sniff_runtime,
-)
+from parity.detect import Detection, Probe, detect, format_shape
 from parity.errors import ParityError, RuntimeFailure
 from parity.fixtures import file_sha256
 from parity.golden import golden_verdict
 from parity.preprocess import Layout, to_layout
+from parity.readers import external_variant, sniff_runtime
+from parity.runner import OUTPUT, Runner
 from parity.tapmatch import TapMapEntry, TapMatch, load_tap_map, match_summary, match_taps
 from parity.taps import Tap
 from parity.zoo import DEFAULT_MODEL

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from parity.detect import sniff_runtime
 from parity.errors import ParityError
 from parity.lazy import installed
+from parity.readers import sniff_runtime
 from parity.result import ParityReport
 from parity.session import DEFAULT_MODEL, Progress, RunConfig, Session, make_runner
 from parity.variants import REFERENCE, VARIANTS, resolve_variants

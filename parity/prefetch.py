@@ -63,7 +63,7 @@ def prefetch(
         if outcome.error is None:
             session.external = pickle.loads((outcome.folder / "result.pkl").read_bytes())
         else:
-            from parity.detect import external_variant
+            from parity.readers import external_variant
 
             variant = external_variant(Path(external["path"]), external["runtime"])
             modes = ("live", "golden") if external.get("golden") else ("live",)

@@ -19,7 +19,6 @@ import numpy as np
 from parity.applicability import not_applicable_reason
 from parity.artifacts import Artifact, ArtifactCache, BuildContext
 from parity.backends import get_exporter
-from parity.backends.base import Runner
 from parity.bundle import Bundle
 from parity.compare import (
     ReferenceTap,
@@ -47,6 +46,7 @@ from parity.result import (
     ParityReport,
     VariantResult,
 )
+from parity.runner import Runner
 from parity.taps import select_taps
 from parity.variants import REFERENCE, VARIANTS, Variant
 from parity.weights import HandedWeights, Weights, cached_weights_sha256

@@ -199,8 +199,8 @@ def _evaluate(
 ) -> float:
     """``parity eval``: the variant's logits on ``images.npy`` in chunks (taps off), written
     as ``<task>/logits.npy``; returns the inference seconds."""
-    from parity.backends.base import OUTPUT
     from parity.evaluate.running import eval_runner
+    from parity.runner import OUTPUT
     from parity.variants import VARIANTS
 
     name, variant = task["name"], VARIANTS[task["variant"]]

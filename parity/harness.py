@@ -60,15 +60,16 @@ def run_parity(
         tap_map = str(config.tap_map) if config.tap_map is not None else None
         external = {"path": str(config.artifact), "runtime": runtime}
         external.update(input_layout=config.input_layout, tap_map=tap_map)
+        external.update(golden="golden" in modes)
     golden = "golden" in modes
-    reference = [VARIANTS[REFERENCE]] if golden and installed("torch") else []
+    with_reference = golden and installed("torch") and (variants or config.artifact is None)
+    reference = [VARIANTS[REFERENCE]] if with_reference else []
     try:
         session.prefetch(variants, external)
         results = list(judge(session, Judging((*reference, *variants), "live" in modes, golden)))
     finally:
         session.release()  # the CLI leaves by os._exit: no finalizer would run
-    if session.external is not None:
-        results.append(session.external)
+    results += session.external
     if not results:
         raise ParityError(
             "nothing was checked: the runtimes given have no live or golden check here "

@@ -156,8 +156,9 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
 
             phases.enter(name, f"loading {Path(task['path']).name}")
             result = check_external(
-                session, Path(task["path"]), task["runtime"], task["tap_map"], task["input_layout"]
-            )
+                session, Path(task["path"]), task["runtime"], task["tap_map"], task["input_layout"],
+                bool(task.get("golden")),
+            )  # fmt: skip
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "result.pkl").write_bytes(pickle.dumps(result))
             _done(folder, seconds=time.perf_counter() - start)

@@ -38,7 +38,7 @@ def _mib() -> float:
 def child(model: str, exporter: str) -> None:
     """Build ``exporter``'s chain cold for ``model``; print one JSON line."""
     from parity.artifacts import ArtifactCache, BuildContext
-    from parity.export import get_exporter
+    from parity.backends import get_exporter
     from parity.weights import load_model
     from parity.zoo import get_card
 

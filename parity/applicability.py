@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from parity.backends import export_chain, get_exporter
+from parity.backends import export_chain, extra_for, get_exporter
 from parity.converters import ConverterSpec, spec
-from parity.lazy import extra_for, installed
+from parity.lazy import installed
 
 if TYPE_CHECKING:
     from parity.variants import Variant

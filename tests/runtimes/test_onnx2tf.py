@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from parity.backends.base import OUTPUT
 from parity.cli import main
 from parity.converters import spec
 from parity.converters.environment import install
+from parity.runner import OUTPUT
 
 pytestmark = [pytest.mark.onnx2tf, pytest.mark.heavy]
 
@@ -34,7 +34,7 @@ import copy, json, sys
 from pathlib import Path
 import torch
 from parity.artifacts import ArtifactCache, BuildContext
-from parity.backends.onnx2tf.convert import export_fp32
+from parity.export.onnx2tf import export_fp32
 from parity.weights import LoadedModel, load_model
 from parity.zoo import get_card
 

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parity.backends.base import OUTPUT
 from parity.backends.litert.scopes import MODULE_PATH, anchors, relabel
 from parity.detect import GraphTensor, detect, format_shape, short_key
 from parity.preprocess import Layout, to_layout
+from parity.runner import OUTPUT
 from parity.tapmatch import TapMapEntry, TapMatch, match_summary, match_taps
 
 if TYPE_CHECKING:

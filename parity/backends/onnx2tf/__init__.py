@@ -12,11 +12,10 @@ rules on the first calibration image, and each file's metadata records how.
 
 from __future__ import annotations
 
-from parity.backends import Backend, Variant
-from parity.export import Exporter
+from parity.backends import Backend, Exporter, Variant
 
 _RUNNER = "parity.backends.litert_torch.runner:LiteRTTorchRunner"
-_CONVERT = "parity.backends.onnx2tf.convert"
+_CONVERT = "parity.export.onnx2tf"
 _TAPS = "shape and graph order (onnx2tf names tensors after TF ops, not torch modules)"
 #: The file of each mode in onnx2tf's output folder, its precision class and what it is.
 MODES = {

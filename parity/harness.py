@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from parity.detect import sniff_runtime
 from parity.errors import ParityError
 from parity.lazy import installed
+from parity.readers import sniff_runtime
 from parity.result import ParityReport
 from parity.session import DEFAULT_MODEL, Progress, RunConfig, Session, make_runner
 from parity.variants import REFERENCE, VARIANTS, resolve_variants
@@ -60,9 +60,10 @@ def run_parity(
         tap_map = str(config.tap_map) if config.tap_map is not None else None
         external = {"path": str(config.artifact), "runtime": runtime}
         external.update(input_layout=config.input_layout, tap_map=tap_map)
+        external.update(golden="golden" in modes)
     try:
         session.prefetch(variants, external)
-        if "golden" in modes and installed("torch"):
+        if "golden" in modes and installed("torch") and (variants or config.artifact is None):
             results.append(session.check_golden(VARIANTS[REFERENCE]))
         for variant in variants:
             if "live" in modes:
@@ -72,8 +73,7 @@ def run_parity(
             session.forget(variant)  # judged: the report needs the verdicts, not the taps
     finally:
         session.release()  # the CLI leaves by os._exit: no finalizer would run
-    if session.external is not None:
-        results.append(session.external)
+    results += session.external
     if not results:
         raise ParityError(
             "nothing was checked: the runtimes given have no live or golden check here "

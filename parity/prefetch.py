@@ -63,10 +63,13 @@ def prefetch(
         if outcome.error is None:
             session.external = pickle.loads((outcome.folder / "result.pkl").read_bytes())
         else:
-            from parity.detect import external_variant
+            from parity.readers import external_variant
 
             variant = external_variant(Path(external["path"]), external["runtime"])
-            session.external = VariantResult.failed_to_run(variant, outcome.error)
+            modes = ("live", "golden") if external.get("golden") else ("live",)
+            session.external = [
+                VariantResult.failed_to_run(variant, outcome.error, m) for m in modes
+            ]
 
 
 def run_workers(

@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from parity.render.routes import render_routes_json, render_routes_markdown, route_of, route_rows
+from parity.render.overlay import OVER_BUDGET, node_data
+from parity.render.routes import (
+    render_routes_html,
+    render_routes_json,
+    render_routes_markdown,
+    route_of,
+    route_rows,
+)
+from parity.report import merge_gates, write_reports
 
 DATA = Path(__file__).parent / "data"
 
@@ -34,3 +42,97 @@ def test_route_of_a_file_made_elsewhere_and_of_the_new_routes():
         "Keras twin + TFLite converter"
     )
     assert route_of({"artifact": None}) == "torch (no export)"
+
+
+ROUTES = DATA / "routes"
+
+
+def shipped_gate() -> dict:
+    """A real `parity check` of the tinynet card (tests/data/tinynet) in a scratch project:
+    litert_torch_fp32 and two shipped copies of its file, one with the conv inside 'block'
+    scaled by 1% (bench/routes_scratch.md); each live and vs the goldens."""
+    return json.loads((ROUTES / "gate_tiny_shipped.json").read_text())
+
+
+def test_route_table_as_a_self_contained_html_page():
+    (model,) = json.loads((DATA / "gate_pass.json").read_text())["models"]
+    page = render_routes_html(model)
+    assert page.startswith("<!DOCTYPE html>") and "<style>" in page
+    assert "<script" not in page and "http" not in page  # nothing fetched when opened
+    rows = route_rows(model)
+    assert page.count("<tr>") == len(rows) + 1  # header + one per route, all passing
+    assert "torch.onnx (TorchScript)" in page and "&#10003; PASS" in page
+    assert page.count('class="muted">-</td>') == len(rows)  # ONNX files: no overlay
+    broken = shipped_gate()["models"][2]
+    page = render_routes_html(broken)
+    assert '<tr class="row-fail">' in page and "your file (tiny_broken.tflite)" in page
+    assert '<a href="tiny-tiny_broken.tflite.modelexplorer.json">' in page
+
+
+def load_node_data(path: Path) -> dict:
+    """The overlay file read back with Model Explorer's own data classes (strict: a key
+    they do not know fails), as {graph id: GraphNodeData}."""
+    from dacite import Config, from_dict
+    from model_explorer.node_data_builder import GraphNodeData, ModelNodeData
+
+    raw = json.loads(path.read_text())
+    graphs = {k: from_dict(GraphNodeData, v, Config(strict=True)) for k, v in raw.items()}
+    json.loads(ModelNodeData(graphsData=graphs).to_json_string())  # and written back
+    return graphs
+
+
+def test_overlays_load_with_model_explorer_and_light_the_converted_graphs_nodes(
+    tmp_path: Path,
+):
+    from model_explorer.builtin_tflite_flatbuffer_adapter import BuiltinTfliteFlatbufferAdapter
+
+    gate = shipped_gate()
+    paths = write_reports(gate, tmp_path)
+    overlays = sorted(p.name for p in paths if p.name.endswith(".modelexplorer.json"))
+    assert overlays == [
+        "tiny-litert_torch_fp32.modelexplorer.json",
+        "tiny-tiny.tflite.modelexplorer.json",
+        "tiny-tiny_broken.tflite.modelexplorer.json",
+    ]  # one per live check of a TFLite file; golden checks are the same files
+    # The nodes of the converted graph, as Model Explorer's TFLite adapter reads the file.
+    (collection,) = BuiltinTfliteFlatbufferAdapter().convert(str(ROUTES / "tiny.tflite"), {})[
+        "graphCollections"
+    ]
+    (graph,) = collection.graphs
+    outputs = {
+        attr["value"]: node["label"]
+        for node in graph["nodes"]
+        for meta in node.get("outputsMetadata") or ()
+        for attr in meta["attrs"]
+        if attr["key"] == "tensor_name"
+    }
+    broken = load_node_data(tmp_path / overlays[2])
+    assert list(broken) == [graph["id"]] == ["main"]
+    results = broken["main"].results
+    ops = [outputs[key] for key in results]  # every key is an op's output in the graph
+    assert ops == ["conv_2d", "depthwise_conv_2d", "conv_2d", "add", "mean", "fully_connected"]
+    variant = gate["models"][2]["variants"][0]
+    tensors = {m["tap"]: m["tensor"] for m in variant["artifact"]["tap_matching"]}
+    metrics = {t["name"]: t["metrics"]["max_abs_norm"] for t in variant["taps"]}
+    red = [k for k, r in results.items() if r.bgColor == OVER_BUDGET["bgColor"]]
+    assert red[0] == tensors["block"] == tensors[variant["first_divergent_tap"]]
+    assert results[tensors["block"]].value == metrics["block"] > 10 * metrics["block.conv1"]
+    assert tensors["stem"] not in red and tensors["block.conv1"] not in red
+    passing = load_node_data(tmp_path / overlays[1])["main"].results
+    assert set(passing) == set(results) and not any(r.bgColor for r in passing.values())
+
+
+def test_no_overlay_where_no_tensor_is_known_per_tap():
+    (model,) = json.loads((DATA / "gate_pass.json").read_text())["models"]
+    assert [node_data(model["model"], v) for v in model["variants"]] == [None] * 9  # ONNX
+    variant = shipped_gate()["models"][1]["variants"][1]
+    assert variant["mode"] == "golden" and node_data("tiny", variant) is None
+
+
+def test_merged_reports_keep_every_shipped_file():
+    """pytest-xdist and the plugin merge reports by model: two shipped files of one model
+    are both 'external_litert' and must both stay."""
+    gate = shipped_gate()
+    (model,) = merge_gates([gate])["models"]
+    names = [(v["name"], v["mode"]) for v in model["variants"]]
+    assert len(names) == 7 and names.count(("external_litert", "live")) == 2

@@ -80,6 +80,8 @@ class ParityPlugin:
         self.fetched: dict[str, set[str]] = {}
         #: (model, variant) -> why its workers could not run (bad input, no reference).
         self.fetch_errors: dict[tuple[str, str], str] = {}
+        #: the reports of the files the project ships ([tool.parity] artifacts), as checked.
+        self.shipped: list[ParityReport] = []
 
     # -- shared state ---------------------------------------------------------------
 
@@ -242,6 +244,7 @@ class ParityPlugin:
                 reports.append(self.report(model))
             except ParityError as exc:  # e.g. weights that never loaded: say so, report the rest
                 self.report_errors.append(f"parity report: {model} left out: {exc}")
+        reports += self.shipped
         worker = getattr(session.config, "workeroutput", None)
         if worker is not None:
             worker["parity_report"] = gate_to_dict(reports) if reports else None

@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
-from parity.backends.base import OUTPUT, Runner
 from parity.backends.litert.internals import ops_details
 from parity.errors import ArtifactError, TapError, runtime_failure
 from parity.preprocess import Layout
+from parity.runner import OUTPUT, Runner
 from parity.taps import Tap
 
 _SCOPE_SUFFIX = re.compile(r"_\d+$")

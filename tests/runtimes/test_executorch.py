@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity.backends.base import OUTPUT
 from parity.cli import main
 from parity.harness import Session
 from parity.result import VariantResult
+from parity.runner import OUTPUT
 
 pytestmark = pytest.mark.executorch
 

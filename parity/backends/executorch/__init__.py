@@ -9,8 +9,7 @@ outputs of the exported program (:mod:`.convert`), so each tap is located by con
 
 from __future__ import annotations
 
-from parity.backends import Backend, Variant
-from parity.export import Exporter
+from parity.backends import Backend, Exporter, Variant
 
 _TAPS = "the card's taps exported as extra outputs of the program (forward hooks at export)"
 #: Each lowering of the exported program and what runs it.

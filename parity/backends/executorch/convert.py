@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from parity import lazy
-from parity.backends.base import OUTPUT
 from parity.errors import ParityError, TapError
+from parity.runner import OUTPUT
 from parity.tapmatch import TapMatch
 from parity.taps import Tap
 

@@ -330,12 +330,13 @@ def check_external(
     verdict = compare_taps(
         session.card.name, name, taps, session.reference, obtained, session.policy
     )
-    results = [VariantResult(plan.variant, verdict, plan.artifact, seconds)]
+    located = {m.tap: m.tensor for m in plan.matches if m.tensor is not None}
+    results = [VariantResult(plan.variant, verdict, plan.artifact, seconds, located=located)]
     if golden:
         results.append(
             VariantResult(
                 plan.variant, _vs_goldens(session, name, taps, obtained), plan.artifact,
-                seconds, mode="golden",
+                seconds, mode="golden", located=located,
             )
         )  # fmt: skip
     return results

@@ -53,6 +53,7 @@ def prefetch(
         session._worker_seconds[name] = float(outcome.record.get("seconds", 0.0))
         if outcome.record.get("executed"):
             session.executed[name] = str(outcome.record["executed"])
+        session.located[name] = dict(outcome.record.get("located") or {})
         artifact = outcome.artifact
         if outcome.error is not None:
             session._failures[name] = (outcome.error, artifact)

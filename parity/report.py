@@ -202,6 +202,7 @@ def report_to_dict(report: ParityReport) -> dict[str, Any]:
             "family": result.variant.family,
             "precision": result.variant.precision,
             "executed": result.executed,
+            "tensors": dict(result.located),
             "mode": result.mode,
             "status": result.status,
             "passed": result.passed,

@@ -147,6 +147,8 @@ class Session:
         self._worker_seconds: dict[str, float] = {}
         #: The precision each variant ran in, where its runtime says (``Runner.executed``).
         self.executed: dict[str, str] = {}
+        #: Tap -> tensor name per variant, where its runner says (``Runner.located``).
+        self.located: dict[str, dict[str, str]] = {}
         #: Why the torch worker could not produce the reference (live checks then fail).
         self.reference_failure: str | None = None
         #: The results of the file made elsewhere (live, then golden), when a worker checked it.
@@ -353,10 +355,10 @@ class Session:
                 time.perf_counter() - start,
             )  # fmt: skip
         seconds = time.perf_counter() - start
-        executed = self.executed.get(variant.name)
         return VariantResult(
-            variant, judge(obtained), artifact, seconds, mode=mode, executed=executed
-        )
+            variant, judge(obtained), artifact, seconds, mode=mode,
+            executed=self.executed.get(variant.name), located=self.located.get(variant.name, {}),
+        )  # fmt: skip
 
     def check(self, variant: Variant) -> VariantResult:
         """Live check: one variant vs the torch reference now, every tap, every image."""

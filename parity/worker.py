@@ -188,6 +188,7 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
             artifact=_artifact_record(artifact),
             seconds=time.perf_counter() - start,
             executed=runner.executed,
+            located=runner.located,
         )
     except RuntimeFailure as exc:  # a runtime or converter failing: a failed result
         record = _artifact_record(exc.artifact or artifact)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from parity.render.overlay import OVER_BUDGET, node_data
+import pytest
+
+from parity.render.overlay import OVER_BUDGET, TFLITE_GRAPH, node_data
 from parity.render.routes import (
     render_routes_html,
     render_routes_json,
@@ -13,7 +15,8 @@ from parity.render.routes import (
     route_of,
     route_rows,
 )
-from parity.report import merge_gates, write_reports
+from parity.report import merge_gates, report_to_dict, write_reports
+from parity.variants import VARIANTS
 
 DATA = Path(__file__).parent / "data"
 
@@ -84,8 +87,6 @@ def load_node_data(path: Path) -> dict:
 def test_overlays_load_with_model_explorer_and_light_the_converted_graphs_nodes(
     tmp_path: Path,
 ):
-    from model_explorer.builtin_tflite_flatbuffer_adapter import BuiltinTfliteFlatbufferAdapter
-
     gate = shipped_gate()
     paths = write_reports(gate, tmp_path)
     overlays = sorted(p.name for p in paths if p.name.endswith(".modelexplorer.json"))
@@ -94,20 +95,9 @@ def test_overlays_load_with_model_explorer_and_light_the_converted_graphs_nodes(
         "tiny-tiny.tflite.modelexplorer.json",
         "tiny-tiny_broken.tflite.modelexplorer.json",
     ]  # one per live check of a TFLite file; golden checks are the same files
-    # The nodes of the converted graph, as Model Explorer's TFLite adapter reads the file.
-    (collection,) = BuiltinTfliteFlatbufferAdapter().convert(str(ROUTES / "tiny.tflite"), {})[
-        "graphCollections"
-    ]
-    (graph,) = collection.graphs
-    outputs = {
-        attr["value"]: node["label"]
-        for node in graph["nodes"]
-        for meta in node.get("outputsMetadata") or ()
-        for attr in meta["attrs"]
-        if attr["key"] == "tensor_name"
-    }
+    outputs = graph_outputs(ROUTES / "tiny.tflite")  # the converted graph's nodes
     broken = load_node_data(tmp_path / overlays[2])
-    assert list(broken) == [graph["id"]] == ["main"]
+    assert list(broken) == [TFLITE_GRAPH]
     results = broken["main"].results
     ops = [outputs[key] for key in results]  # every key is an op's output in the graph
     assert ops == ["conv_2d", "depthwise_conv_2d", "conv_2d", "add", "mean", "fully_connected"]
@@ -136,3 +126,38 @@ def test_merged_reports_keep_every_shipped_file():
     (model,) = merge_gates([gate])["models"]
     names = [(v["name"], v["mode"]) for v in model["variants"]]
     assert len(names) == 7 and names.count(("external_litert", "live")) == 2
+
+
+def graph_outputs(path: Path) -> dict[str, str]:
+    """Output tensor name -> op, of every node of the graph Model Explorer's own TFLite
+    adapter reads from ``path`` (graph 'main')."""
+    from model_explorer.builtin_tflite_flatbuffer_adapter import BuiltinTfliteFlatbufferAdapter
+
+    (collection,) = BuiltinTfliteFlatbufferAdapter().convert(str(path), {})["graphCollections"]
+    (graph,) = collection.graphs
+    assert graph["id"] == TFLITE_GRAPH
+    return {
+        attr["value"]: node["label"]
+        for node in graph["nodes"]
+        for meta in node.get("outputsMetadata") or ()
+        for attr in meta["attrs"]
+        if attr["key"] == "tensor_name"
+    }
+
+
+@pytest.mark.litert
+@pytest.mark.keras
+@pytest.mark.torch
+def test_a_built_tflite_variant_records_its_tensors_and_gets_an_overlay(session_for):
+    """The Keras twin's TFLite file (the LiteRT runner locates taps by layer name): the
+    report records the tensor of every tap, and the overlay lights those nodes."""
+    session = session_for("mobilenet_v2")
+    result = session.check(VARIANTS["litert_fp32"])
+    (variant,) = report_to_dict(session.report([result], started=0.0))["variants"]
+    assert set(variant["tensors"]) == {t.name for t in session.card.taps}
+    data = node_data("mobilenet_v2", variant)
+    assert data is not None
+    outputs = graph_outputs(Path(variant["artifact"]["path"]))
+    keys = data[TFLITE_GRAPH]["results"]
+    assert keys and all(key in outputs for key in keys), set(keys) - set(outputs)
+    assert {outputs[key] for key in keys} >= {"conv_2d", "add", "fully_connected"}

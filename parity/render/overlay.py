@@ -6,9 +6,10 @@ graph id -> ``GraphNodeData`` (``results``: key -> ``{value, bgColor, textColor}
 colour ``gradient``), where a key is a node id or one of the node's output tensor names.
 
 Parity writes one such file per live check whose report records the tensor each tap was
-read from (``artifact.tap_matching``: the litert-torch route and files made elsewhere):
-that tensor's node gets the tap's worst ``max_abs_norm`` over the fixture images (the
-gradient colours the growth), a tap over its budget is red. Only TFLite files are drawn:
+read from (``tensors``, from the runner: the LiteRT runners and files made elsewhere; older
+reports: ``artifact.tap_matching``): that tensor's node gets the tap's worst
+``max_abs_norm`` over the fixture images (the gradient colours the growth), a tap over its
+budget is red. Only TFLite files are drawn:
 Model Explorer's built-in TFLite adapter names the graph after subgraph 0 (``main``, as
 both TFLite converters write it); other formats' graph ids are not known to the parent.
 Open with ``model-explorer model.tflite --node_data_paths=overlay.json``. Standard library
@@ -48,7 +49,9 @@ def node_data(model: str, variant: Mapping[str, Any]) -> dict[str, Any] | None:
     artifact = variant.get("artifact") or {}
     if variant.get("mode") != "live" or not str(artifact.get("path", "")).endswith(".tflite"):
         return None
-    tensors = {m["tap"]: m["tensor"] for m in artifact.get("tap_matching") or () if m.get("tensor")}
+    tensors = variant.get("tensors") or {
+        m["tap"]: m["tensor"] for m in artifact.get("tap_matching") or () if m.get("tensor")
+    }
     results: dict[str, dict[str, Any]] = {}
     for tap in variant.get("taps") or ():
         tensor = tensors.get(tap["name"])

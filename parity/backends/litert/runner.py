@@ -252,6 +252,7 @@ class LiteRTRunner(Runner):
         preserve = bool(taps)
         interpreter = self._interpreter(preserve)
         located = self._tap_tensors(interpreter, taps) if taps else {}
+        self.located = {tap: str(self._details[index]["name"]) for tap, index in located.items()}
         fixed = int(interpreter.get_input_details()[0]["shape_signature"][0])
         step = fixed if fixed > 0 else IMAGES_PER_INVOKE  # a static batch: that many at a time
         if len(feed) <= step:

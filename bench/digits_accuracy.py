@@ -38,15 +38,14 @@ import numpy as np
 import torch  # noqa: F401  (torch and torchvision before TensorFlow: import-order trap)
 import torchvision  # noqa: F401
 
-from parity.backends import exporters
-from parity.backends.base import OUTPUT
+from parity.backends import Exporter, exporters
 from parity.evaluate import EvalConfig, EvalResult, evaluate, scan_image_folder
-from parity.export import Exporter
 from parity.harness import RunConfig, make_runner
 from parity.lazy import package_version
 from parity.local import LocalSession as Session
 from parity.paths import cache_dir
 from parity.preprocess import preprocess_batch
+from parity.runner import OUTPUT
 from parity.variants import VARIANTS, Variant
 from parity.zoo import get_card
 

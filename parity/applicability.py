@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from parity.backends import export_chain, get_exporter
-from parity.lazy import extra_for, installed
+from parity.backends import export_chain, extra_for, get_exporter
+from parity.lazy import installed
 
 if TYPE_CHECKING:
     from parity.variants import Variant

@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-from parity.backends import get_exporter
+from parity.backends import Exporter, get_exporter
 from parity.errors import ArtifactError
-from parity.export import Exporter
 from parity.fixtures import calibration_images, file_sha256, load_fixtures
 from parity.lazy import package_version
 from parity.paths import cache_dir, calibration_dir

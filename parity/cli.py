@@ -126,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="compare the routes checked (which conversion to ship): print the table and "
-        "write DIR/routes.md and DIR/routes.json",
+        "write DIR/routes.md, .json, .html and a Model Explorer overlay per TFLite file",
     )
     run.add_argument("--summary", action="store_true", help="summary table only, no per-tap tables")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
@@ -355,15 +355,12 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         write_json(report_to_dict(report), args.json)
         console.print(f"JSON report: {args.json}")
     if args.routes:
-        from parity.render.routes import render_routes_json, render_routes_markdown
-        from parity.report import routes_table
+        from parity.report import routes_table, write_routes
 
         model = report_to_dict(report)
         console.print(routes_table(model))
-        args.routes.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(args.routes / "routes.md", render_routes_markdown(model))
-        atomic.write_text(args.routes / "routes.json", render_routes_json(model))
-        console.print(f"routes: {args.routes / 'routes.md'}, {args.routes / 'routes.json'}")
+        for path in write_routes(model, args.routes):
+            console.print(f"routes: {path}")
     return EXIT_PASS if report.passed else EXIT_FAIL
 
 
@@ -424,8 +421,8 @@ def _cmd_check(args: argparse.Namespace, console: Console) -> int:
             for shipped in gate.shipped(model):  # the files the project ships: as --artifact
                 if "live" not in modes:
                     console.print(
-                        f"[yellow]{shipped.path}[/]: not checked (a file made elsewhere is "
-                        "compared with torch now; --no-live compares with the goldens only)"
+                        f"[yellow]{shipped.path}[/]: not checked (parity locates the taps of "
+                        "a file made elsewhere with torch now; --no-live runs without it)"
                     )
                     continue
                 config = dataclasses.replace(
@@ -433,7 +430,7 @@ def _cmd_check(args: argparse.Namespace, console: Console) -> int:
                     artifact_runtime=shipped.runtime, tap_map=shipped.taps,
                     input_layout=shipped.layout,
                 )  # fmt: skip
-                reports.append(run_parity(config, progress, ("live",)))
+                reports.append(run_parity(config, progress, modes))  # vs torch and goldens
     for report in reports:
         print_report(report, console, per_tap=not args.summary)
     report_dir = args.report or gate.report

@@ -1,10 +1,9 @@
 """What a file made elsewhere says about itself: runtime, input, output, layout, batch.
 
 The runtime is read from the bytes by each backend's :class:`Probe` (its
-``parity/backends/<name>/probe.py``), cross-checked with the suffix and
-``--artifact-runtime``; :func:`detect` reads the input (name, dtype, quantisation, batch,
-layout by the axis holding the card's 3 channels, a converter's layout adapter) and picks
-the logits output. See :mod:`parity.external` for the whole check.
+``parity/backends/<name>/probe.py``; :mod:`parity.readers` asks them); :func:`detect` reads
+the input (name, dtype, quantisation, batch, layout by the axis holding the card's 3
+channels, a converter's layout adapter) and picks the logits output. See :mod:`parity.external` for the whole check.
 """
 
 from __future__ import annotations
@@ -17,10 +16,9 @@ from typing import Any, cast
 
 import numpy as np
 
-from parity.backends import Backend, Variant, backend, backends
-from parity.backends.base import Runner
-from parity.errors import ArtifactError, ParityError
+from parity.errors import ParityError
 from parity.preprocess import Layout
+from parity.runner import Runner
 
 LAYOUTS: tuple[Layout, ...] = ("NCHW", "NHWC")
 
@@ -82,53 +80,6 @@ def short_key(key: str, limit: int = 60) -> str:
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
-
-
-# -- runtime from the bytes ------------------------------------------------------------
-
-
-def readers() -> dict[str, Backend]:
-    """The backends that can run a file made elsewhere (those with a probe)."""
-    return {b.name: b for b in backends().values() if b.probe is not None}
-
-
-def sniff_runtime(path: Path, declared: str | None = None) -> tuple[str, str]:
-    """(runtime, what the bytes are) for ``path``; a one-line error for anything else.
-
-    Each backend's probe recognises its own files (:meth:`Probe.recognise`); probes whose
-    format has no magic number (ONNX) are asked last.
-    """
-    known = readers()
-    if declared is not None and declared not in known:
-        raise ParityError(f"unknown --artifact-runtime {declared!r}; known: {', '.join(known)}")
-    if not path.is_file():
-        raise ArtifactError(f"{path}: artifact file not found")
-    with path.open("rb") as handle:
-        head = handle.read(16)
-    suffix = path.suffix.lower()
-    by_suffix = next((b.name for b in known.values() if suffix in b.suffixes), None)
-    probes: list[type[Probe]] = sorted(
-        (b.probe_class() for b in known.values()), key=lambda p: p.weak_magic
-    )
-    found: tuple[str, str] | None = None
-    for probe in probes:
-        what = probe.recognise(path, head, declared or by_suffix)
-        if what is not None:
-            found = (probe.runtime, what)
-            break
-    if found is None:
-        labels = sorted(b.probe_class().label for b in known.values())
-        names = ", ".join(labels[:-1]) + f" or {labels[-1]}" if len(labels) > 1 else labels[0]
-        raise ParityError(
-            f"{path}: not a {names} model (starts with {head[:12]!r}); parity reads "
-            + ", ".join(p.kind for p in probes)
-        )
-    runtime, what = found
-    if declared is not None and declared != runtime:
-        raise ParityError(f"{path}: --artifact-runtime {declared}, but the file is a {what}")
-    if by_suffix is not None and by_suffix != runtime:
-        raise ParityError(f"{path}: named {path.suffix} but the file is a {what}")
-    return runtime, what
 
 
 # -- one probe per runtime (in its backend): inputs, outputs, graph, discovery run, runner --
@@ -366,17 +317,3 @@ def _pick_output(path: Path, outputs: Sequence[TensorInfo], card: Any) -> tuple[
     if len(outputs) > 1:
         line += f", the only one of {len(outputs)} outputs with that shape"
     return output, line
-
-
-def external_variant(path: Path, runtime: str, what: str = "") -> Variant:
-    """The variant of a file made elsewhere: ``external_<runtime>``, run on the file."""
-    about = f" ({what})" if what else ""
-    return Variant(
-        f"external_{runtime}",
-        runtime,
-        "parity.external:ExternalRunner",
-        None,
-        f"{path.name}{about}, made elsewhere",
-        backend(runtime).module,
-        runs_on="file",
-    )

@@ -59,24 +59,20 @@ import numpy as np
 from parity import lazy
 from parity.artifacts import Artifact
 from parity.backends import Variant, backend
-from parity.backends.base import OUTPUT, Runner
-from parity.compare import compare_taps
-from parity.detect import (
-    Detection,
-    Probe,
-    detect,
-    external_variant,
-    format_shape,
-    sniff_runtime,
-)
+from parity.compare import compare_taps, merge_verdicts
+from parity.detect import Detection, Probe, detect, format_shape
 from parity.errors import ParityError, RuntimeFailure
 from parity.fixtures import file_sha256
+from parity.golden import golden_verdict
 from parity.preprocess import Layout, to_layout
+from parity.readers import external_variant, sniff_runtime
+from parity.runner import OUTPUT, Runner
 from parity.tapmatch import TapMapEntry, TapMatch, load_tap_map, match_summary, match_taps
 from parity.taps import Tap
 from parity.zoo import DEFAULT_MODEL
 
 if TYPE_CHECKING:
+    from parity.compare import VariantVerdict
     from parity.harness import Session
     from parity.result import VariantResult
 
@@ -301,8 +297,11 @@ def check_external(
     runtime: str | None = None,
     tap_map: Path | str | None = None,
     input_layout: str | None = None,
-) -> VariantResult:
-    """Live check of a file made elsewhere against the torch reference of ``session``.
+    golden: bool = False,
+) -> list[VariantResult]:
+    """Live check of a file made elsewhere against the torch reference of ``session``, and
+    with ``golden`` also against the stored goldens (as built-in variants are; the taps are
+    located with the reference, so torch is needed either way).
 
     Bad input (not a model, wrong classes, wrong input size, ambiguous layout, a bad tap
     map) raises a one-line :class:`ParityError` before anything runs; the runtime failing
@@ -310,6 +309,7 @@ def check_external(
     """
     from parity.result import VariantResult
 
+    modes = ("live", "golden") if golden else ("live",)
     inspection = inspect_artifact(session, path, runtime, tap_map, input_layout)
     _ = session.reference  # the torch reference is not part of the artifact's time
     start = time.perf_counter()
@@ -322,13 +322,42 @@ def check_external(
     except RuntimeFailure as exc:  # a runtime failing on its artifact is a failed check
         artifact = inspection.artifact(inspection.detection.lines)
         seconds = time.perf_counter() - start
-        return VariantResult.failed_to_run(
-            inspection.variant, str(exc), artifact=artifact, seconds=seconds
-        )
+        return [
+            VariantResult.failed_to_run(inspection.variant, str(exc), m, artifact, seconds)
+            for m in modes
+        ]
+    name, seconds = plan.variant.name, time.perf_counter() - start
     verdict = compare_taps(
-        session.card.name, plan.variant.name, taps, session.reference, obtained, session.policy
+        session.card.name, name, taps, session.reference, obtained, session.policy
     )
-    return VariantResult(plan.variant, verdict, plan.artifact, time.perf_counter() - start)
+    located = {m.tap: m.tensor for m in plan.matches if m.tensor is not None}
+    results = [VariantResult(plan.variant, verdict, plan.artifact, seconds, located=located)]
+    if golden:
+        results.append(
+            VariantResult(
+                plan.variant, _vs_goldens(session, name, taps, obtained), plan.artifact,
+                seconds, mode="golden", located=located,
+            )
+        )  # fmt: skip
+    return results
+
+
+def _vs_goldens(
+    session: Session, name: str, taps: Sequence[Tap], obtained: Mapping[str, np.ndarray]
+) -> VariantVerdict:
+    """The file's taps judged against the stored goldens, image by image (the parent
+    checked them fresh); what a failing image obtained is saved as for built-in variants."""
+    store = session.golden_store()
+    verdicts = []
+    for index, fixture in enumerate(session.fixtures):
+        single = {k: v[index] for k, v in obtained.items()}
+        verdict = golden_verdict(
+            session.card.name, name, taps, store, fixture.name, single, session.policy
+        )
+        if not verdict.passed:
+            store.write_obtained(fixture.name, name, obtained, index)
+        verdicts.append(verdict)
+    return merge_verdicts(verdicts, session.policy, session.card.name)
 
 
 def check_artifact(
@@ -356,8 +385,7 @@ def check_artifact(
         "tap_map": str(tap_map) if tap_map is not None else None,
     }  # fmt: skip
     session.prefetch([], external)
-    assert session.external is not None
-    return session.external
+    return session.external[0]
 
 
 def assert_artifact_parity(path: Path | str, model: str = DEFAULT_MODEL, **kwargs: Any) -> None:

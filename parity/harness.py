@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from parity.detect import sniff_runtime
 from parity.errors import ParityError
+from parity.judge import Judging, judge
 from parity.lazy import installed
+from parity.readers import sniff_runtime
 from parity.result import ParityReport
 from parity.session import DEFAULT_MODEL, Progress, RunConfig, Session, make_runner
 from parity.variants import REFERENCE, VARIANTS, resolve_variants
@@ -51,7 +52,6 @@ def run_parity(
         )
     session = Session(config, progress)
     _ = session.batch  # bad fixtures fail before any export
-    results = []
     if "golden" in modes:
         _ = session.goldens  # a stale or missing golden fails before any export
     external: dict[str, Any] | None = None
@@ -60,20 +60,16 @@ def run_parity(
         tap_map = str(config.tap_map) if config.tap_map is not None else None
         external = {"path": str(config.artifact), "runtime": runtime}
         external.update(input_layout=config.input_layout, tap_map=tap_map)
+        external.update(golden="golden" in modes)
+    golden = "golden" in modes
+    with_reference = golden and installed("torch") and (variants or config.artifact is None)
+    reference = [VARIANTS[REFERENCE]] if with_reference else []
     try:
         session.prefetch(variants, external)
-        if "golden" in modes and installed("torch"):
-            results.append(session.check_golden(VARIANTS[REFERENCE]))
-        for variant in variants:
-            if "live" in modes:
-                results.append(session.check(variant))
-            if "golden" in modes:
-                results.append(session.check_golden(variant))
-            session.forget(variant)  # judged: the report needs the verdicts, not the taps
+        results = list(judge(session, Judging((*reference, *variants), "live" in modes, golden)))
     finally:
         session.release()  # the CLI leaves by os._exit: no finalizer would run
-    if session.external is not None:
-        results.append(session.external)
+    results += session.external
     if not results:
         raise ParityError(
             "nothing was checked: the runtimes given have no live or golden check here "

@@ -40,20 +40,13 @@ def package_version(name: str) -> str:
         return "not-installed"
 
 
-def extra_for(module: str) -> str:
-    """The parity extra that installs ``module`` (``all`` when none is specific)."""
-    from parity.backends import extras
-
-    return extras().get(module.split(".")[0], "all")
-
-
 def require(module: str) -> ModuleType:
-    """Import ``module`` or raise a clear 'install parity[extra]' error."""
+    """Import ``module`` or raise a one-line error saying to install it (the ``n/a`` reasons
+    of :mod:`parity.applicability` name the exact extra before a runner gets here)."""
     if not installed(module):
-        extra = extra_for(module)
         raise MissingRuntimeError(
-            f"{module} is not installed in this environment; install it with "
-            f"pip install 'parity[{extra}]'"
+            f"{module} is not installed in this environment; install the extra of the runtime "
+            "that needs it (README: Runtime variants), or pip install 'parity[all]'"
         )
     return importlib.import_module(module)
 

@@ -85,4 +85,5 @@ class LocalSession(Session):
             self._outputs[variant.name] = (runner.run(self.batch, self.taps), artifact)
         if runner.executed:
             self.executed[variant.name] = runner.executed
+        self.located[variant.name] = runner.located
         return self._outputs[variant.name]

@@ -53,6 +53,7 @@ def prefetch(
         session._worker_seconds[name] = float(outcome.record.get("seconds", 0.0))
         if outcome.record.get("executed"):
             session.executed[name] = str(outcome.record["executed"])
+        session.located[name] = dict(outcome.record.get("located") or {})
         artifact = outcome.artifact
         if outcome.error is not None:
             session._failures[name] = (outcome.error, artifact)
@@ -63,10 +64,13 @@ def prefetch(
         if outcome.error is None:
             session.external = pickle.loads((outcome.folder / "result.pkl").read_bytes())
         else:
-            from parity.detect import external_variant
+            from parity.readers import external_variant
 
             variant = external_variant(Path(external["path"]), external["runtime"])
-            session.external = VariantResult.failed_to_run(variant, outcome.error)
+            modes = ("live", "golden") if external.get("golden") else ("live",)
+            session.external = [
+                VariantResult.failed_to_run(variant, outcome.error, m) for m in modes
+            ]
 
 
 def run_workers(

@@ -202,6 +202,7 @@ def report_to_dict(report: ParityReport) -> dict[str, Any]:
             "family": result.variant.family,
             "precision": result.variant.precision,
             "executed": result.executed,
+            "tensors": dict(result.located),
             "mode": result.mode,
             "status": result.status,
             "passed": result.passed,
@@ -288,6 +289,14 @@ def gate_to_dict(reports: Sequence[ParityReport]) -> dict[str, Any]:
     }
 
 
+def _check_key(variant: dict[str, Any]) -> tuple[str, str, str]:
+    """One check of a merged report: a variant in a mode; a file made elsewhere by its path
+    (every shipped TFLite file is an ``external_litert``)."""
+    artifact = variant.get("artifact") or {}
+    path = str(artifact.get("path", "")) if artifact.get("exporter") == "made elsewhere" else ""
+    return variant["name"], variant["mode"], path
+
+
 def merge_gates(gates: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One gate dict from several (pytest-xdist workers): each model's variants together."""
     models: dict[str, dict[str, Any]] = {}
@@ -296,8 +305,8 @@ def merge_gates(gates: Sequence[dict[str, Any]]) -> dict[str, Any]:
             if model["model"] not in models:
                 models[model["model"]] = {**model, "variants": []}
             merged = models[model["model"]]
-            seen = {(v["name"], v["mode"]) for v in merged["variants"]}
-            new = [v for v in model["variants"] if (v["name"], v["mode"]) not in seen]
+            seen = {_check_key(v) for v in merged["variants"]}
+            new = [v for v in model["variants"] if _check_key(v) not in seen]
             merged["variants"] += new
             merged["passed"] = merged["passed"] and model["passed"]
             merged["wall_seconds"] = max(merged["wall_seconds"], model["wall_seconds"])
@@ -309,8 +318,10 @@ def merge_gates(gates: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_reports(gate: dict[str, Any], folder: Path) -> list[Path]:
-    """Write ``report.json``, ``summary.md``, ``junit.xml`` and ``report.html`` into ``folder``."""
+    """Write ``report.json``, ``summary.md``, ``junit.xml``, ``report.html`` and the Model
+    Explorer overlays (:mod:`parity.render.overlay`) into ``folder``."""
     from parity.render import render_html, render_junit, render_markdown
+    from parity.render.overlay import write_overlays
 
     folder = Path(folder)
     write_json(gate, folder / "report.json")
@@ -322,7 +333,31 @@ def write_reports(gate: dict[str, Any], folder: Path) -> list[Path]:
     ):
         atomic.write_text(folder / name, render(gate))
         paths.append(folder / name)
+    for model in gate.get("models") or ():
+        paths += write_overlays(model, folder)
     return paths
+
+
+def write_routes(model: dict[str, Any], folder: Path) -> list[Path]:
+    """Write one model's route table (``routes.md``, ``.json``, ``.html``) and its Model
+    Explorer overlays into ``folder``."""
+    from parity.render.overlay import write_overlays
+    from parity.render.routes import (
+        render_routes_html,
+        render_routes_json,
+        render_routes_markdown,
+    )
+
+    folder = Path(folder)
+    paths = []
+    for name, render in (
+        ("routes.md", render_routes_markdown),
+        ("routes.json", render_routes_json),
+        ("routes.html", render_routes_html),
+    ):
+        atomic.write_text(folder / name, render(model))
+        paths.append(folder / name)
+    return paths + write_overlays(model, folder)
 
 
 def routes_table(model: dict[str, Any]) -> Table:

@@ -25,6 +25,8 @@ import dataclasses
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from parity.artifacts import Artifact
     from parity.compare import VariantVerdict
     from parity.fixtures import Fixture
@@ -54,6 +56,7 @@ class VariantResult:
         reason: why the variant does not apply (status ``n/a``).
         executed: the precision it actually ran in, where the runtime says (its declared
             class is ``variant.precision``).
+        located: tap -> the tensor it was read from in the artifact, where the runner says.
     """
 
     variant: Variant
@@ -64,6 +67,7 @@ class VariantResult:
     mode: str = "live"
     reason: str | None = None
     executed: str | None = None
+    located: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def not_applicable(cls, variant: Variant, reason: str, mode: str = "live") -> VariantResult:

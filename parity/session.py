@@ -19,7 +19,6 @@ import numpy as np
 from parity.applicability import not_applicable_reason
 from parity.artifacts import Artifact, ArtifactCache, BuildContext
 from parity.backends import get_exporter
-from parity.backends.base import Runner
 from parity.bundle import Bundle
 from parity.compare import (
     ReferenceTap,
@@ -47,6 +46,7 @@ from parity.result import (
     ParityReport,
     VariantResult,
 )
+from parity.runner import Runner
 from parity.taps import select_taps
 from parity.variants import REFERENCE, VARIANTS, Variant
 from parity.weights import HandedWeights, Weights, cached_weights_sha256
@@ -147,10 +147,12 @@ class Session:
         self._worker_seconds: dict[str, float] = {}
         #: The precision each variant ran in, where its runtime says (``Runner.executed``).
         self.executed: dict[str, str] = {}
+        #: Tap -> tensor name per variant, where its runner says (``Runner.located``).
+        self.located: dict[str, dict[str, str]] = {}
         #: Why the torch worker could not produce the reference (live checks then fail).
         self.reference_failure: str | None = None
-        #: The result of the file made elsewhere, when a worker checked it.
-        self.external: VariantResult | None = None
+        #: The results of the file made elsewhere (live, then golden), when a worker checked it.
+        self.external: list[VariantResult] = []
         self._release: weakref.finalize[Any, Any] | None = None
         #: When set (the pytest plugin), called with a variant before its outputs or the
         #: reference are needed here; it runs them in workers (:meth:`prefetch`), so this
@@ -353,10 +355,10 @@ class Session:
                 time.perf_counter() - start,
             )  # fmt: skip
         seconds = time.perf_counter() - start
-        executed = self.executed.get(variant.name)
         return VariantResult(
-            variant, judge(obtained), artifact, seconds, mode=mode, executed=executed
-        )
+            variant, judge(obtained), artifact, seconds, mode=mode,
+            executed=self.executed.get(variant.name), located=self.located.get(variant.name, {}),
+        )  # fmt: skip
 
     def check(self, variant: Variant) -> VariantResult:
         """Live check: one variant vs the torch reference now, every tap, every image."""
@@ -376,7 +378,7 @@ class Session:
     @functools.cached_property
     def goldens(self) -> GoldenStore:
         """This model's golden store, checked fresh against the current spec and inputs."""
-        store = self._store()
+        store = self.golden_store()
         store.check_fresh(
             self.fixtures,
             self.batch,
@@ -422,9 +424,9 @@ class Session:
 
     @property
     def goldens_folder(self) -> Path:
-        return self._store().folder
+        return self.golden_store().folder
 
-    def _store(self, writing: bool = False) -> GoldenStore:
+    def golden_store(self, writing: bool = False) -> GoldenStore:
         """The goldens read (the project's, else the bundled ones) or written (the project's
         only: the installed package is read-only, see :meth:`GoldenStore.write`)."""
         project = find_project()
@@ -440,7 +442,7 @@ class Session:
     def golden_moves(self) -> GoldenMoves:
         """What rewriting the goldens from torch now would change, and by how much."""
         return golden_moves(
-            self._store(), self.fixtures, self.batch, self.reference, self.taps,
+            self.golden_store(), self.fixtures, self.batch, self.reference, self.taps,
             weights_sha256=self.local_weights_sha256(), spec=self.card.preprocess,
             versions=golden_versions(),
         )  # fmt: skip
@@ -468,7 +470,7 @@ class Session:
     def write_goldens(self) -> None:
         """(Re)write this model's goldens from the torch reference."""
         source, sha256 = self.weights()
-        store = self._store(writing=True)
+        store = self.golden_store(writing=True)
         store.write(
             self.fixtures, self.batch, self.reference, self.taps,
             weights_source=source, weights_sha256=sha256,

@@ -156,8 +156,9 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
 
             phases.enter(name, f"loading {Path(task['path']).name}")
             result = check_external(
-                session, Path(task["path"]), task["runtime"], task["tap_map"], task["input_layout"]
-            )
+                session, Path(task["path"]), task["runtime"], task["tap_map"], task["input_layout"],
+                bool(task.get("golden")),
+            )  # fmt: skip
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "result.pkl").write_bytes(pickle.dumps(result))
             _done(folder, seconds=time.perf_counter() - start)
@@ -187,6 +188,7 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
             artifact=_artifact_record(artifact),
             seconds=time.perf_counter() - start,
             executed=runner.executed,
+            located=runner.located,
         )
     except RuntimeFailure as exc:  # a runtime or converter failing: a failed result
         record = _artifact_record(exc.artifact or artifact)
@@ -198,8 +200,8 @@ def _evaluate(
 ) -> float:
     """``parity eval``: the variant's logits on ``images.npy`` in chunks (taps off), written
     as ``<task>/logits.npy``; returns the inference seconds."""
-    from parity.backends.base import OUTPUT
     from parity.evaluate.running import eval_runner
+    from parity.runner import OUTPUT
     from parity.variants import VARIANTS
 
     name, variant = task["name"], VARIANTS[task["variant"]]

@@ -1,8 +1,10 @@
-"""The import contracts of pyproject.toml hold (``lint-imports``), and the cycle contract
-can fail: a cycle hidden in a function-local import is found."""
+"""The import contracts of pyproject.toml hold (``lint-imports``), and the cycle contracts
+can fail: a cycle hidden in a function-local import is found, between modules and between
+packages (a late import added to a copy of parity)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -13,12 +15,17 @@ import grimp
 from tools.import_contracts import cycles
 
 ROOT = Path(__file__).resolve().parents[1]
+LINT = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+
+
+def lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:
+    assert LINT is not None, "lint-imports is missing: pip install -e '.[dev]'"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), str(ROOT)])}
+    return subprocess.run([LINT], cwd=cwd, capture_output=True, text=True, env=env)
 
 
 def test_the_import_contracts_are_kept() -> None:
-    lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
-    assert lint is not None, "lint-imports is missing: pip install -e '.[dev]'"
-    done = subprocess.run([lint], cwd=ROOT, capture_output=True, text=True)
+    done = lint_imports(ROOT)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "0 broken" in done.stdout
 
@@ -34,3 +41,20 @@ def test_a_cycle_hidden_in_a_function_is_found(tmp_path: Path, monkeypatch) -> N
     monkeypatch.syspath_prepend(str(tmp_path))
     graph = grimp.build_graph("cyclic", cache_dir=None)
     assert cycles(graph, "cyclic") == [["cyclic.a", "cyclic.b", "cyclic.c"]]
+
+
+def test_a_package_cycle_in_a_late_import_breaks_the_contract(tmp_path: Path) -> None:
+    """parity.lazy asking the backend registry (as it once did for an extra's name): no two
+    modules import each other, but parity.lazy and parity.backends do (its runners import
+    parity.lazy), so the package contract breaks and the module contract holds."""
+    shutil.copytree(ROOT / "parity", tmp_path / "parity", ignore=shutil.ignore_patterns("*.pyc"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    lazy = tmp_path / "parity" / "lazy.py"
+    lazy.write_text(
+        lazy.read_text() + "\n\ndef extra() -> None:\n    from parity import backends\n"
+    )
+    done = lint_imports(tmp_path)
+    assert done.returncode == 1, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "no import cycle between parity's modules KEPT" in done.stdout
+    assert "no import cycle between parity's packages BROKEN" in done.stdout
+    assert "- .lazy -> .backends (1 import)" in done.stdout

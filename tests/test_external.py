@@ -102,7 +102,8 @@ def foreign_onnx(mobilenet: Session, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def foreign_result(mobilenet: Session, foreign_onnx: Path) -> VariantResult:
-    return check_external(mobilenet, foreign_onnx)
+    (result,) = check_external(mobilenet, foreign_onnx)
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +203,7 @@ def test_perturbed_conv_in_opaque_onnx_fails_naming_its_tap(mobilenet: Session, 
     perturb_onnx_conv(source, tmp_path / "perturbed.onnx", module="features.5")
     broken = tmp_path / "vendor_broken.onnx"
     opaque_nhwc_onnx(tmp_path / "perturbed.onnx", broken)
-    result = check_external(mobilenet, broken)
+    (result,) = check_external(mobilenet, broken)
     assert result.verdict is not None and not result.passed
     first = result.verdict.first_failure
     assert first is not None and first.tap.name == "features.5"
@@ -308,7 +309,7 @@ def test_int8_tflite_detects_input_quantisation(
         budgets.replace("mobilenet_v2/litert_int8*/", "mobilenet_v2/external_litert/")
     )
     session = Session(RunConfig(model="mobilenet_v2", tolerances=tolerances))
-    result = check_external(session, path)
+    (result,) = check_external(session, path)
     text = detected(result)
     assert "input 'serving_default_pixels:0' int8 (batch,3,224,224), scale 0.0" in text
     assert "int8 input: the float batch is quantised with scale" in text

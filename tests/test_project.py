@@ -203,8 +203,10 @@ def test_wheel_litert_torch_route_on_own_cards_and_shipped_files(
     assert done.returncode == 1, done.stdout + done.stderr
     models = json.loads((project / "parity-report/report.json").read_text())["models"]
     assert {v["status"] for v in models[0]["variants"]} == {"pass"}
-    (shipped,) = models[1]["variants"]
-    assert shipped["status"] == "fail" and shipped["first_divergent_tap"] == "block"
+    assert [v["mode"] for v in models[1]["variants"]] == ["live", "golden"]
+    for shipped in models[1]["variants"]:  # vs torch and vs the goldens
+        assert shipped["status"] == "fail" and shipped["first_divergent_tap"] == "block"
+    assert (project / "parity-report/tiny-tiny.tflite.modelexplorer.json").is_file()
 
 
 def package_goldens_digest(python: Path) -> str:

@@ -366,7 +366,8 @@ def test_xdist_workers_export_once_and_write_one_merged_report(
 def test_files_listed_in_tool_parity_are_tests_too(
     run: Run, pytester: pytest.Pytester, session_for
 ):
-    """[tool.parity] artifacts: one generated test per shipped file; a broken one fails."""
+    """[tool.parity] artifacts: one generated test per shipped file, checked vs torch and vs
+    the goldens like the built-in variants, in the report too; a broken one fails."""
     from parity.faults import perturb_onnx_conv
     from parity.variants import VARIANTS
 
@@ -378,7 +379,7 @@ def test_files_listed_in_tool_parity_are_tests_too(
         'models = ["mobilenet_v2"]\n'
         'artifacts = [{path = "good.onnx"}, {path = "broken.onnx", runtime = "onnxruntime"}]\n'
     )
-    result = run(*MODEL, *ORT, "-v", "-k", "shipped")
+    result = run(*MODEL, *ORT, "-v", "-k", "shipped", "--parity-report", "report")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -387,3 +388,14 @@ def test_files_listed_in_tool_parity_are_tests_too(
             "*broken.onnx: first divergent tap 'features.7'*",
         ]
     )
+    (model,) = json.loads((pytester.path / "report/report.json").read_text())["models"]
+    checks = {
+        (Path(v["artifact"]["path"]).name, v["mode"]): (v["status"], v["first_divergent_tap"])
+        for v in model["variants"]
+    }
+    assert checks == {
+        ("good.onnx", "live"): ("pass", None),
+        ("good.onnx", "golden"): ("pass", None),
+        ("broken.onnx", "live"): ("fail", "features.7"),
+        ("broken.onnx", "golden"): ("fail", "features.7"),
+    }

@@ -152,6 +152,10 @@ def test_not_applicable_is_one_rule(project: Path):
     for name in ("keras", "ort_tf2onnx", "litert_fp32", "litert_int8_io_noxnn"):
         reason = not_applicable_reason(VARIANTS[name], card)
         assert reason is not None and "no Keras twin" in reason and "keras_twin" in reason
+        # ... and names what does apply: the twin-free routes and the user's own file
+        routes = reason.partition("Routes that apply: ")[2]
+        assert "litert_torch" in routes and "onnxruntime" in routes, reason
+        assert "--artifact FILE (or [tool.parity] artifacts)" in routes, reason
     reasons = {v.name: not_applicable_reason(v, card) for v in resolve_variants(["onnxruntime"])}
     assert all(reasons[name] is None for name in ("ort_dynamo", "ort_torchscript"))
     assert "no Keras twin" in (reasons["ort_tf2onnx"] or "")
@@ -367,16 +371,20 @@ def test_check_checks_the_files_listed_in_tool_parity_and_fails_on_a_broken_one(
     code, out, err = cli(capsys, *argv)
     assert code == 0, out + err
     models = json.loads((project / "report/report.json").read_text())["models"]
-    names = [[v["name"] for v in m["variants"]] for m in models]
-    assert names == [["torch", "ort_dynamo", "ort_dynamo"], ["external_onnxruntime"]]
-    assert models[1]["variants"][0]["status"] == "pass"
+    checks = [[(v["name"], v["mode"]) for v in m["variants"]] for m in models]
+    shipped_checks = [("external_onnxruntime", "live"), ("external_onnxruntime", "golden")]
+    assert checks == [
+        [("torch", "golden"), ("ort_dynamo", "live"), ("ort_dynamo", "golden")],
+        shipped_checks,  # vs torch and vs the goldens, like the built-in variant
+    ]
+    assert [v["status"] for v in models[1]["variants"]] == ["pass", "pass"]
     perturb_onnx_conv(exported, shipped, "features.7")
     code, out, err = cli(capsys, *argv)
     assert code == 1, out + err
     models = json.loads((project / "report/report.json").read_text())["models"]
     assert [v["status"] for v in models[0]["variants"]] == ["pass", "pass", "pass"]
-    (broken,) = models[1]["variants"]
-    assert broken["status"] == "fail" and broken["first_divergent_tap"] == "features.7"
+    for broken in models[1]["variants"]:
+        assert broken["status"] == "fail" and broken["first_divergent_tap"] == "features.7"
     # --no-live (goldens only) says the shipped file was not checked, never a silent pass.
     code, out, err = cli(capsys, *argv, "--no-live")
     assert code == 0 and "dist/model.onnx: not checked" in out.replace("\n", "")

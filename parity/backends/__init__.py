@@ -19,11 +19,14 @@ import dataclasses
 import functools
 import importlib
 import importlib.metadata
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from parity.errors import ParityError
-from parity.export import Exporter
+
+if TYPE_CHECKING:
+    from parity.artifacts import BuildContext
 
 #: Entry-point group a backend registers in.
 GROUP = "parity.backends"
@@ -38,6 +41,50 @@ RunsOn = Literal["module", "artifact", "file"]
 PRECISION_CLASSES = ("fp32", "tf32", "bf16", "fp16", "int8", "dynamic-range")
 
 
+ExportFunction = Callable[["BuildContext", Path, Mapping[str, Any]], dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Exporter:
+    """A named way to make one artifact.
+
+    Attributes:
+        name: registry name, also the cache folder name.
+        target: ``module:function`` implementing it (imported only when used).
+        filename: the main file it writes into its output folder.
+        packages: distributions whose versions are part of the cache key.
+        requires: exporters whose artifacts this one is built from.
+        options: passed to the function; part of the cache key.
+        imports: Python modules it imports (an ``n/a`` reason names a missing one).
+        worker: the backend whose worker makes it, when not the one declaring it (a
+            converter that needs the torch module is made in the ``torch`` worker).
+        keyed_on_taps: its file records where the card's taps are, so the card's taps
+            are part of its cache key.
+        handoff: what the torch worker hands it as files, for a worker without torch:
+            ``"state_dict"`` (the weights as ``state_dict.npz``).
+        card_key: the model-card key its artifact is built from and what it names, e.g.
+            ``("keras_twin", "Keras twin")``: on a card without it, the variants of this
+            artifact and of every artifact made from it are ``n/a``.
+    """
+
+    name: str
+    target: str
+    filename: str
+    packages: tuple[str, ...]
+    requires: tuple[str, ...] = ()
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    imports: tuple[str, ...] = ()
+    worker: str | None = None
+    keyed_on_taps: bool = False
+    handoff: tuple[str, ...] = ()
+    card_key: tuple[str, str] | None = None
+
+    def function(self) -> ExportFunction:
+        module, _, attr = self.target.partition(":")
+        fn: ExportFunction = getattr(importlib.import_module(module), attr)
+        return fn
+
+
 @dataclasses.dataclass(frozen=True)
 class Variant:
     """One way of running the model.
@@ -45,7 +92,7 @@ class Variant:
     Attributes:
         name: registry name, used in reports, budgets and test ids (``ort_dynamo``).
         family: the backend that runs it (pytest marker, ``--runtime`` shorthand).
-        runner: ``module:Class`` of the :class:`~parity.backends.base.Runner`.
+        runner: ``module:Class`` of the :class:`~parity.runner.Runner`.
         exporter: name of the artifact it runs (``None`` for the torch reference).
         description: one line for ``parity list``.
         module: the Python module the family needs installed.
@@ -196,7 +243,7 @@ def export_chain(exporter: str) -> list[str]:
 
 def maker(exporter: str) -> Backend:
     """The backend whose worker makes ``exporter``'s artifact: the one declaring it, or the
-    one it names as its :attr:`~parity.export.Exporter.worker`."""
+    one it names as its :attr:`Exporter.worker`."""
     for b in backends().values():
         for e in b.exporters:
             if e.name == exporter:
@@ -222,6 +269,11 @@ def precision_of(variant: str) -> str:
 def extras() -> dict[str, str]:
     """Importable module -> the extra that installs it."""
     return {m: b.extra for b in backends().values() for m in b.imports}
+
+
+def extra_for(module: str) -> str:
+    """The parity extra that installs ``module`` (``all`` when none is specific)."""
+    return extras().get(module.split(".")[0], "all")
 
 
 def markers() -> dict[str, str]:

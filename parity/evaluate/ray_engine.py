@@ -411,7 +411,7 @@ class VariantActor:
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         import ray
 
-        from parity.backends.base import OUTPUT
+        from parity.runner import OUTPUT
 
         images = row["images"]
         first, last = row["first"], row["first"] + len(row["indices"])

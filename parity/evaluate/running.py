@@ -27,7 +27,7 @@ from parity.preprocess import PreprocessSpec, preprocess_batch
 from parity.workers import DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:
-    from parity.backends.base import Runner
+    from parity.runner import Runner
     from parity.session import Session
     from parity.variants import Variant
     from parity.workers import Job

@@ -52,10 +52,6 @@ from parity.errors import RuntimeFailure, runtime_failure
 #: MatMul, Transpose) compute the same float32 results at 15 (tf2onnx's default) and 17.
 OPSET = 17
 
-#: In the artifact's cache key (the exporter's options): bump when the conversion changes
-#: what it writes (2: pinned, made-up names renumbered by :func:`canonical`).
-RECIPE = 2
-
 _NUMBER = re.compile(r"__\d+(?=(:\d+)?$)")  # the counter in a made-up name
 _FAILED = 2  # the pinned child's exit status when tf2onnx or Keras failed (not parity)
 

@@ -214,22 +214,26 @@ def accept_text(
 
 
 def check_shipped(plugin: ParityPlugin, case: ParityCase) -> None:
-    """A file the project ships vs torch now, through the ``parity check --artifact`` path."""
+    """A file the project ships vs torch now and vs the goldens, as ``parity check`` does
+    (its taps are located with torch); its results go into ``--parity-report``."""
     from parity.config import load_gate_config
     from parity.harness import RunConfig, run_parity
 
     (shipped,) = [a for a in load_gate_config().shipped(case.card) if str(a.path) == case.fixture]
     config = RunConfig(
         model=case.model, fixtures=plugin.options.fixtures, tolerances=plugin.options.tolerances,
-        artifact=shipped.path, artifact_runtime=shipped.runtime, tap_map=shipped.taps,
-        input_layout=shipped.layout,
+        goldens=plugin.options.goldens, artifact=shipped.path, artifact_runtime=shipped.runtime,
+        tap_map=shipped.taps, input_layout=shipped.layout,
     )  # fmt: skip
     try:
-        result = run_parity(config, modes=("live",)).results[-1]
+        report = run_parity(config, modes=("golden", "live"))
     except ParityError as exc:
         pytest.fail(f"{shipped.path}: {exc}", pytrace=False)
-    if result.error is not None:
-        pytest.fail(f"{shipped.path}: {result.error}", pytrace=False)
-    assert result.verdict is not None
-    if not result.passed:
-        pytest.fail(f"{shipped.path}: {result.verdict.explain()}", pytrace=False)
+    plugin.shipped.append(report)
+    for result in report.results:  # vs torch, then vs the goldens
+        where = f"{shipped.path}{'' if result.mode == 'live' else ' (vs the goldens)'}"
+        if result.error is not None:
+            pytest.fail(f"{where}: {result.error}", pytrace=False)
+        assert result.verdict is not None
+        if not result.passed:
+            pytest.fail(f"{where}: {result.verdict.explain()}", pytrace=False)

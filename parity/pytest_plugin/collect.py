@@ -179,7 +179,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def _shipped(model: str, card: str) -> list[Any]:
     """One test per file the project ships of ``model`` ([tool.parity] artifacts), vs torch."""
     from parity.config import load_gate_config
-    from parity.detect import sniff_runtime
+    from parity.readers import sniff_runtime
 
     params = []
     for shipped in load_gate_config().shipped(card):

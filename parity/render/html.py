@@ -34,7 +34,7 @@ def _css() -> str:
     return resources.files("parity.render").joinpath("report.css").read_text("utf-8")
 
 
-def _badge(status: str) -> str:
+def badge(status: str) -> str:
     text = {"pass": "✓ PASS", "fail": "✗ FAIL", "error": "✗ ERROR"}[status]
     return f'<span class="badge {status}">{text}</span>'
 
@@ -59,7 +59,7 @@ def _html_summary(checks: Sequence[CheckView], ids: Sequence[str]) -> str:
         artifact = check.artifact or {}
         rows.append(
             f'<tr{cls}><td><a href="#{uid}">{esc(check.variant)}</a></td><td>{check.vs}</td>'
-            f'<td>{_badge(check.status)}</td><td class="where">{where}</td>'
+            f'<td>{badge(check.status)}</td><td class="where">{where}</td>'
             f'<td class="num">{sci(check.worst)}</td><td class="num">{seconds_text(check.seconds)}'
             f'</td><td class="muted" title="{esc(artifact.get("path", ""))}">'
             f"{esc(artifact_line(check.artifact, sha=False))}</td></tr>"
@@ -111,7 +111,7 @@ def _html_taps(check: CheckView) -> str:
 def _html_check(check: CheckView, uid: str) -> str:
     parts = [
         f'<article class="check {check.status}" id="{uid}">',
-        f"<h3>{esc(check.label)} {_badge(check.status)}</h3>",
+        f"<h3>{esc(check.label)} {badge(check.status)}</h3>",
     ]
     meta = [f"{check.family}" if check.family else "", seconds_text(check.seconds)]
     artifact = artifact_line(check.artifact)
@@ -194,16 +194,6 @@ def render_html(gate: Mapping[str, Any]) -> str:
     names = ", ".join(str(m.get("model", "?")) for m, _ in models) or "no models"
     verdict = "passed" if passed else "failed"
     out = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        '<meta name="generator" content="parity">',
-        f"<title>Parity gate {verdict}: {esc(names)}</title>",
-        f"<style>\n{_css().rstrip()}</style>",
-        "</head>",
-        "<body>",
         f'<header class="verdict {"pass" if passed else "fail"}"><div class="wrap">',
         f"<h1>{'✓' if passed else '✗'} Parity gate {verdict}</h1>",
         f"<p><strong>{esc(summary_line)}</strong> across {len(models)} model"
@@ -220,7 +210,7 @@ def render_html(gate: Mapping[str, Any]) -> str:
         ok = all(c.passed for c in model_checks) and bool(model.get("passed", True))
         out.append(f'<section id="m{m_index}">')
         out.append(
-            f"<h2>{esc(model.get('model', '?'))} {_badge('pass' if ok else 'fail')} "
+            f"<h2>{esc(model.get('model', '?'))} {badge('pass' if ok else 'fail')} "
             f'<span class="muted" style="font-size:14px;font-weight:400">'
             f"{esc(tally(count_statuses(model_checks)))}</span></h2>"
         )
@@ -235,9 +225,27 @@ def render_html(gate: Mapping[str, Any]) -> str:
         "from the gate's report.json. Metrics: max_abs_norm = max |Δ| / max |reference| "
         "per image; 1-cosine of the flattened tap; SQNR = 10 log10(Σref² / Σ(Δ)²); all are "
         "the worst case over the fixture images.</footer>",
+    ]
+    return page(f"Parity gate {verdict}: {names}", out)
+
+
+def page(title: str, body: Sequence[str]) -> str:
+    """A self-contained HTML page (the report's style sheet inline) around ``body``."""
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<meta name="generator" content="parity">',
+        f"<title>{esc(title)}</title>",
+        f"<style>\n{_css().rstrip()}</style>",
+        "</head>",
+        "<body>",
+        *body,
         "</body>",
         "</html>",
     ]
-    page = "\n".join(out) + "\n"
+    text = "\n".join(out) + "\n"
     # ASCII with character references: the same page whatever encoding the file gets.
-    return page.encode("ascii", "xmlcharrefreplace").decode("ascii")
+    return text.encode("ascii", "xmlcharrefreplace").decode("ascii")

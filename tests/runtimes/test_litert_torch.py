@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity.backends.base import OUTPUT
 from parity.cli import main
+from parity.runner import OUTPUT
 
 pytestmark = pytest.mark.litert_torch
 

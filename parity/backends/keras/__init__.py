@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from parity.backends import Backend, Variant
-from parity.export import Exporter
-from parity.export.tf2onnx_convert import RECIPE as TF2ONNX_RECIPE
+from parity.backends import Backend, Exporter, Variant
 
 _KERAS = ("torch", "tensorflow-cpu", "keras")
+#: In the tf2onnx artifact's cache key: bump when :mod:`parity.export.tf2onnx_convert` changes
+#: what it writes (2: pinned, made-up names renumbered by its ``canonical``).
+_TF2ONNX_RECIPE = 2
 
 
 def _tflite(mode: str) -> Exporter:
@@ -36,7 +37,7 @@ BACKEND = Backend(
                  card_key=("keras_twin", "Keras twin")),
         Exporter("tf2onnx", "parity.export.tf2onnx:export_tf2onnx", "model.onnx",
                  ("torch", "tensorflow-cpu", "keras", "tf2onnx", "onnx"), requires=("keras",),
-                 options={"recipe": TF2ONNX_RECIPE}, imports=("tensorflow", "tf2onnx", "onnx")),
+                 options={"recipe": _TF2ONNX_RECIPE}, imports=("tensorflow", "tf2onnx", "onnx")),
         Exporter("keras_savedmodel", "parity.export.tflite:export_saved_model", "saved_model.pb",
                  _KERAS, requires=("keras",), imports=("tensorflow", "keras")),
         *(_tflite(mode) for mode in ("fp32", "fp16", "dynamic", "int8", "int8_io")),

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
-from parity.backends.base import Runner
 from parity.backends.keras import internals
 from parity.detect import Detection, GraphTensor, Probe, TensorInfo, main_path
 from parity.errors import ArtifactError, ParityError, runtime_failure
+from parity.runner import Runner
 
 
 class KerasProbe(Probe):

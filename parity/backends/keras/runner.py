@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
-from parity.backends.base import OUTPUT, Runner
 from parity.backends.keras.internals import nodes_by_depth
 from parity.errors import ArtifactError, TapError, runtime_failure
+from parity.runner import OUTPUT, Runner
 from parity.taps import Tap
 
 

@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
-from parity.backends.base import OUTPUT, Runner
 from parity.backends.litert.internals import ops_details
 from parity.detect import Detection, GraphTensor, Probe, TensorInfo, main_path
 from parity.errors import ArtifactError, TapError, runtime_failure
 from parity.preprocess import Layout
+from parity.runner import OUTPUT, Runner
 from parity.taps import Tap
 
 

@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
-from parity.backends.base import OUTPUT, Runner
 from parity.backends.litert.internals import ops_details
 from parity.errors import ArtifactError, TapError, runtime_failure
 from parity.preprocess import Layout
+from parity.runner import OUTPUT, Runner
 from parity.taps import Tap
 
 _SCOPE_SUFFIX = re.compile(r"_\d+$")
@@ -252,6 +252,7 @@ class LiteRTRunner(Runner):
         preserve = bool(taps)
         interpreter = self._interpreter(preserve)
         located = self._tap_tensors(interpreter, taps) if taps else {}
+        self.located = {tap: str(self._details[index]["name"]) for tap, index in located.items()}
         fixed = int(interpreter.get_input_details()[0]["shape_signature"][0])
         step = fixed if fixed > 0 else IMAGES_PER_INVOKE  # a static batch: that many at a time
         if len(feed) <= step:

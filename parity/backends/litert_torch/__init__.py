@@ -10,8 +10,7 @@ Each file records where the card's taps are (:mod:`.locate`); LiteRT runs them.
 
 from __future__ import annotations
 
-from parity.backends import Backend, Variant
-from parity.export import Exporter
+from parity.backends import Backend, Exporter, Variant
 
 _RUNNER = "parity.backends.litert_torch.runner:LiteRTTorchRunner"
 _CONVERT = "parity.backends.litert_torch.convert"

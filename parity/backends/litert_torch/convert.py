@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from parity import lazy
-from parity.backends.base import OUTPUT
 from parity.backends.litert_torch.locate import locate
 from parity.errors import ParityError
+from parity.runner import OUTPUT
 
 if TYPE_CHECKING:
     from parity.artifacts import BuildContext

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
-from parity.backends.base import Runner
 from parity.backends.onnxruntime.runner import OnnxRuntimeRunner
 from parity.detect import Detection, GraphTensor, Probe, TensorInfo, first_line, main_path
 from parity.errors import ArtifactError, runtime_failure
+from parity.runner import Runner
 from parity.taps import Tap
 
 

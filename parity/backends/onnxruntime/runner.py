@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
-from parity.backends.base import OUTPUT, Runner
 from parity.errors import ArtifactError, RuntimeFailure, TapError, runtime_failure
+from parity.runner import OUTPUT, Runner
 from parity.taps import Tap
 
 #: The CPU execution provider (every other provider falls back to it per node).

@@ -7,8 +7,7 @@ CPU that cannot execute them the runner emulates them (see
 
 from __future__ import annotations
 
-from parity.backends import Backend, Variant
-from parity.export import Exporter
+from parity.backends import Backend, Exporter, Variant
 
 _OV = "parity.backends.openvino.runner:OpenVINORunner"
 _TAPS = "ONNX value names (located at export from module scopes) marked as outputs"

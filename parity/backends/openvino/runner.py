@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
-from parity.backends.base import OUTPUT, Runner
 from parity.errors import ArtifactError, TapError, runtime_failure
 from parity.fixtures import file_sha256
+from parity.runner import OUTPUT, Runner
 from parity.taps import Tap
 
 #: Inference precision hints the variants use.

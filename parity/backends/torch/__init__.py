@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from parity.backends import Backend, Variant
-from parity.export import Exporter
+from parity.backends import Backend, Exporter, Variant
 
 _TORCH_ONNX = ("torch", "onnx", "onnxscript")
 

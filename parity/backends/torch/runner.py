@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
-from parity.backends.base import OUTPUT, Runner
 from parity.errors import ParityError, TapError, runtime_failure
+from parity.runner import OUTPUT, Runner
 from parity.taps import Tap
 
 #: Autocast dtypes by option value.

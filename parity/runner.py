@@ -46,6 +46,9 @@ class Runner(abc.ABC):
         self.last_inference_time = 0.0
         #: The precision it actually ran in, where the runtime says (``None``: not reported).
         self.executed: str | None = None
+        #: Tap -> the name of the tensor it was read from in the artifact, where the runner
+        #: knows (the report records it; Model Explorer overlays are keyed by it).
+        self.located: dict[str, str] = {}
 
     def __enter__(self) -> Self:
         self.activate()

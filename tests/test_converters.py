@@ -5,6 +5,7 @@ overruns or reaches for the network is one RuntimeFailure line naming its log.""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -157,3 +158,20 @@ def test_the_error_line_is_the_raised_exception_not_the_advice_after_it(tmp_path
     )
     log.write_text("\x1b[31mERROR:\x1b[0m the input has no name\nbye\n")
     assert last_error(log) == "ERROR: the input has no name"
+
+
+@pytest.mark.heavy
+def test_a_converter_crash_through_parity_run_fails_the_variant_with_exit_1(
+    empty_cache: Path, tmp_path: Path, capsys
+):
+    """An onnx2tf environment whose Python has no onnx2tf: the export fails (exit 1), the
+    report's error is the converter's one line and names its kept log."""
+    _made(spec("onnx2tf"))
+    report = tmp_path / "report.json"
+    code = main(["run", "-q", "-m", "mobilenet_v2", "-r", "onnx2tf_fp32", "--json", str(report)])
+    capsys.readouterr()
+    assert code == 1
+    (variant,) = json.loads(report.read_text())["variants"]
+    assert variant["status"] == "error", variant
+    assert "converter onnx2tf failed (exit 1): " in variant["error"], variant["error"]
+    assert "No module named onnx2tf" in variant["error"] and "log: " in variant["error"]

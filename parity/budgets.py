@@ -36,7 +36,8 @@ from parity.applicability import not_applicable_reason
 from parity.artifacts import package_version
 from parity.compare import TapMetrics, TolerancePolicy
 from parity.errors import ParityError, RuntimeFailure, ToleranceError
-from parity.session import RunConfig, Session
+from parity.runconfig import RunConfig
+from parity.session import Session
 from parity.variants import Variant, resolve_variants
 
 FP32_FACTOR, COSINE_FACTOR, QUANT_FACTOR, SQNR_MARGIN_DB = 5.0, 30.0, 2.5, 3.0

@@ -186,7 +186,7 @@ def diagnose_preprocessing(
 
 
 def _default_policy() -> TolerancePolicy:
-    from parity.session import default_tolerances
+    from parity.runconfig import default_tolerances
 
     return TolerancePolicy.load(default_tolerances())
 

@@ -5,7 +5,8 @@ the parity cache): the exporters of its chain are timed (``export_seconds`` of e
 artifact built) and the process's peak RSS is read at the end, beside the RSS after the
 torch model was loaded (the part the conversion itself adds is the difference).
 
-    python bench/bench_routes.py [--models mobilenet_v2 resnet18] [--out bench/routes.md]
+    python bench/bench_routes.py [--models mobilenet_v2 resnet18] [--routes ROUTE ...]
+        [--out bench/routes.md]
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ ROUTES = {
     "Keras twin -> tf2onnx": "tf2onnx",
     "litert-torch fp32": "litert_torch_fp32",
     "litert-torch + AEQ static int8": "litert_torch_int8",
+    "ExecuTorch XNNPACK": "executorch_xnnpack",
+    "ExecuTorch portable": "executorch_portable",
 }
 
 
@@ -65,6 +68,7 @@ def child(model: str, exporter: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet18"])
+    parser.add_argument("--routes", nargs="+", choices=list(ROUTES), default=list(ROUTES))
     parser.add_argument("--out", type=Path, default=Path("bench/routes.md"))
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "EXPORTER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -89,7 +93,8 @@ def main() -> None:
             "| route | convert s (chain) | MB | peak MiB | model MiB |",
         ]
         lines.append("|---|---|---|---|---|")
-        for route, exporter in ROUTES.items():
+        for route in args.routes:
+            exporter = ROUTES[route]
             done = subprocess.run(
                 [sys.executable, __file__, "--child", model, exporter],
                 capture_output=True,

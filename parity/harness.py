@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from parity.errors import ParityError
+from parity.judge import Judging, judge
 from parity.lazy import installed
 from parity.readers import sniff_runtime
 from parity.result import ParityReport
@@ -51,7 +52,6 @@ def run_parity(
         )
     session = Session(config, progress)
     _ = session.batch  # bad fixtures fail before any export
-    results = []
     if "golden" in modes:
         _ = session.goldens  # a stale or missing golden fails before any export
     external: dict[str, Any] | None = None
@@ -61,16 +61,12 @@ def run_parity(
         external = {"path": str(config.artifact), "runtime": runtime}
         external.update(input_layout=config.input_layout, tap_map=tap_map)
         external.update(golden="golden" in modes)
+    golden = "golden" in modes
+    with_reference = golden and installed("torch") and (variants or config.artifact is None)
+    reference = [VARIANTS[REFERENCE]] if with_reference else []
     try:
         session.prefetch(variants, external)
-        if "golden" in modes and installed("torch") and (variants or config.artifact is None):
-            results.append(session.check_golden(VARIANTS[REFERENCE]))
-        for variant in variants:
-            if "live" in modes:
-                results.append(session.check(variant))
-            if "golden" in modes:
-                results.append(session.check_golden(variant))
-            session.forget(variant)  # judged: the report needs the verdicts, not the taps
+        results = list(judge(session, Judging((*reference, *variants), "live" in modes, golden)))
     finally:
         session.release()  # the CLI leaves by os._exit: no finalizer would run
     results += session.external

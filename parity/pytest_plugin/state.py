@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from parity.harness import Session
-    from parity.result import ParityReport, VariantResult
+    from parity.result import ParityReport
     from parity.variants import Variant
 
 STATE = pytest.StashKey["ParityPlugin"]()
@@ -265,23 +265,12 @@ class ParityPlugin:
 
     def report(self, model: str) -> ParityReport:
         """One model's :class:`ParityReport` over the whole batch (outputs are cached)."""
-        from parity.result import VariantResult
+        from parity.judge import Judging, judge
 
         session = self.sessions[model]
-        results: list[VariantResult] = []
-        for variant in self.ran[model]:
-            error = self.errors.get((model, variant.name))
-            if error is not None:
-                results.append(VariantResult(variant, None, None, 0.0, error, "golden"))
-                if self.options.live and not variant.reference:
-                    results.append(VariantResult(variant, None, None, 0.0, error, "live"))
-                continue
-            try:
-                results.append(session.check_golden(variant))
-            except ParityError as exc:  # stale or missing goldens
-                results.append(VariantResult(variant, None, None, 0.0, str(exc), "golden"))
-            if self.options.live and not variant.reference:
-                results.append(session.check(variant))
+        failures = {name: error for (each, name), error in self.errors.items() if each == model}
+        judging = Judging(tuple(self.ran[model]), self.options.live, True, failures, "row")
+        results = list(judge(session, judging))
         return session.report(results, started=self.started[model])
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

@@ -16,6 +16,7 @@ setup(
     package_data={
         "parity": ["py.typed"],
         "parity.render": ["report.css"],
+        "parity.converters": ["*.toml"],  # the converter environments' specs
         "parity._bundled.models": ["*.toml", "*.calibrated.npz", "*/*.py"],
         "parity._bundled.fixtures": [
             "*.toml",

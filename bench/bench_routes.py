@@ -5,7 +5,8 @@ the parity cache): the exporters of its chain are timed (``export_seconds`` of e
 artifact built) and the process's peak RSS is read at the end, beside the RSS after the
 torch model was loaded (the part the conversion itself adds is the difference).
 
-    python bench/bench_routes.py [--models mobilenet_v2 resnet18] [--out bench/routes.md]
+    python bench/bench_routes.py [--models mobilenet_v2 resnet18] [--routes ROUTE ...]
+        [--out bench/routes.md]
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ ROUTES = {
     "Keras twin -> tf2onnx": "tf2onnx",
     "litert-torch fp32": "litert_torch_fp32",
     "litert-torch + AEQ static int8": "litert_torch_int8",
+    "ExecuTorch XNNPACK": "executorch_xnnpack",
+    "ExecuTorch portable": "executorch_portable",
+    "onnx2tf (TorchScript ONNX -> TFLite fp32, fp16, dynamic)": "onnx2tf_fp32",
 }
 
 
@@ -57,6 +61,7 @@ def child(model: str, exporter: str) -> None:
                     "bytes": artifact.size_bytes,
                     "baseline_mib": baseline,
                     "peak_mib": _mib(),
+                    "converter_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
                 }
             )
         )
@@ -65,6 +70,7 @@ def child(model: str, exporter: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet18"])
+    parser.add_argument("--routes", nargs="+", choices=list(ROUTES), default=list(ROUTES))
     parser.add_argument("--out", type=Path, default=Path("bench/routes.md"))
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "EXPORTER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -79,17 +85,20 @@ def main() -> None:
         "`convert s`: the exporters of the route's chain (litert-torch's include importing "
         "litert-torch, 10-27 s cold, and locating the "
         "taps: one torch and one LiteRT run of an image); `peak MiB`: the process's peak RSS; "
-        "`model MiB`: its RSS once torch and the weights were loaded.",
+        "`model MiB`: its RSS once torch and the weights were loaded; `converter MiB`: the peak "
+        "RSS of a converter run as a subprocess in its own environment (onnx2tf), `-` for "
+        "the routes converted in the process.",
     ]
     for model in args.models:
         lines += [
             "",
             f"## {model}",
             "",
-            "| route | convert s (chain) | MB | peak MiB | model MiB |",
+            "| route | convert s (chain) | MB | peak MiB | model MiB | converter MiB |",
         ]
-        lines.append("|---|---|---|---|---|")
-        for route, exporter in ROUTES.items():
+        lines.append("|---|---|---|---|---|---|")
+        for route in args.routes:
+            exporter = ROUTES[route]
             done = subprocess.run(
                 [sys.executable, __file__, "--child", model, exporter],
                 capture_output=True,
@@ -98,15 +107,16 @@ def main() -> None:
             )
             if done.returncode != 0:
                 tail = (done.stderr.strip().splitlines() or ["?"])[-1]
-                lines.append(f"| {route} | failed: {tail} | | | |")
+                lines.append(f"| {route} | failed: {tail} | | | | |")
                 print(lines[-1], flush=True)
                 continue
             result = json.loads(done.stdout.strip().splitlines()[-1])
             chain = " + ".join(f"{name} {s:.1f}" for name, s in result["seconds"].items())
             total = sum(result["seconds"].values())
+            converter = f"{result['converter_mib']:.0f}" if result["converter_mib"] else "-"
             lines.append(
                 f"| {route} | {total:.1f} ({chain}) | {result['bytes'] / 1e6:.1f} | "
-                f"{result['peak_mib']:.0f} | {result['baseline_mib']:.0f} |"
+                f"{result['peak_mib']:.0f} | {result['baseline_mib']:.0f} | {converter} |"
             )
             print(lines[-1], flush=True)
     args.out.write_text("\n".join(lines) + "\n")

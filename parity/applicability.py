@@ -3,7 +3,8 @@
 A variant does not apply when its runtime is not installed, when its artifact is built
 from something the card does not have (the Keras twin for ``keras``, ``ort_tf2onnx`` and
 every LiteRT variant), or when the exporter that makes its artifact needs a package that
-is not installed. Such a variant is reported as ``n/a`` with the reason (see
+is not installed, or the converter environment it runs in is not made
+(:mod:`parity.converters`). Such a variant is reported as ``n/a`` with the reason (see
 :meth:`parity.result.VariantResult.not_applicable`); every other variant still runs.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from parity.backends import export_chain, extra_for, get_exporter
+from parity.converters import ConverterSpec, spec
 from parity.lazy import installed
 
 if TYPE_CHECKING:
@@ -71,4 +73,15 @@ def not_applicable_reason(variant: Variant, card: ModelCard, exporting: bool = T
         for module in get_exporter(exporter).imports:
             if not installed(module):
                 return _missing(module, f"needed to export {exporter}")
+    missing = missing_converter(variant)
+    return None if missing is None else missing.absent_reason()
+
+
+def missing_converter(variant: Variant) -> ConverterSpec | None:
+    """The converter environment the variant's artifacts are made in that is not made
+    here, or ``None``."""
+    for exporter in export_chain(variant.exporter) if variant.exporter else ():
+        name = get_exporter(exporter).converter
+        if name is not None and spec(name).installed() is None:
+            return spec(name)
     return None

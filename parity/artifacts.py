@@ -24,6 +24,7 @@ import numpy as np
 from filelock import FileLock
 
 from parity.backends import Exporter, get_exporter
+from parity.converters import spec as converter_spec
 from parity.errors import ArtifactError
 from parity.fixtures import calibration_images, file_sha256, load_fixtures
 from parity.lazy import package_version
@@ -129,6 +130,8 @@ class ArtifactCache:
         }
         if ctx.card.calibration:  # cards with their own int8 calibration set
             parts["calibration"] = ctx.card.calibration
+        if exporter.converter:  # made in a converter environment: its pins' key
+            parts["converter"] = converter_spec(exporter.converter).key()
         if exporter.keyed_on_taps:  # the artifact records where the card's taps are
             parts["taps"] = [t.to_dict() for t in ctx.card.taps]
         blob = json.dumps(parts, sort_keys=True, default=str).encode()

@@ -25,6 +25,8 @@ from rich.markup import escape
 
 from parity import __version__, atomic
 from parity.backends import backends
+from parity.cli_converters import add_parser as add_converters_parser
+from parity.cli_converters import run_command as run_converters_command
 from parity.cli_project import add_parsers as add_project_parsers
 from parity.cli_project import list_command
 from parity.cli_project import run_command as run_project_command
@@ -186,6 +188,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
 
     add_project_parsers(commands)
+    add_converters_parser(commands)
 
     update = commands.add_parser(
         "update-goldens",
@@ -638,6 +641,8 @@ def _main(argv: Sequence[str]) -> int:
         args = _parser().parse_args(argv)  # a bad option: ParityError, one line
         if args.command == "list":
             return list_command(console)
+        if args.command == "converters":
+            return run_converters_command(args, console)
         if args.command in ("init", "budgets"):
             return run_project_command(args, console)
         if args.command == "check":

@@ -89,6 +89,7 @@ def list_command(console: Console) -> int:
     """``parity list``: the project config, cards, variants and fixture images."""
     from rich.table import Table
 
+    from parity.applicability import missing_converter
     from parity.fixtures import load_fixtures
     from parity.lazy import installed
     from parity.paths import find_project
@@ -112,7 +113,10 @@ def list_command(console: Console) -> int:
     for column in ("name", "family", "precision", "artifact", "installed", "description"):
         variants.add_column(column)
     for v in VARIANTS.values():
+        converter = missing_converter(v)
         ok = "[green]yes[/]" if installed(v.module) else "[red]no[/]"
+        if installed(v.module) and converter is not None:
+            ok = f"[red]no[/]: {converter.install_command}"
         variants.add_row(v.name, v.family, v.precision, v.exporter or "-", ok, v.description)
     images = Table(title=f"fixtures ({fixtures_dir})", title_justify="left")
     for column in ("name", "role", "file"):

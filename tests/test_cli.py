@@ -111,9 +111,16 @@ def test_bad_tolerance_file(capsys: pytest.CaptureFixture[str], tmp_path: Path):
 
 @pytest.mark.torch
 @pytest.mark.onnxruntime
-def test_truncated_cached_onnx(capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch):
+def test_truncated_cached_onnx(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch, parity_cache: Path
+):
     """A cached artifact whose bytes changed is named, with the way out (--rebuild)."""
-    monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path / "cache"))
+    cache = tmp_path / "cache"  # its own artifacts; the session's weights and reference
+    cache.mkdir()
+    for folder in ("weights", "reference", "class_names"):
+        (parity_cache / folder).mkdir(exist_ok=True)
+        (cache / folder).symlink_to(parity_cache / folder)
+    monkeypatch.setenv("PARITY_CACHE_DIR", str(cache))
     assert run_cli(capsys, "run", "-q", "--runtime", "ort_torchscript", "--summary")[0] == 0
     (cached,) = (tmp_path / "cache" / "artifacts").rglob("model.onnx")
     cached.write_bytes(cached.read_bytes()[:1000])

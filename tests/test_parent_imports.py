@@ -65,13 +65,25 @@ def _commands(tmp: Path) -> dict[str, list[str]]:
         "doctor": ["doctor", "--model", MODEL, "--check", "batchnorm", "--count", "2"],
         "eval": ["eval", "--data", str(_dataset(tmp / "data")), *ort, "--limit", "4"],
         "budgets": ["budgets", *ort],
+        "converters": ["converters", "list"],
     }
 
 
 @pytest.mark.onnxruntime
 @pytest.mark.parametrize(
     "command",
-    ["list", "init", "run", "check", "bundle", "update-goldens", "doctor", "eval", "budgets"],
+    [
+        "list",
+        "init",
+        "run",
+        "check",
+        "bundle",
+        "update-goldens",
+        "doctor",
+        "eval",
+        "budgets",
+        "converters",
+    ],
 )
 def test_the_parent_imports_no_framework(command: str, tmp_path: Path) -> None:
     argv = _commands(tmp_path)[command]

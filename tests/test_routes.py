@@ -41,10 +41,12 @@ def test_route_of_a_file_made_elsewhere_and_of_the_new_routes():
         "your file (m.tflite)"
     )
     assert route_of({"artifact": {"exporter_name": "litert_torch_int8"}}).startswith("litert-torch")
+    assert route_of({"artifact": {"exporter_name": "onnx2tf_fp16"}}).endswith("+ onnx2tf")
     assert route_of({"artifact": {"exporter_name": "tflite_int8_io"}}) == (
         "Keras twin + TFLite converter"
     )
     assert route_of({"artifact": None}) == "torch (no export)"
+    assert route_of({"artifact": {"exporter_name": "executorch_xnnpack"}}).endswith("ExecuTorch")
 
 
 ROUTES = DATA / "routes"

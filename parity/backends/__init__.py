@@ -65,6 +65,9 @@ class Exporter:
         card_key: the model-card key its artifact is built from and what it names, e.g.
             ``("keras_twin", "Keras twin")``: on a card without it, the variants of this
             artifact and of every artifact made from it are ``n/a``.
+        converter: the converter environment it runs in as a subprocess
+            (:mod:`parity.converters`): its variants are ``n/a`` until that is made, and
+            the environment's key is part of the artifact's cache key.
     """
 
     name: str
@@ -78,6 +81,7 @@ class Exporter:
     keyed_on_taps: bool = False
     handoff: tuple[str, ...] = ()
     card_key: tuple[str, str] | None = None
+    converter: str | None = None
 
     def function(self) -> ExportFunction:
         module, _, attr = self.target.partition(":")

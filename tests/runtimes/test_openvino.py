@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import openvino as ov  # in [dev]: a missing one is an error, not a skip
 import pytest
 
 from parity.backends.openvino.runner import OpenVINORunner, runtime_precisions
@@ -18,8 +19,6 @@ from parity.errors import ArtifactError
 from parity.faults import perturb_onnx_conv
 from parity.harness import Session
 from parity.variants import VARIANTS
-
-ov = pytest.importorskip("openvino")
 
 pytestmark = [pytest.mark.torch, pytest.mark.openvino]
 

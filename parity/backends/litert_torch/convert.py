@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from parity import lazy
-from parity.backends.litert_torch.locate import locate
+from parity.backends.litert_torch.locate import located
 from parity.errors import ParityError
-from parity.runner import OUTPUT
 
 if TYPE_CHECKING:
     from parity.artifacts import BuildContext
@@ -55,7 +54,7 @@ def export_fp32(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> dic
     return {
         "exporter": f"litert_torch.convert (litert-torch {lazy.package_version('litert-torch')})",
         "converter": {"convert_seconds": round(seconds, 3), "tflite_bytes": out.stat().st_size},
-        **_located(ctx, out, "litert_torch_fp32"),
+        **located(ctx, out, "litert_torch_fp32"),
     }
 
 
@@ -112,23 +111,5 @@ def export_quantized(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -
             "quantize_seconds": round(seconds, 3),
             "tflite_bytes": len(content),
         },
-        **_located(ctx, out, f"litert_torch_{options['recipe']}"),
-    }
-
-
-def _located(ctx: BuildContext, path: Path, label: str) -> dict[str, Any]:
-    """The metadata saying where the card's taps are in ``path`` and how each was found."""
-    from parity.backends.torch.runner import TorchRunner
-
-    module = ctx.model().module
-    image = ctx.calibration_batch()[:1]
-    with TorchRunner("torch", module) as runner:
-        reference = runner.run(image, ctx.card.taps)
-    reference.pop(OUTPUT)
-    runner_options, matches, lines = locate(path, ctx.card, image, reference)
-    return {
-        "runner_options": runner_options,
-        "tap_matching": [m.to_dict() for m in matches],
-        "tap_summary": lines[0],
-        "notes": [f"{label}: {line}" for line in lines],
+        **located(ctx, out, f"litert_torch_{options['recipe']}"),
     }

@@ -10,43 +10,71 @@ the tensor and how it was found.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from parity.backends.litert.scopes import MODULE_PATH, anchors, relabel
-from parity.detect import detect
+from parity.detect import GraphTensor, detect, format_shape, short_key
 from parity.preprocess import Layout, to_layout
-from parity.tapmatch import TapMatch, match_summary, match_taps
+from parity.runner import OUTPUT
+from parity.tapmatch import TapMapEntry, TapMatch, match_summary, match_taps
+
+if TYPE_CHECKING:
+    from parity.artifacts import BuildContext
 
 
 def locate(
-    path: Path, card: Any, image: np.ndarray, reference: Mapping[str, np.ndarray]
+    path: Path,
+    card: Any,
+    image: np.ndarray,
+    reference: Mapping[str, np.ndarray],
+    what: str = "TFLite made by litert-torch",
+    budget: Callable[[str], float | None] = lambda tap: None,
+    explicit: Mapping[str, tuple[TapMapEntry, str]] | None = None,
+    module_paths: bool = True,
 ) -> tuple[dict[str, Any], list[TapMatch], list[str]]:
     """Locate ``card``'s taps in the file: (runner options, how each tap was located, lines).
 
-    ``image``: one NCHW float32 image; ``reference``: the torch taps on it.
+    ``image``: one NCHW float32 image; ``reference``: the torch taps on it; ``what``: the
+    file's maker, for the detection's report; ``budget``: a tap's max_abs_norm budget, to
+    tell candidates of one shape apart by value; ``explicit``: taps already known by
+    tensor name, with how they were found (its evidence); ``module_paths``: whether the
+    file's tensor names may carry torch module paths (litert-torch's do).
     """
     from parity.backends.litert.probe import LiteProbe
 
     probe = LiteProbe(path, 1)
     probe.load()
-    detection = detect(probe, card, "TFLite made by litert-torch")
+    detection = detect(probe, card, what)
     feed = to_layout(image, "NCHW", detection.layout)
     _, tensors, keys = probe.discover(feed, detection.output.name)
     shapes = {t.name: tuple(reference[t.name].shape[1:]) for t in card.taps}
-    entries, squeezed, misses = anchors(probe.interpreter, probe.keys, tensors, card.taps, shapes)
+    entries, squeezed, misses = (
+        anchors(probe.interpreter, probe.keys, tensors, card.taps, shapes)
+        if module_paths
+        else ({}, {}, {})
+    )
     rest = [t for t in card.taps if t.name not in squeezed]
     located = {
         m.tap: relabel(m, entries, tensors, card.taps)
         for m in match_taps(
-            rest, reference, tensors, keys, entries, lambda tap: None,
+            rest, reference, tensors, keys,
+            {**entries, **{tap: entry for tap, (entry, _) in (explicit or {}).items()}}, budget,
             probe.native_layout, detection.output.name, "the first calibration image",
         )
     }  # fmt: skip
+    for tap, (_, why) in (explicit or {}).items():
+        if located[tap].how == "explicit":
+            evidence = located[tap].evidence.removeprefix("tap map -> ")
+            located[tap] = dataclasses.replace(located[tap], evidence=f"{why}: {evidence}")
     matches = [located.get(t.name) or squeezed[t.name] for t in card.taps]
+    for i, m in enumerate(matches):
+        if m.tensor is None and (alone := _squeezed(m.tap, shapes[m.tap], tensors)) is not None:
+            matches[i] = squeezed[m.tap] = alone
     tensors_of: dict[str, int] = {}
     layouts: dict[str, Layout | None] = {}
     unlocated: dict[str, str] = {}
@@ -67,3 +95,48 @@ def locate(
         "input_layout": detection.layout,
     }
     return options, matches, lines
+
+
+def located(
+    ctx: BuildContext,
+    path: Path,
+    label: str,
+    what: str = "TFLite made by litert-torch",
+    budget: Callable[[str], float | None] = lambda tap: None,
+    explicit: Mapping[str, tuple[TapMapEntry, str]] | None = None,
+    module_paths: bool = True,
+) -> dict[str, Any]:
+    """The metadata saying where the card's taps are in ``path`` and how each was found
+    (run in the torch worker: the reference taps come from the module on the first
+    calibration image); the options as for :func:`locate`."""
+    from parity.backends.torch.runner import TorchRunner
+
+    module = ctx.model().module
+    image = ctx.calibration_batch()[:1]
+    with TorchRunner("torch", module) as runner:
+        reference = runner.run(image, ctx.card.taps)
+    reference.pop(OUTPUT)
+    runner_options, matches, lines = locate(
+        path, ctx.card, image, reference, what, budget, explicit, module_paths
+    )
+    return {
+        "runner_options": runner_options,
+        "tap_matching": [m.to_dict() for m in matches],
+        "tap_summary": lines[0],
+        "notes": [f"{label}: {line}" for line in lines],
+    }
+
+
+def _squeezed(tap: str, shape: tuple[int, ...], tensors: Sequence[GraphTensor]) -> TapMatch | None:
+    """The one main-path tensor whose shape is the tap's without its axes of size 1 (a
+    pooled (1280,) the file keeps as (1, 1, 1, 1280) before its fully-connected op)."""
+    want = tuple(d for d in (1, *shape) if d != 1)
+    found = [t for t in tensors if t.main_path and tuple(d for d in t.shape if d != 1) == want]
+    if len(found) != 1 or len(want) != 1:  # a vector only: no axes to reorder
+        return None
+    (tensor,) = found
+    return TapMatch(
+        tap, "shape-unique", tensor.key, None,
+        f"'{short_key(tensor.key)}' ({tensor.op}): the only tensor on the main path with the "
+        f"tap's shape without its axes of size 1 ({format_shape(tensor.shape)})",
+    )  # fmt: skip

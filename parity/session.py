@@ -21,7 +21,6 @@ from parity.backends import get_exporter
 from parity.bundle import Bundle
 from parity.compare import (
     ReferenceTap,
-    TolerancePolicy,
     VariantVerdict,
     compare_taps,
     merge_verdicts,
@@ -47,6 +46,7 @@ from parity.result import (
 )
 from parity.runconfig import Progress, RunConfig, default_tolerances
 from parity.taps import select_taps
+from parity.tolerances import TolerancePolicy
 from parity.variants import REFERENCE, VARIANTS, Variant
 from parity.weights import HandedWeights, Weights, cached_weights_sha256
 from parity.workers import Job, TaskOutcome

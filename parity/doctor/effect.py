@@ -24,16 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from parity.compare import (
-    Budget,
-    TapMetrics,
-    TapVerdict,
-    TolerancePolicy,
-    compare_taps,
-    judge,
-)
+from parity.compare import TapMetrics, TapVerdict, compare_taps, judge
 from parity.errors import TapError
 from parity.taps import Tap
+from parity.tolerances import Budget, TolerancePolicy
 
 #: Budgets of the variant a preprocessing difference is judged as: the fp32 reference.
 EFFECT_VARIANT = "torch"

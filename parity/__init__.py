@@ -7,7 +7,7 @@ The public API (numpy-only imports; frameworks load lazily inside runners):
 * :func:`~parity.zoo.get_card`, :func:`~parity.zoo.list_models` — model cards.
 * :class:`~parity.harness.RunConfig`, :func:`~parity.harness.run_parity`,
   :class:`~parity.harness.Session` — the live check.
-* :class:`~parity.compare.TolerancePolicy` — budgets as data.
+* :class:`~parity.tolerances.TolerancePolicy` — budgets as data.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ Each class gets one rule per tap, ``model/*/tap`` with ``precision = [class]`` a
   recorded in the rule's note).
 * other classes: 2.5x the error, 3 dB under the SQNR, a cosine budget that can fail, top-1 /
   top-5 one image under the measurement (logits).
-Every written value is valid for :data:`parity.compare.BUDGET_SCHEMA`.
+Every written value is valid for :data:`parity.tolerances.BUDGET_SCHEMA`.
 """
 
 from __future__ import annotations
@@ -34,9 +34,11 @@ from pathlib import Path
 from parity import atomic
 from parity.applicability import not_applicable_reason
 from parity.artifacts import package_version
-from parity.compare import TapMetrics, TolerancePolicy
+from parity.compare import TapMetrics
 from parity.errors import ParityError, RuntimeFailure, ToleranceError
-from parity.session import RunConfig, Session
+from parity.runconfig import RunConfig
+from parity.session import Session
+from parity.tolerances import TolerancePolicy
 from parity.variants import Variant, resolve_variants
 
 FP32_FACTOR, COSINE_FACTOR, QUANT_FACTOR, SQNR_MARGIN_DB = 5.0, 30.0, 2.5, 3.0

@@ -3,7 +3,8 @@
 The runtime is read from the bytes by each backend's :class:`Probe` (its
 ``parity/backends/<name>/probe.py``; :mod:`parity.readers` asks them); :func:`detect` reads
 the input (name, dtype, quantisation, batch, layout by the axis holding the card's 3
-channels, a converter's layout adapter) and picks the logits output. See :mod:`parity.external` for the whole check.
+channels, a converter's layout adapter) and picks the logits output. See
+:mod:`parity.external` for the whole check.
 """
 
 from __future__ import annotations

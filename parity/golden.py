@@ -42,7 +42,6 @@ from parity.compare import (
     REL_FLOOR,
     TapMetrics,
     TapVerdict,
-    TolerancePolicy,
     VariantVerdict,
     judge,
     tap_metrics,
@@ -53,6 +52,7 @@ from parity.fixtures import Fixture, file_sha256
 from parity.paths import cache_dir, in_installed_package
 from parity.preprocess import PreprocessSpec, tensor_sha256
 from parity.taps import Tap
+from parity.tolerances import TolerancePolicy
 from parity.transaction import recover, replace_folder
 
 FULL_LIMIT = 4096

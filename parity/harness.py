@@ -18,8 +18,10 @@ from parity.judge import Judging, judge
 from parity.lazy import installed
 from parity.readers import sniff_runtime
 from parity.result import ParityReport
-from parity.session import DEFAULT_MODEL, Progress, RunConfig, Session, make_runner
+from parity.runconfig import Progress, RunConfig, make_runner
+from parity.session import Session
 from parity.variants import REFERENCE, VARIANTS, resolve_variants
+from parity.zoo import DEFAULT_MODEL
 
 __all__ = ["DEFAULT_MODEL", "Progress", "RunConfig", "Session", "make_runner", "run_parity"]
 

@@ -9,17 +9,23 @@ process use this class too, knowing they import the framework.
 
 from __future__ import annotations
 
-import functools
 import time
 
 import numpy as np
 
 from parity.artifacts import Artifact
 from parity.backends import get_exporter
-from parity.session import Session, make_runner
+from parity.runconfig import make_runner
+from parity.session import Session
 from parity.threads import REFERENCE_THREADS
 from parity.variants import REFERENCE, VARIANTS, Variant
-from parity.weights import LoadedModel, Weights, cached_weights_sha256, load_model
+from parity.weights import (
+    HandedWeights,
+    LoadedModel,
+    Weights,
+    cached_weights_sha256,
+    load_model,
+)
 
 
 class LocalSession(Session):
@@ -38,6 +44,18 @@ class LocalSession(Session):
             self._model = load_model(self.card, self.config.weights)
         return self._model
 
+    def receive(
+        self,
+        batch: np.ndarray,
+        handed: HandedWeights | None = None,
+        reference: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """What the parent computed, for a worker's session: the batch, the weights it
+        handed over (a file), the reference taps."""
+        self._batch, self.handed = batch, handed
+        if reference is not None:
+            self._reference = reference
+
     def local_weights_sha256(self) -> str:
         if self.handed is not None:
             return self.handed.sha256
@@ -48,8 +66,7 @@ class LocalSession(Session):
         self._reference_ran()
         return self.model().sha256
 
-    @functools.cached_property
-    def reference(self) -> dict[str, np.ndarray]:
+    def _obtain_reference(self) -> dict[str, np.ndarray]:
         """Torch outputs for every tap on the fixture batch (from the reference cache if there)."""
         self._reference_ran()
         key = self._reference_key(self.local_weights_sha256())

@@ -1,5 +1,7 @@
 """The worker side of a :class:`~parity.session.Session`: plans the run, runs the
-backends in worker processes (:mod:`parity.workers`) and takes their outcomes back.
+backends in worker processes (:mod:`parity.workers`) and hands their outcomes back as
+frozen values (:class:`Fetched`, :class:`ReferenceRun`) the session takes; it writes no
+session state.
 """
 
 from __future__ import annotations
@@ -9,13 +11,13 @@ import json
 import pickle
 import shutil
 import tempfile
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from parity.artifacts import Artifact
 from parity.backends import get_exporter
 from parity.lazy import installed
 from parity.result import VariantResult
@@ -28,13 +30,50 @@ if TYPE_CHECKING:
     from parity.session import Session
 
 
-def prefetch(
+@dataclasses.dataclass(frozen=True)
+class ReferenceRun:
+    """What the torch worker gave back: the weights and the reference taps, or why not.
+
+    ``source``: ``"cached"`` (the worker read the reference cache) or ``"computed"``.
+    """
+
+    failure: str | None
+    handed: HandedWeights | None = None
+    taps: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+    source: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Fetched:
+    """What one prefetch's workers gave back, for :meth:`Session.take`.
+
+    Attributes:
+        run_dir: their run directory (the taps are memory-mapped from it).
+        outputs: variant -> (taps on the batch, its artifact).
+        failures: variant -> (why its worker failed on it, its artifact).
+        seconds: variant -> seconds its worker took (artifact, load and run).
+        executed: variant -> the precision it ran in, where its runtime says.
+        located: variant -> tap -> the tensor its runner read it from.
+        external: the results of the file made elsewhere (``None``: none was asked for).
+    """
+
+    run_dir: Path
+    outputs: Mapping[str, tuple[Mapping[str, np.ndarray], Artifact | None]]
+    failures: Mapping[str, tuple[str, Artifact | None]]
+    seconds: Mapping[str, float]
+    executed: Mapping[str, str]
+    located: Mapping[str, Mapping[str, str]]
+    external: tuple[VariantResult, ...] | None = None
+
+
+def fetch(
     session: Session,
     variants: Sequence[Variant],
     external: dict[str, Any] | None = None,
     reference: bool = False,
     state_dict: bool = False,
-) -> None:
+) -> Fetched:
     """Run the reference, ``variants`` and a file made elsewhere in worker processes.
 
     Each backend runs in its own worker (:mod:`parity.workers`), up to
@@ -44,33 +83,38 @@ def prefetch(
     ``reference`` runs the torch worker even when the reference is cached (it hands over
     the weights; ``state_dict``: as a file too).
     """
-    names = [v.name for v in session.applicable(variants) if v.name not in session._outputs]
+    names = [v.name for v in session.applicable(variants) if not session.has_run(v.name)]
     run_dir = Path(tempfile.mkdtemp(prefix="parity-run-"))
-    session._release = weakref.finalize(session, shutil.rmtree, run_dir, True)
-    outcomes = session.run_workers(run_dir, names, external, reference, state_dict=state_dict)
-    for name in names:
-        outcome = outcomes[name]
-        session._worker_seconds[name] = float(outcome.record.get("seconds", 0.0))
-        if outcome.record.get("executed"):
-            session.executed[name] = str(outcome.record["executed"])
-        session.located[name] = dict(outcome.record.get("located") or {})
-        artifact = outcome.artifact
-        if outcome.error is not None:
-            session._failures[name] = (outcome.error, artifact)
-        else:
-            session._outputs[name] = (load_arrays(outcome.folder), artifact)
+    try:
+        outcomes = session.run_workers(run_dir, names, external, reference, state_dict=state_dict)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    done = {n: outcomes[n] for n in names}
+    results: tuple[VariantResult, ...] | None = None
     if external is not None:
         outcome = outcomes["external"]
         if outcome.error is None:
-            session.external = pickle.loads((outcome.folder / "result.pkl").read_bytes())
+            results = tuple(pickle.loads((outcome.folder / "result.pkl").read_bytes()))
         else:
             from parity.readers import external_variant
 
             variant = external_variant(Path(external["path"]), external["runtime"])
             modes = ("live", "golden") if external.get("golden") else ("live",)
-            session.external = [
-                VariantResult.failed_to_run(variant, outcome.error, m) for m in modes
-            ]
+            results = tuple(VariantResult.failed_to_run(variant, outcome.error, m) for m in modes)
+    return Fetched(
+        run_dir=run_dir,
+        outputs={
+            n: (load_arrays(o.folder), o.artifact) for n, o in done.items() if o.error is None
+        },
+        failures={n: (o.error, o.artifact) for n, o in done.items() if o.error is not None},
+        seconds={n: float(o.record.get("seconds", 0.0)) for n, o in done.items()},
+        executed={
+            n: str(o.record["executed"]) for n, o in done.items() if o.record.get("executed")
+        },
+        located={n: dict(o.record.get("located") or {}) for n, o in done.items()},
+        external=results,
+    )
 
 
 def run_workers(
@@ -82,8 +126,9 @@ def run_workers(
     adjust: Callable[[list[Job]], None] = lambda jobs: None,
     run: bool = True,
     state_dict: bool = False,
-) -> dict[str, TaskOutcome]:
-    """Plan and run the workers for the variants ``names`` in ``run_dir``; the outcomes.
+) -> tuple[dict[str, TaskOutcome], ReferenceRun | None]:
+    """Plan and run the workers for the variants ``names`` in ``run_dir``; the outcomes,
+    and what the torch worker gave back when it ran (:meth:`Session.run_workers` takes it).
 
     The reference is read from the cache or run in the torch worker (always with
     ``reference``, which also hands over the weights; ``state_dict``: as a file too);
@@ -98,12 +143,9 @@ def run_workers(
     config = dataclasses.asdict(session.config)
     config["threads"] = threads_per_worker(jobs, session.config.threads)
     known = cached_weights_sha256(session.card, session.config.weights)
-    if "reference" not in session.__dict__ and known is not None:  # no torch worker needed
-        cached = session._cached_reference(session._reference_key(known))
-        if cached is not None:
-            session.__dict__["reference"] = cached
+    held = session.known_reference()  # from the reference cache: no torch worker needed
     torch_here = installed(VARIANTS[REFERENCE].module)
-    with_reference = torch_here and (reference or "reference" not in session.__dict__)
+    with_reference = torch_here and (reference or held is None)
     in_cache = frozenset(
         e for e in {VARIANTS[n].exporter or "" for n in names} - {""}
         if known is not None and session.cache.is_cached(get_exporter(e), session.context)
@@ -119,21 +161,20 @@ def run_workers(
     work = spread(work, jobs)
     adjust(work)
     outcomes = Runs(run_dir, config, jobs, session.config.timeout, session.progress).run(work)
-    if with_reference:
-        session.reference_failure = outcomes[REFERENCE_TASK].error
-    if with_reference and session.reference_failure is None:
-        handed = json.loads((run_dir / "weights.json").read_text())
-        session.handed = HandedWeights(
-            handed["source"], handed["sha256"], run_dir / "state_dict.npz"
-        )
-        session.__dict__["reference"] = load_arrays(run_dir / "reference")
-        done = outcomes["reference"].record
-        session.reference_seconds = float(done.get("seconds", 0.0))
-        session.reference_source = str(done.get("source") or "computed")
-        if session.reference_source == "computed":
-            key = session._reference_key(handed["sha256"])
-            session.references.store(session.card.name, key, session.__dict__["reference"])
-    return outcomes
+    if not with_reference:
+        return outcomes, None
+    failure = outcomes[REFERENCE_TASK].error
+    if failure is not None:
+        return outcomes, ReferenceRun(failure)
+    handed = json.loads((run_dir / "weights.json").read_text())
+    done = outcomes["reference"].record
+    return outcomes, ReferenceRun(
+        None,
+        HandedWeights(handed["source"], handed["sha256"], run_dir / "state_dict.npz"),
+        load_arrays(run_dir / "reference"),
+        float(done.get("seconds", 0.0)),
+        str(done.get("source") or "computed"),
+    )
 
 
 def _hands_state_dict(work: Sequence[Any]) -> bool:

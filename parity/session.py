@@ -4,7 +4,6 @@ judging of each variant's outputs against torch now or the stored goldens.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import shutil
 import tempfile
@@ -22,7 +21,6 @@ from parity.backends import get_exporter
 from parity.bundle import Bundle
 from parity.compare import (
     ReferenceTap,
-    TolerancePolicy,
     VariantVerdict,
     compare_taps,
     merge_verdicts,
@@ -39,75 +37,25 @@ from parity.golden import (
 )
 from parity.lazy import installed, package_version
 from parity.paths import find_project
-from parity.prefetch import prefetch, run_workers
+from parity.prefetch import Fetched, ReferenceRun, fetch, run_workers
 from parity.preprocess import preprocess_batch, tensor_sha256
 from parity.reference import ReferenceCache, reference_key
 from parity.result import (
     ParityReport,
     VariantResult,
 )
-from parity.runner import Runner
+from parity.runconfig import Progress, RunConfig, default_tolerances
 from parity.taps import select_taps
+from parity.tolerances import TolerancePolicy
 from parity.variants import REFERENCE, VARIANTS, Variant
 from parity.weights import HandedWeights, Weights, cached_weights_sha256
-from parity.workers import DEFAULT_TIMEOUT
-from parity.zoo import DEFAULT_MODEL, get_card
-
-Progress = Callable[[str], None]
-
-
-def default_tolerances() -> Path:
-    """The project's tolerance file (default: the bundled one)."""
-    return find_project().tolerances
+from parity.workers import Job, TaskOutcome
+from parity.zoo import get_card
 
 
 def golden_versions() -> dict[str, str]:
     """Package versions recorded in golden provenance."""
     return {p: package_version(p) for p in ("torch", "torchvision", "numpy", "pillow")}
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """What to check. ``None`` means the default for every field."""
-
-    model: str = DEFAULT_MODEL
-    runtimes: Sequence[str] | None = None
-    fixtures: Path | None = None
-    weights: str | None = None
-    tolerances: Path | None = None
-    taps: Sequence[str] | None = None
-    threads: int = 2
-    rebuild: bool = False
-    cache_root: Path | None = None
-    goldens: Path | None = None
-    #: Read artifacts and goldens from this bundle instead of exporting (no torch/TF needed).
-    bundle: Path | None = None
-    #: Also check a file made elsewhere (parity.external): path, runtime, tap map, layout.
-    artifact: Path | None = None
-    artifact_runtime: str | None = None
-    tap_map: Path | None = None
-    input_layout: str | None = None
-    #: A variant that does not apply (``n/a``) fails the run.
-    strict: bool = False
-    #: Backends run side by side in worker processes (``None``: one per core; 1: one at
-    #: a time). ``run_parity`` always runs them in workers.
-    jobs: int | None = None
-    #: Seconds one task (an export, a variant's run) may take before its worker is killed.
-    timeout: float = DEFAULT_TIMEOUT
-
-
-def make_runner(variant: Variant, source: Artifact | Any, threads: int) -> Runner:
-    """Instantiate a variant's runner on an artifact (or, for torch, a module).
-
-    The runner gets the variant's options plus the ``runner_options`` the exporter
-    recorded in the artifact's metadata (e.g. the Keras tap -> layer map).
-    """
-    options = dict(variant.options)
-    if isinstance(source, Artifact):
-        options.update(source.metadata.get("runner_options", {}))
-        source = source.path
-    runner: Runner = variant.runner_class()(variant.name, source, threads=threads, **options)
-    return runner
 
 
 class Session:
@@ -154,6 +102,8 @@ class Session:
         #: The results of the file made elsewhere (live, then golden), when a worker checked it.
         self.external: list[VariantResult] = []
         self._release: weakref.finalize[Any, Any] | None = None
+        self._batch: np.ndarray | None = None
+        self._reference: dict[str, np.ndarray] | None = None
         #: When set (the pytest plugin), called with a variant before its outputs or the
         #: reference are needed here; it runs them in workers (:meth:`prefetch`), so this
         #: process imports no framework.
@@ -163,12 +113,14 @@ class Session:
     def fixtures(self) -> list[Fixture]:
         return load_fixtures(self.config.fixtures or find_project().fixtures)
 
-    @functools.cached_property
+    @property
     def batch(self) -> np.ndarray:
         """The fixtures through the card's spec: float32 NCHW, identical for every runtime."""
-        return preprocess_batch(
-            [f.path for f in self.fixtures], self.card.preprocess.replace(layout="NCHW")
-        )
+        if self._batch is None:
+            self._batch = preprocess_batch(
+                [f.path for f in self.fixtures], self.card.preprocess.replace(layout="NCHW")
+            )
+        return self._batch
 
     def model(self) -> Weights:
         """The weights under test, handed over by the torch worker (never loaded here)."""
@@ -208,25 +160,45 @@ class Session:
         if self.reference_failure is not None and self.handed is None:
             raise RuntimeFailure(self.reference_failure)
 
-    @functools.cached_property
+    @property
     def reference(self) -> dict[str, np.ndarray]:
-        """Torch outputs for every tap on the fixture batch: from the reference cache, or
-        run in the torch worker."""
+        """Torch outputs for every tap on the fixture batch, obtained once."""
+        if self._reference is None:
+            self._reference = self._obtain_reference()
+        return self._reference
+
+    def _obtain_reference(self) -> dict[str, np.ndarray]:
+        """The reference from the reference cache, or run in the torch worker."""
         self._reference_ran()
-        known = (
-            self.handed.sha256
-            if self.handed
-            else cached_weights_sha256(self.card, self.config.weights)
-        )
-        cached = self._cached_reference(self._reference_key(known)) if known else None
+        cached = self.known_reference()
         if cached is not None:
             return cached
-        self.need(VARIANTS[REFERENCE])  # the worker run sets it
-        if "reference" in self.__dict__:
-            fetched: dict[str, np.ndarray] = self.__dict__["reference"]
-            return fetched
+        self.need(VARIANTS[REFERENCE])  # the worker run hands it over (take_reference)
+        if self._reference is not None:
+            return self._reference
         self._reference_ran()
         raise RuntimeError("the torch worker returned no reference (a bug in parity)")
+
+    def known_reference(self) -> dict[str, np.ndarray] | None:
+        """The reference when held or in the reference cache (no torch), else ``None``."""
+        if self._reference is None:
+            known = self.handed.sha256 if self.handed else None
+            known = known or cached_weights_sha256(self.card, self.config.weights)
+            if known is not None:
+                self._reference = self._cached_reference(self._reference_key(known))
+        return self._reference
+
+    def take_reference(self, run: ReferenceRun) -> None:
+        """What the torch worker gave back: the weights and the reference (stored in the
+        reference cache when computed now), or why it could not."""
+        self.reference_failure = run.failure
+        if run.failure is not None or run.handed is None:
+            return
+        self.handed, self._reference = run.handed, dict(run.taps)
+        self.reference_seconds, self.reference_source = run.seconds, run.source
+        if run.source == "computed":
+            key = self._reference_key(run.handed.sha256)
+            self.references.store(self.card.name, key, self._reference)
 
     def _reference_key(self, weights_sha256: str) -> str:
         return reference_key(
@@ -312,8 +284,31 @@ class Session:
             raise RuntimeError(f"no worker ran {variant.name} (a bug in parity)")
         return self._outputs[variant.name]
 
-    #: Run the reference and the variants in worker processes (:mod:`parity.prefetch`).
-    prefetch = prefetch
+    def prefetch(
+        self,
+        variants: Sequence[Variant],
+        external: dict[str, Any] | None = None,
+        reference: bool = False,
+        state_dict: bool = False,
+    ) -> None:
+        """Run the reference and ``variants`` (and a file made elsewhere) in worker
+        processes and take what they give back (:func:`parity.prefetch.fetch`)."""
+        self.take(fetch(self, variants, external, reference, state_dict))
+
+    def take(self, fetched: Fetched) -> None:
+        """Hold a prefetch's outcomes; its run directory goes with this session."""
+        self._release = weakref.finalize(self, shutil.rmtree, fetched.run_dir, True)
+        self._worker_seconds.update(fetched.seconds)
+        self.executed.update(fetched.executed)
+        self.located.update({n: dict(taps) for n, taps in fetched.located.items()})
+        self._failures.update(fetched.failures)
+        self._outputs.update({n: (dict(o), a) for n, (o, a) in fetched.outputs.items()})
+        if fetched.external is not None:
+            self.external = list(fetched.external)
+
+    def has_run(self, name: str) -> bool:
+        """Whether this session holds the outputs of variant ``name``."""
+        return name in self._outputs
 
     def applicable(self, variants: Sequence[Variant]) -> list[Variant]:
         """The non-reference ``variants`` that apply here (the others are ``n/a``)."""
@@ -323,8 +318,24 @@ class Session:
             if not v.reference and not_applicable_reason(v, self.card, exporting) is None
         ]  # fmt: skip
 
-    #: Plan and run the workers of a run directory (:mod:`parity.prefetch`).
-    run_workers = run_workers
+    def run_workers(
+        self,
+        run_dir: Path,
+        names: Sequence[str],
+        external: dict[str, Any] | None = None,
+        reference: bool = False,
+        adjust: Callable[[list[Job]], None] = lambda jobs: None,
+        run: bool = True,
+        state_dict: bool = False,
+    ) -> dict[str, TaskOutcome]:
+        """Plan and run the workers of a run directory (:func:`parity.prefetch.run_workers`),
+        taking what the torch worker gave back; the outcomes."""
+        outcomes, handed = run_workers(
+            self, run_dir, names, external, reference, adjust, run, state_dict
+        )
+        if handed is not None:
+            self.take_reference(handed)
+        return outcomes
 
     def forget(self, variant: Variant) -> None:
         """Drop a judged variant's outputs (memory-mapped taps: their pages go with them).

@@ -80,7 +80,7 @@ def _done(folder: Path, **record: Any) -> None:
 
 def _session(job: dict[str, Any], run_dir: Path) -> Any:
     from parity.local import LocalSession
-    from parity.session import RunConfig
+    from parity.runconfig import RunConfig
     from parity.weights import HandedWeights
 
     fields = dict(job["config"])
@@ -88,15 +88,14 @@ def _session(job: dict[str, Any], run_dir: Path) -> Any:
         if fields.get(key) is not None:
             fields[key] = Path(fields[key])
     session = LocalSession(RunConfig(**{k: v for k, v in fields.items() if k in _CONFIG_FIELDS}))
-    session.__dict__["batch"] = np.load(run_dir / "batch.npy")
-    weights = run_dir / "weights.json"
+    weights, handed = run_dir / "weights.json", None
     if weights.is_file():
-        handed = json.loads(weights.read_text())
-        session.handed = HandedWeights(
-            handed["source"], handed["sha256"], run_dir / "state_dict.npz"
-        )
+        given = json.loads(weights.read_text())
+        handed = HandedWeights(given["source"], given["sha256"], run_dir / "state_dict.npz")
+    reference = None
     if (run_dir / "reference").is_dir():
-        session.__dict__["reference"] = load_arrays(run_dir / "reference", mmap=False)
+        reference = load_arrays(run_dir / "reference", mmap=False)
+    session.receive(np.load(run_dir / "batch.npy"), handed, reference)
     return session
 
 
@@ -127,7 +126,7 @@ def _reference(session: Any, run_dir: Path, phases: Phases, state_dict: bool) ->
 
 def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> None:
     from parity.backends import get_exporter
-    from parity.session import make_runner
+    from parity.runconfig import make_runner
     from parity.variants import VARIANTS
 
     name, folder = task["name"], run_dir / task["name"]

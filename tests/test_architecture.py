@@ -13,6 +13,7 @@ from pathlib import Path
 import grimp
 
 from tools.import_contracts import cycles
+from tools.private_state import private_writes
 
 ROOT = Path(__file__).resolve().parents[1]
 LINT = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
@@ -58,3 +59,18 @@ def test_a_package_cycle_in_a_late_import_breaks_the_contract(tmp_path: Path) ->
     assert "no import cycle between parity's modules KEPT" in done.stdout
     assert "no import cycle between parity's packages BROKEN" in done.stdout
     assert "- .lazy -> .backends (1 import)" in done.stdout
+
+
+def test_no_module_writes_another_objects_private_state(tmp_path: Path) -> None:
+    assert private_writes(ROOT / "parity") == []
+    (tmp_path / "hub.py").write_text(
+        "def fill(session, run, value):\n"
+        "    session._outputs['a'] = value\n"
+        "    session._release = run\n"
+        "    session._failures.update({})\n"
+        "    session.__dict__['reference'] = value\n"
+        "    self_like = session.reference  # a public read: fine\n"
+        "    session.handed = value  # a public attribute: fine\n"
+    )
+    found = private_writes(tmp_path)
+    assert [line.split(": ", 1)[0].rsplit(":", 1)[1] for line in found] == ["2", "3", "4", "5"]

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from parity.budgets import LooseBudget, Measurement, Run, measure, rules_text, write_rules
-from parity.compare import TapMetrics, TolerancePolicy, compare_taps
+from parity.compare import TapMetrics, compare_taps
 from parity.errors import ToleranceError
 from parity.harness import Session
+from parity.tolerances import TolerancePolicy
 
 TAPS = ("stem", "features.17", "logits")
 

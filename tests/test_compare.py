@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity.compare import BudgetRule, TolerancePolicy, compare_taps, judge, tap_metrics
+from parity.compare import compare_taps, judge, tap_metrics
 from parity.errors import ToleranceError
 from parity.paths import fixtures_dir
 from parity.taps import Tap
+from parity.tolerances import BudgetRule, TolerancePolicy
 
 
 def test_metrics_are_relative_to_each_images_scale():

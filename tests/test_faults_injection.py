@@ -28,7 +28,6 @@ from PIL import Image
 
 from parity import atomic
 from parity.cli import main
-from parity.compare import TolerancePolicy
 from parity.config import load_gate_config
 from parity.errors import ParityError
 from parity.fixtures import Fixture, load_fixtures
@@ -46,6 +45,7 @@ from parity.preprocess import (
 from parity.render import render_html, render_junit, render_markdown
 from parity.tapmatch import load_tap_map
 from parity.taps import Tap
+from parity.tolerances import TolerancePolicy
 from parity.zoo import load_card
 
 ROOT = Path(__file__).resolve().parents[1]

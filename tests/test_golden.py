@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from parity.backends.onnxruntime.runner import OnnxRuntimeRunner
-from parity.compare import TolerancePolicy
 from parity.faults import perturb_onnx_conv
 from parity.fixtures import load_fixtures
 from parity.golden import GoldenStore, StaleGoldenError, TapRecord, golden_moves, golden_verdict
 from parity.harness import RunConfig, Session
 from parity.paths import bundled_dir, find_project
 from parity.preprocess import preprocess_batch
+from parity.tolerances import TolerancePolicy
 from parity.variants import VARIANTS
 from parity.zoo import get_card
 

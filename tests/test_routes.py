@@ -46,6 +46,7 @@ def test_route_of_a_file_made_elsewhere_and_of_the_new_routes():
         "Keras twin + TFLite converter"
     )
     assert route_of({"artifact": None}) == "torch (no export)"
+    assert route_of({"artifact": {"exporter_name": "executorch_xnnpack"}}).endswith("ExecuTorch")
 
 
 ROUTES = DATA / "routes"

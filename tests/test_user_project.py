@@ -10,8 +10,8 @@ import pytest
 
 from parity.applicability import not_applicable_reason
 from parity.cli import main
-from parity.compare import TolerancePolicy
 from parity.paths import bundled_dir, find_project
+from parity.tolerances import TolerancePolicy
 from parity.variants import VARIANTS, resolve_variants
 from parity.zoo import get_card, list_models
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,12 @@ from parity.compare import tap_metrics
 from parity.doctor.findings import OK, PROBLEM, Finding
 from parity.errors import ParityError
 from parity.preprocess import PreprocessSpec
+
+#: Session -> (calibration images, images) -> each tap's SQNR with the images calibration:
+#: the baseline of every candidate, converted once per session.
+_BASELINE_SQNR: weakref.WeakKeyDictionary[Any, dict[Any, dict[str, float]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _stats(batch: np.ndarray) -> dict[str, Any]:
@@ -157,7 +164,7 @@ def diagnose_calibration(
     model = keras.models.load_model(session.artifact(VARIANTS["keras"]).path, compile=False)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         nhwc = np.ascontiguousarray(baseline.transpose(0, 2, 3, 1))
-        memo = session.__dict__.setdefault("_doctor_int8_images_sqnr", {})
+        memo = _BASELINE_SQNR.setdefault(session, {})
         key = (calibration_images, images)
         if key not in memo:  # the baseline is the same for every candidate: convert once
             memo[key] = _int8_tap_sqnr(session, model, nhwc, images, Path(tmp) / "images.tflite")

@@ -24,16 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from parity.compare import (
-    Budget,
-    TapMetrics,
-    TapVerdict,
-    TolerancePolicy,
-    compare_taps,
-    judge,
-)
+from parity.compare import TapMetrics, TapVerdict, compare_taps, judge
 from parity.errors import TapError
 from parity.taps import Tap
+from parity.tolerances import Budget, TolerancePolicy
 
 #: Budgets of the variant a preprocessing difference is judged as: the fp32 reference.
 EFFECT_VARIANT = "torch"
@@ -160,7 +154,7 @@ class ModelJudge:
 
     def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Tap outputs of ``batch`` (NCHW float32); the last tap is the logits."""
-        from parity.session import make_runner
+        from parity.runconfig import make_runner
         from parity.variants import VARIANTS
 
         feed = np.ascontiguousarray(batch, dtype=np.float32)

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
-from parity.compare import TolerancePolicy, judge, tap_metrics
+from parity.compare import judge, tap_metrics
 from parity.doctor.effect import EFFECT_VARIANT, RANK_METRICS
 from parity.doctor.findings import OK, PROBLEM, Finding
+from parity.tolerances import TolerancePolicy
 
 _COMPUTE = ("Conv1d", "Conv2d", "Conv3d", "Linear", "ConvTranspose2d")
 

@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from parity.compare import TolerancePolicy
 from parity.doctor.effect import Effect, ModelJudge
 from parity.doctor.findings import OK, PROBLEM, Finding
 from parity.doctor.inputs import UserPreprocess, as_path_function
 from parity.doctor.recipe import Recipe, Renderer, half_level_tolerance
 from parity.doctor.search import MAX_FACTORS, Change, Scored, base_recipe, search
 from parity.errors import ParityError
+from parity.tolerances import TolerancePolicy
 from parity.zoo import ModelCard
 
 #: Max abs difference (tensor units) under which two preprocessings are "the same".
@@ -186,7 +186,7 @@ def diagnose_preprocessing(
 
 
 def _default_policy() -> TolerancePolicy:
-    from parity.session import default_tolerances
+    from parity.runconfig import default_tolerances
 
     return TolerancePolicy.load(default_tolerances())
 

@@ -27,11 +27,11 @@ import numpy as np
 from parity import lazy
 from parity.backends.litert_torch.locate import located
 from parity.backends.onnx2tf import MODES
-from parity.compare import TolerancePolicy
 from parity.converters import spec
 from parity.converters.environment import run_converter
 from parity.paths import find_project
 from parity.tapmatch import TapMapEntry
+from parity.tolerances import TolerancePolicy
 
 if TYPE_CHECKING:
     from parity.artifacts import BuildContext

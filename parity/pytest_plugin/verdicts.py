@@ -67,7 +67,8 @@ def rejudged(verdict: VariantVerdict, *, rates: bool) -> VariantVerdict:
     about one image, so per-image tests leave it to the whole-set test. A rate of 1 means
     every image, and per-image tests judge it exactly. The two together are the CLI gate.
     """
-    from parity.compare import Budget, TapVerdict, VariantVerdict, judge
+    from parity.compare import TapVerdict, VariantVerdict, judge
+    from parity.tolerances import Budget
 
     taps = []
     for tap in verdict.taps:

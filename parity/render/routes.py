@@ -30,6 +30,7 @@ ROUTES = {
     "tflite_*": "Keras twin + TFLite converter",
     "litert_torch_*": "litert-torch (+ AI Edge Quantizer)",
     "onnx2tf_*": "torch.onnx (TorchScript) + onnx2tf",
+    "executorch_*": "torch.export + ExecuTorch",
 }
 COLUMNS = (
     ("route", "route"),

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-# Metric -> the budget key that limits it: mirrors parity.compare.BUDGET_KEYS, which this
+# Metric -> the budget key that limits it: mirrors parity.tolerances.BUDGET_KEYS, which this
 # module does not import (it must stay importable without numpy).
 _BUDGET_OF = {
     "max_abs_norm": "max_abs_norm",

@@ -107,6 +107,11 @@ def test_scaled_conv_in_the_program_fails_at_its_tap(
     context = BuildContext(card, lambda: loaded, session.cache)
     artifact = session.cache.get(get_exporter(variant), context)
     assert {m["how"] for m in artifact.metadata["tap_matching"]} == {"program output"}
+    # XNNPACK takes the whole graph (no op left to the portable kernels); portable, none.
+    converter = artifact.metadata["converter"]
+    delegated = (converter["delegate_calls"], converter["kernel_ops"].get("aten.convolution.out"))
+    assert delegated == ((1, None) if lowering == "xnnpack" else (0, 4)), converter
+    assert lowering == "portable" or converter["kernel_ops"] == {}, converter
     conv, bn = loaded.module.block.conv2[0], loaded.module.block.conv2[1]
     broken = tmp_path / "scaled.pte"
     scale_weight(artifact.path, broken, [conv.weight.detach().numpy(), folded(conv, bn)], 1.01)

@@ -20,6 +20,7 @@ import contextlib
 import io
 import time
 import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -116,11 +117,23 @@ def _lower(program: Any, lowering: str) -> Any:
     raise ParityError(f"unknown ExecuTorch lowering {lowering!r}; known: xnnpack, portable")
 
 
-def _delegated(program: Any) -> dict[str, int]:
-    """How many calls of the program's graph went to a delegate, and how many to kernels."""
-    nodes = [n for n in program.exported_program().graph.nodes if n.op == "call_function"]
-    delegate = sum(1 for n in nodes if "call_delegate" in str(n.target))
-    return {"delegate_calls": delegate, "kernel_calls": len(nodes) - delegate}
+def _delegated(program: Any) -> dict[str, Any]:
+    """How many delegate calls the program's graph makes, and the ops left to kernels (not
+    the ``getitem`` unpacking a delegate's outputs nor memory planning's ``alloc``: those
+    have no operator schema)."""
+    calls = [n for n in program.exported_program().graph.nodes if n.op == "call_function"]
+    delegate = sum(1 for n in calls if "call_delegate" in str(n.target))
+    kernels = Counter(str(n.target) for n in calls if hasattr(n.target, "_schema"))
+    return {"delegate_calls": delegate, "kernel_ops": dict(sorted(kernels.items()))}
+
+
+def _outside(lowering: str, converter: Mapping[str, Any]) -> list[str]:
+    """A note naming the ops XNNPACK's partitioner left to the portable kernels, if any."""
+    ops = converter["kernel_ops"]
+    if lowering != "xnnpack" or not ops:
+        return []
+    listed = ", ".join(f"{op} x{count}" for op, count in ops.items())
+    return [f"executorch_xnnpack: ops outside the XNNPACK delegate (portable kernels): {listed}"]
 
 
 def export_pte(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,20 +159,21 @@ def export_pte(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> dict
     seconds = time.perf_counter() - start
     version = lazy.package_version("executorch")
     summary = f"taps: {len(taps)} of {len(taps)} compared ({len(taps)} {PROGRAM_OUTPUT})"
+    converter = {
+        "lowering": lowering,
+        "export_seconds": round(exported_seconds, 3),
+        "convert_seconds": round(seconds, 3),
+        "pte_bytes": out.stat().st_size,
+        **_delegated(program),
+    }
     return {
         "exporter": f"torch.export + executorch {version} ({lowering})",
-        "converter": {
-            "lowering": lowering,
-            "export_seconds": round(exported_seconds, 3),
-            "convert_seconds": round(seconds, 3),
-            "pte_bytes": out.stat().st_size,
-            **_delegated(program),
-        },
+        "converter": converter,
         "runner_options": {"outputs": outputs},
         "tap_matching": [
             TapMatch(t.name, PROGRAM_OUTPUT, f"output {outputs[t.name]}", None, _EVIDENCE).to_dict()
             for t in taps
         ],
         "tap_summary": summary,
-        "notes": [f"executorch_{lowering}: {summary}"],
+        "notes": [f"executorch_{lowering}: {summary}", *_outside(lowering, converter)],
     }

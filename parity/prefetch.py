@@ -13,21 +13,53 @@ import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from parity.artifacts import Artifact
+from parity.artifacts import Artifact, ArtifactCache, BuildContext
 from parity.backends import get_exporter
+from parity.bundle import Bundle
 from parity.lazy import installed
 from parity.result import VariantResult
+from parity.runconfig import Progress, RunConfig
 from parity.runfiles import REFERENCE_TASK, load_arrays
 from parity.variants import REFERENCE, VARIANTS, Variant
 from parity.weights import HandedWeights, cached_weights_sha256
 from parity.workers import Job, TaskOutcome
+from parity.zoo import ModelCard
 
-if TYPE_CHECKING:
-    from parity.session import Session
+
+class ModelUnderTest(Protocol):
+    """What the worker side reads of a model under test (a :class:`parity.session.Session`,
+    which imports this module: typed here by what is used, not by the class)."""
+
+    config: RunConfig
+    card: ModelCard
+    bundle: Bundle | None
+    cache: ArtifactCache
+    context: BuildContext
+    progress: Progress
+
+    @property
+    def batch(self) -> np.ndarray: ...
+
+    def known_reference(self) -> dict[str, np.ndarray] | None: ...
+
+    def applicable(self, variants: Sequence[Variant]) -> list[Variant]: ...
+
+    def has_run(self, name: str) -> bool: ...
+
+    def run_workers(
+        self,
+        run_dir: Path,
+        names: Sequence[str],
+        external: dict[str, Any] | None = None,
+        reference: bool = False,
+        adjust: Callable[[list[Job]], None] = ...,
+        run: bool = True,
+        state_dict: bool = False,
+    ) -> dict[str, TaskOutcome]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +100,7 @@ class Fetched:
 
 
 def fetch(
-    session: Session,
+    session: ModelUnderTest,
     variants: Sequence[Variant],
     external: dict[str, Any] | None = None,
     reference: bool = False,
@@ -118,7 +150,7 @@ def fetch(
 
 
 def run_workers(
-    session: Session,
+    session: ModelUnderTest,
     run_dir: Path,
     names: Sequence[str],
     external: dict[str, Any] | None = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,29 @@ def test_a_scaled_conv_fails_at_its_tap(onnx2tf_env: Path, tmp_path: Path):
     failed = next(t for t in verdict.taps if t.tap.name == "features.7")
     limit = session.policy.budget(card.name, "onnx2tf_fp32", "features.7").limits["max_abs_norm"]
     assert failed.metrics.max_abs_norm > 10 * limit
+
+
+#: A custom model (conv+BN+ReLU6, depthwise, residual, pool, linear) and its card.
+TINYNET = Path(__file__).resolve().parents[1] / "data" / "tinynet"
+
+
+def test_a_custom_model_passes_with_every_tap_located(
+    onnx2tf_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    """The custom tinynet: its residual branch's tap has the main path's shape, so the order
+    rules cannot place dw, block.conv1 and block; the fp32 budget tells them apart by value."""
+    monkeypatch.delenv("PARITY_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["init"]) == 0
+    shutil.copy2(TINYNET / "tinynet.py", tmp_path / "tinynet.py")
+    shutil.copy2(TINYNET / "tiny.toml", tmp_path / "parity/models/tiny.toml")
+    report = tmp_path / "report.json"
+    code = main(["run", "-q", "-m", "tiny", "-r", "onnx2tf_fp32", "--json", str(report)])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    (variant,) = json.loads(report.read_text())["variants"]
+    assert variant["status"] == "pass" and len(variant["taps"]) == 6
+    (meta,) = Path(os.environ["PARITY_CACHE_DIR"]).glob("artifacts/tiny/onnx2tf_fp32-*/meta.json")
+    how = {m["tap"]: m["how"] for m in json.loads(meta.read_text())["tap_matching"]}
+    assert how["block.conv1"] == "numeric" and all(m != "unmatched" for m in how.values()), how

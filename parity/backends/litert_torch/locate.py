@@ -21,7 +21,7 @@ from parity.backends.litert.scopes import MODULE_PATH, anchors, relabel
 from parity.detect import GraphTensor, detect, format_shape, short_key
 from parity.preprocess import Layout, to_layout
 from parity.runner import OUTPUT
-from parity.tapmatch import TapMapEntry, TapMatch, match_summary, match_taps
+from parity.tapmatch import CLEAR_MARGIN, TapMapEntry, TapMatch, match_summary, match_taps
 
 if TYPE_CHECKING:
     from parity.artifacts import BuildContext
@@ -75,6 +75,8 @@ def locate(
     for i, m in enumerate(matches):
         if m.tensor is None and (alone := _squeezed(m.tap, shapes[m.tap], tensors)) is not None:
             matches[i] = squeezed[m.tap] = alone
+        elif m.tensor is None and (limit := budget(m.tap)) is not None:
+            matches[i] = _by_value(m, reference[m.tap][:1], tensors, limit) or m
     tensors_of: dict[str, int] = {}
     layouts: dict[str, Layout | None] = {}
     unlocated: dict[str, str] = {}
@@ -139,4 +141,31 @@ def _squeezed(tap: str, shape: tuple[int, ...], tensors: Sequence[GraphTensor]) 
         tap, "shape-unique", tensor.key, None,
         f"'{short_key(tensor.key)}' ({tensor.op}): the only tensor on the main path with the "
         f"tap's shape without its axes of size 1 ({format_shape(tensor.shape)})",
+    )  # fmt: skip
+
+
+def _by_value(
+    unmatched: TapMatch, reference: np.ndarray, tensors: Sequence[GraphTensor], limit: float
+) -> TapMatch | None:
+    """The one tensor anywhere in the graph (a residual branch included, where the order
+    rules do not look) of the tap's shape within its max_abs_norm budget on the image,
+    every other of that shape over 10x it; ``None`` when not exactly one."""
+    scale = max(float(np.abs(reference).max()), float(np.finfo(np.float64).tiny))
+    errors: list[tuple[float, GraphTensor, Layout | None]] = []
+    for t in tensors:
+        for layout in ("NCHW", "NHWC") if len(t.shape) == 4 else (None,):
+            value = to_layout(t.value, layout, "NCHW") if layout else t.value
+            if value.shape == reference.shape:
+                error = float(np.abs(value.astype(np.float64) - reference).max()) / scale
+                errors.append((error, t, layout))
+    within = [i for i, e in enumerate(errors) if e[0] <= limit]
+    others = [e[0] for i, e in enumerate(errors) if i not in within]
+    if len(within) != 1 or any(error <= CLEAR_MARGIN * limit for error in others):
+        return None
+    error, tensor, layout = errors[within[0]]
+    return TapMatch(
+        unmatched.tap, "numeric", tensor.key, layout,
+        f"'{short_key(tensor.key)}' ({tensor.op}{', ' + layout if layout else ''}): the only "
+        f"tensor of the tap's shape within its max_abs_norm budget ({error:.2g} <= {limit:.0e})"
+        f", the others over {CLEAR_MARGIN:g}x it (the order rules: {unmatched.evidence})",
     )  # fmt: skip

@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from parity.errors import RuntimeFailure
 
-#: Exit codes (as in :mod:`parity.cli`).
+#: Exit codes (as in :mod:`parity.cli_parser`).
 _FAILED = 1
 
 

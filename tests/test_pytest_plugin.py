@@ -363,18 +363,32 @@ def test_xdist_workers_export_once_and_write_one_merged_report(
     refused.stderr.fnmatch_lines(["*--parity-update-goldens*cannot run under pytest-xdist*"])
 
 
-def test_files_listed_in_tool_parity_are_tests_too(
-    run: Run, pytester: pytest.Pytester, session_for
-):
-    """[tool.parity] artifacts: one generated test per shipped file, checked vs torch and vs
-    the goldens like the built-in variants, in the report too; a broken one fails."""
+@pytest.fixture(scope="module")
+def shipped_onnx(session_for, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A good and a broken (features.7 perturbed) copy of mobilenet_v2's ONNX export.
+
+    Module-scoped on purpose: it imports onnx before any ``pytester`` test starts. pytester
+    drops the modules a test imported when the test ends, and onnx's C++ extension cannot
+    be imported a second time (the next ``import onnx`` in this process aborts it).
+    """
     from parity.faults import perturb_onnx_conv
     from parity.variants import VARIANTS
 
     exported = session_for("mobilenet_v2").artifact(VARIANTS["ort_dynamo"]).path
-    good, broken = pytester.path / "good.onnx", pytester.path / "broken.onnx"
+    folder = tmp_path_factory.mktemp("shipped")
+    good, broken = folder / "good.onnx", folder / "broken.onnx"
     good.write_bytes(exported.read_bytes())
     perturb_onnx_conv(exported, broken, "features.7")
+    return good, broken
+
+
+def test_files_listed_in_tool_parity_are_tests_too(
+    run: Run, pytester: pytest.Pytester, shipped_onnx: tuple[Path, Path]
+):
+    """[tool.parity] artifacts: one generated test per shipped file, checked vs torch and vs
+    the goldens like the built-in variants, in the report too; a broken one fails."""
+    for path in shipped_onnx:
+        shutil.copyfile(path, pytester.path / path.name)
     (pytester.path / "parity.toml").write_text(
         'models = ["mobilenet_v2"]\n'
         'artifacts = [{path = "good.onnx"}, {path = "broken.onnx", runtime = "onnxruntime"}]\n'

@@ -16,10 +16,7 @@ an image model) or the same tensor as another tap shares that output.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import time
-import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from parity import lazy
 from parity.errors import ParityError, TapError
+from parity.quiet import quiet
 from parity.runner import OUTPUT
 from parity.tapmatch import TapMatch
 from parity.taps import Tap
@@ -38,18 +36,6 @@ if TYPE_CHECKING:
 #: How every tap is located: it is an output of the program (:func:`tapped`).
 PROGRAM_OUTPUT = "program output"
 _EVIDENCE = "a forward hook on its module returned it as an output of the exported program"
-
-
-@contextlib.contextmanager
-def _quiet() -> Any:
-    """torch.export and the lowering warn about the wrapper's hooks and print progress."""
-    with (
-        contextlib.redirect_stdout(io.StringIO()),
-        contextlib.redirect_stderr(io.StringIO()),
-        warnings.catch_warnings(),
-    ):
-        warnings.simplefilter("ignore")
-        yield
 
 
 def tapped(module: Any, taps: Sequence[Tap]) -> Any:
@@ -148,10 +134,10 @@ def export_pte(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> dict
             wrapper(*example)  # the outputs' order (a trace leaves ``index`` empty)
         outputs = {OUTPUT: 0, **wrapper.index}
         start = time.perf_counter()
-        with _quiet():
+        with quiet():
             exported = torch.export.export(wrapper, example)
         exported_seconds = time.perf_counter() - start
-        with _quiet():
+        with quiet():
             program = _lower(exported, lowering)
         out.write_bytes(program.buffer)
     finally:

@@ -13,10 +13,7 @@ file and of the torch module on the first calibration image.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import time
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,21 +21,10 @@ from typing import TYPE_CHECKING, Any
 from parity import lazy
 from parity.backends.litert_torch.locate import located
 from parity.errors import ParityError
+from parity.quiet import quiet
 
 if TYPE_CHECKING:
     from parity.artifacts import BuildContext
-
-
-@contextlib.contextmanager
-def _quiet() -> Any:
-    """The converter and the quantiser print progress and advice; parity has its own."""
-    with (
-        contextlib.redirect_stdout(io.StringIO()),
-        contextlib.redirect_stderr(io.StringIO()),
-        warnings.catch_warnings(),
-    ):
-        warnings.simplefilter("ignore")
-        yield
 
 
 def export_fp32(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -46,7 +32,7 @@ def export_fp32(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> dic
     torch = lazy.torch()
     module = ctx.model().module
     start = time.perf_counter()
-    with _quiet():
+    with quiet():
         litert_torch = lazy.require("litert_torch")
         edge = litert_torch.convert(module, (torch.zeros((1, *ctx.card.input_shape[1:])),))
         edge.export(str(out))
@@ -85,7 +71,7 @@ def export_quantized(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -
     quantizer = lazy.require("ai_edge_quantizer.quantizer")
     start = time.perf_counter()
     images = 0
-    with _quiet():
+    with quiet():
         qt = quantizer.Quantizer(source.path.read_bytes())
         qt.load_quantization_recipe(_recipe(str(options["recipe"])))
         calibration = None

@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from parity.artifacts import Artifact
 from parity.backends import get_exporter
+from parity.exported import Artifact
 from parity.runconfig import make_runner
 from parity.session import Session
 from parity.threads import REFERENCE_THREADS

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from parity.artifacts import Artifact
+from parity.exported import Artifact
 from parity.paths import find_project
 from parity.runner import Runner
 from parity.variants import Variant

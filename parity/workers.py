@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from parity import errors
-from parity.artifacts import Artifact
 from parity.backends import backends, export_chain, get_exporter, maker
 from parity.errors import ParityError
+from parity.exported import Artifact
 from parity.runfiles import REFERENCE_TASK
 from parity.threads import available_cores
 

@@ -7,7 +7,6 @@ session state.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pickle
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ import numpy as np
 from parity.artifacts import Artifact, ArtifactCache, BuildContext
 from parity.backends import get_exporter
 from parity.bundle import Bundle
+from parity.context import ModelContext
 from parity.lazy import installed
 from parity.result import VariantResult
 from parity.runconfig import Progress, RunConfig
@@ -171,10 +171,10 @@ def run_workers(
 
     exporting = session.bundle is None
     jobs = session.config.jobs or default_jobs()
-    np.save(run_dir / "batch.npy", session.batch)
-    config = dataclasses.asdict(session.config)
-    config["threads"] = threads_per_worker(jobs, session.config.threads)
     known = cached_weights_sha256(session.card, session.config.weights)
+    threads = threads_per_worker(jobs, session.config.threads)
+    config = dataclasses.replace(session.config, threads=threads)
+    context = ModelContext.write(run_dir, config, session.batch, known)
     held = session.known_reference()  # from the reference cache: no torch worker needed
     torch_here = installed(VARIANTS[REFERENCE].module)
     with_reference = torch_here and (reference or held is None)
@@ -192,18 +192,21 @@ def run_workers(
         work[0].state_dict = True
     work = spread(work, jobs)
     adjust(work)
-    outcomes = Runs(run_dir, config, jobs, session.config.timeout, session.progress).run(work)
+    runs = Runs(run_dir, context.to_dict(), jobs, config.timeout, session.progress)
+    outcomes = runs.run(work)
     if not with_reference:
         return outcomes, None
     failure = outcomes[REFERENCE_TASK].error
     if failure is not None:
         return outcomes, ReferenceRun(failure)
-    handed = json.loads((run_dir / "weights.json").read_text())
-    done = outcomes["reference"].record
+    handed = context.handed()
+    if handed is None:
+        raise RuntimeError("the torch worker handed no weights (a bug in parity)")
+    done = outcomes[REFERENCE_TASK].record
     return outcomes, ReferenceRun(
         None,
-        HandedWeights(handed["source"], handed["sha256"], run_dir / "state_dict.npz"),
-        load_arrays(run_dir / "reference"),
+        handed,
+        load_arrays(run_dir / REFERENCE_TASK),
         float(done.get("seconds", 0.0)),
         str(done.get("source") or "computed"),
     )

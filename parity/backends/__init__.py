@@ -21,12 +21,16 @@ import importlib
 import importlib.metadata
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from parity.errors import ParityError
 
 if TYPE_CHECKING:
-    from parity.artifacts import BuildContext
+    import numpy as np
+
+    from parity.exported import Artifact
+    from parity.weights import Weights
+    from parity.zoo import ModelCard
 
 #: Entry-point group a backend registers in.
 GROUP = "parity.backends"
@@ -41,7 +45,26 @@ RunsOn = Literal["module", "artifact", "file"]
 PRECISION_CLASSES = ("fp32", "tf32", "bf16", "fp16", "int8", "dynamic-range")
 
 
-ExportFunction = Callable[["BuildContext", Path, Mapping[str, Any]], dict[str, Any]]
+class ExportContext(Protocol):
+    """What an exporter function may ask for (:class:`parity.artifacts.BuildContext` is one;
+    a Protocol, so the registry does not import the cache, which imports the registry)."""
+
+    card: ModelCard
+
+    def model(self) -> Weights:
+        """The weights under test (the torch module in the torch worker)."""
+        ...
+
+    def artifact(self, exporter: str) -> Artifact:
+        """An upstream artifact, built or read from the cache."""
+        ...
+
+    def calibration_batch(self) -> np.ndarray:
+        """The calibration images through the card's preprocessing, NCHW float32."""
+        ...
+
+
+ExportFunction = Callable[["ExportContext", Path, Mapping[str, Any]], dict[str, Any]]
 
 
 @dataclasses.dataclass(frozen=True)

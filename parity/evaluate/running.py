@@ -80,7 +80,7 @@ def reference_device(device: str) -> str:
 def eval_runner(variant: Variant, source: Any, threads: int, device: str = "cpu") -> Runner:
     """The runner of one evaluation (taps off): on ``device`` for the reference (``cuda``
     is strict fp32, TF32 off; a GPU that is not there is bad input), else as in ``run``."""
-    from parity.runconfig import make_runner
+    from parity.execute import make_runner
 
     if device != "cpu":
         device = reference_device(device)

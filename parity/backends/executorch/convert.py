@@ -28,7 +28,7 @@ from parity.runner import OUTPUT
 from parity.tapmatch import TapMatch
 
 if TYPE_CHECKING:
-    from parity.artifacts import BuildContext
+    from parity.backends import ExportContext
 
 
 def _lower(program: Any, lowering: str) -> Any:
@@ -63,7 +63,7 @@ def _outside(lowering: str, converter: Mapping[str, Any]) -> list[str]:
     return [f"executorch_xnnpack: ops outside the XNNPACK delegate (portable kernels): {listed}"]
 
 
-def export_pte(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> dict[str, Any]:
+def export_pte(ctx: ExportContext, out: Path, options: Mapping[str, Any]) -> dict[str, Any]:
     """Export the card's module with its taps as outputs and lower it to ``out`` (a .pte)."""
     torch = lazy.torch()
     lowering = str(options["lowering"])

@@ -30,7 +30,7 @@ from parity.runner import OUTPUT
 from parity.tapmatch import TapMatch
 
 if TYPE_CHECKING:
-    from parity.artifacts import BuildContext
+    from parity.backends import ExportContext
 
 #: The example batch traced (its size is a hint only: the batch axis is dynamic).
 EXAMPLE_BATCH = 16
@@ -46,7 +46,7 @@ def vec_isa() -> str:
     return str(pick_vec_isa())
 
 
-def export_compiled(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> dict[str, Any]:
+def export_compiled(ctx: ExportContext, out: Path, options: Mapping[str, Any]) -> dict[str, Any]:
     """Compile the card's module with its taps as outputs into ``out`` (an AOTInductor
     package); ``options`` are ``torch._inductor.config`` settings (none: the defaults)."""
     torch = lazy.torch()

@@ -26,6 +26,7 @@ from parity.converters import spec as converter_spec
 from parity.errors import ArtifactError
 from parity.exported import Artifact
 from parity.fixtures import calibration_images, file_sha256, load_fixtures
+from parity.isa import kernel_isa
 from parity.lazy import package_version
 from parity.paths import cache_dir, calibration_dir
 from parity.preprocess import preprocess_batch
@@ -117,6 +118,8 @@ class ArtifactCache:
             parts["converter"] = converter_spec(exporter.converter).key()
         if exporter.keyed_on_taps:  # the artifact records where the card's taps are
             parts["taps"] = [t.to_dict() for t in ctx.card.taps]
+        if exporter.keyed_on_cpu:  # compiled kernels: never another ISA's
+            parts["cpu"] = kernel_isa()
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:20]
 

@@ -83,6 +83,8 @@ class Exporter:
             converter that needs the torch module is made in the ``torch`` worker).
         keyed_on_taps: its file records where the card's taps are, so the card's taps
             are part of its cache key.
+        keyed_on_cpu: its file holds machine code compiled for this CPU, so the CPU's ISA
+            (:func:`parity.isa.kernel_isa`) is part of its cache key.
         handoff: what the torch worker hands it as files, for a worker without torch:
             ``"state_dict"`` (the weights as ``state_dict.npz``).
         card_key: the model-card key its artifact is built from and what it names, e.g.
@@ -102,6 +104,7 @@ class Exporter:
     imports: tuple[str, ...] = ()
     worker: str | None = None
     keyed_on_taps: bool = False
+    keyed_on_cpu: bool = False
     handoff: tuple[str, ...] = ()
     card_key: tuple[str, str] | None = None
     converter: str | None = None

@@ -32,10 +32,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from parity import atomic
-from parity.applicability import not_applicable_reason
 from parity.artifacts import package_version
 from parity.compare import TapMetrics
 from parity.errors import ParityError, RuntimeFailure, ToleranceError
+from parity.plan import plan
 from parity.runconfig import RunConfig
 from parity.session import Session
 from parity.tolerances import TolerancePolicy
@@ -124,10 +124,9 @@ def measure(
     """Run every applicable variant of ``selectors`` (default: every CPU family) against torch."""
     chosen = [v for v in resolve_variants(selectors or DEFAULT_SELECTORS) if not v.reference]
     probe = Session(RunConfig(model=model), progress)
-    applicable = probe.applicable(chosen)
-    skipped = tuple(
-        f"{v.name}: {not_applicable_reason(v, probe.card)}" for v in chosen if v not in applicable
-    )
+    planned = plan(probe.card, chosen)
+    applicable = list(planned.applicable)
+    skipped = tuple(f"{v.name}: {reason}" for v, reason in planned.not_applicable)
     if not applicable:
         raise ParityError(
             f"parity budgets: no variant of {', '.join(selectors or DEFAULT_SELECTORS)} applies "

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from parity.applicability import not_applicable_reason
 from parity.artifacts import Artifact, ArtifactCache, BuildContext
 from parity.backends import get_exporter
 from parity.bundle import Bundle
@@ -39,6 +38,7 @@ from parity.golden import (
 )
 from parity.lazy import installed, package_version
 from parity.paths import find_project
+from parity.plan import plan
 from parity.prefetch import Fetched, ReferenceRun, fetch, run_workers
 from parity.preprocess import preprocess_batch, tensor_sha256
 from parity.reference import ReferenceCache, reference_key
@@ -327,14 +327,6 @@ class Session:
         """Whether this session holds the outputs of variant ``name``."""
         return name in self._outputs
 
-    def applicable(self, variants: Sequence[Variant]) -> list[Variant]:
-        """The non-reference ``variants`` that apply here (the others are ``n/a``)."""
-        exporting = self.bundle is None
-        return [
-            v for v in variants
-            if not v.reference and not_applicable_reason(v, self.card, exporting) is None
-        ]  # fmt: skip
-
     def run_workers(
         self,
         run_dir: Path,
@@ -369,7 +361,7 @@ class Session:
     def _judged(
         self, variant: Variant, judge: Callable[[dict[str, np.ndarray]], VariantVerdict], mode: str
     ) -> VariantResult:
-        reason = not_applicable_reason(variant, self.card, exporting=self.bundle is None)
+        reason = plan(self.card, [variant], self.bundle is None).reasons.get(variant.name)
         if reason is not None:
             return VariantResult.not_applicable(variant, reason, mode)
         start = time.perf_counter() - self._worker_seconds.get(variant.name, 0.0)

@@ -122,15 +122,15 @@ def _prepare(
     plugin: ParityPlugin, case: ParityCase, variant: Variant
 ) -> tuple[Session | None, dict[str, np.ndarray] | None, str | None]:
     """Session (goldens checked fresh) and outputs, or the failure message."""
-    from parity.applicability import not_applicable_reason
     from parity.golden import MissingGoldenError, StaleGoldenError
+    from parity.plan import plan
 
     ran = plugin.ran.setdefault(case.model, [])  # what --parity-report covers
     if variant not in ran:
         ran.append(variant)
     try:
         session = plugin.session(case.model)
-        reason = not_applicable_reason(variant, session.card)
+        reason = plan(session.card, [variant]).reasons.get(variant.name)
         if reason is not None:  # a row in the report, a skip here (pytest.skip raises)
             pytest.skip(f"n/a: {reason}")
         # Outputs first: the workers hand over the weights' hash the goldens are checked by.

@@ -4,9 +4,11 @@ judging of each variant's outputs against torch now or the stored goldens.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import shutil
 import tempfile
+import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -288,8 +290,23 @@ class Session:
         state_dict: bool = False,
     ) -> None:
         """Run the reference and ``variants`` (and a file made elsewhere) in worker
-        processes and take what they give back (:func:`parity.prefetch.fetch`)."""
-        self.take(fetch(self, variants, external, reference, state_dict))
+        processes and take what they give back (:func:`parity.prefetch.fetch`).
+
+        A cached reference's statistics are computed meanwhile, in a thread of this
+        process, which otherwise only waits for the workers (numpy releases the GIL)."""
+        prepare = None
+        if variants and self.known_reference() is not None:
+            prepare = threading.Thread(target=self._prepare_reference, daemon=True)
+            prepare.start()
+        try:
+            self.take(fetch(self, variants, external, reference, state_dict))
+        finally:
+            if prepare is not None:
+                prepare.join()
+
+    def _prepare_reference(self) -> None:
+        with contextlib.suppress(Exception):  # raised again where the statistics are used
+            self.prepared_reference  # noqa: B018 - computed for later
 
     def take(self, fetched: Fetched) -> None:
         """Hold a prefetch's outcomes; its run directory goes with this session."""

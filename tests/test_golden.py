@@ -76,7 +76,7 @@ def test_torch_matches_committed_goldens(session_for: Callable[[str], Session]):
 @pytest.mark.torch
 @pytest.mark.onnxruntime
 def test_ort_matches_committed_goldens(session_for: Callable[[str], Session]):
-    result = session_for("resnet18").check_golden(VARIANTS["ort_dynamo"])
+    result = session_for("mobilenet_v2").check_golden(VARIANTS["ort_dynamo"])  # export shared
     assert result.passed and result.mode == "golden"
 
 

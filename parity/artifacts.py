@@ -10,7 +10,6 @@ error naming it, never silently used.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -18,7 +17,6 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from filelock import FileLock
@@ -26,7 +24,9 @@ from filelock import FileLock
 from parity.backends import Exporter, get_exporter
 from parity.converters import spec as converter_spec
 from parity.errors import ArtifactError
+from parity.exported import Artifact
 from parity.fixtures import calibration_images, file_sha256, load_fixtures
+from parity.isa import kernel_isa
 from parity.lazy import package_version
 from parity.paths import cache_dir, calibration_dir
 from parity.preprocess import preprocess_batch
@@ -37,22 +37,6 @@ from parity.zoo import ModelCard
 CACHE_FORMAT = 1
 #: Append-only log in the cache root: one line per artifact exported, with the process id.
 EXPORT_LOG = "exports.log"
-
-
-@dataclasses.dataclass(frozen=True)
-class Artifact:
-    """One exported file and what is known about it."""
-
-    exporter: str
-    path: Path
-    key: str
-    metadata: dict[str, Any]
-    #: True if it was built in this process (False: read from the cache).
-    built: bool
-
-    @property
-    def size_bytes(self) -> int:
-        return int(self.metadata["bytes"])
 
 
 def card_calibration_dir(card: ModelCard) -> Path:
@@ -134,6 +118,8 @@ class ArtifactCache:
             parts["converter"] = converter_spec(exporter.converter).key()
         if exporter.keyed_on_taps:  # the artifact records where the card's taps are
             parts["taps"] = [t.to_dict() for t in ctx.card.taps]
+        if exporter.keyed_on_cpu:  # compiled kernels: never another ISA's
+            parts["cpu"] = kernel_isa()
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:20]
 

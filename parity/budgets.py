@@ -32,14 +32,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from parity import atomic
-from parity.applicability import not_applicable_reason
 from parity.artifacts import package_version
 from parity.compare import TapMetrics
 from parity.errors import ParityError, RuntimeFailure, ToleranceError
+from parity.plan import plan
 from parity.runconfig import RunConfig
 from parity.session import Session
 from parity.tolerances import TolerancePolicy
 from parity.variants import Variant, resolve_variants
+from parity.zoo import get_card
 
 FP32_FACTOR, COSINE_FACTOR, QUANT_FACTOR, SQNR_MARGIN_DB = 5.0, 30.0, 2.5, 3.0
 #: An fp32 budget above this multiple of the class's floor (median run) at a tap is refused.
@@ -123,11 +124,9 @@ def measure(
 ) -> Measurement:
     """Run every applicable variant of ``selectors`` (default: every CPU family) against torch."""
     chosen = [v for v in resolve_variants(selectors or DEFAULT_SELECTORS) if not v.reference]
-    probe = Session(RunConfig(model=model), progress)
-    applicable = probe.applicable(chosen)
-    skipped = tuple(
-        f"{v.name}: {not_applicable_reason(v, probe.card)}" for v in chosen if v not in applicable
-    )
+    planned = plan(get_card(model), chosen)
+    applicable = list(planned.applicable)
+    skipped = tuple(f"{v.name}: {reason}" for v, reason in planned.not_applicable)
     if not applicable:
         raise ParityError(
             f"parity budgets: no variant of {', '.join(selectors or DEFAULT_SELECTORS)} applies "
@@ -136,9 +135,8 @@ def measure(
     runs: dict[str, list[Run]] = {}
     failed: list[str] = []
     executed: dict[str, str] = {}
-    session = probe
     fp32 = [v for v in applicable if v.precision == "fp32"]
-    for threads, variants in ((1, fp32), (2, applicable)):
+    for threads, variants in ((1, fp32), (2, applicable)):  # the last pass: never empty
         if not variants:
             continue
         session, measured, broken, ran = _measure_pass(model, variants, threads, progress)

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from parity import __version__, atomic
-from parity.artifacts import Artifact
 from parity.backends import backends
 from parity.errors import ArtifactError, ParityError
+from parity.exported import Artifact
 from parity.fixtures import file_sha256
 from parity.lazy import package_version
 

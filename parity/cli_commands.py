@@ -150,11 +150,11 @@ def update_goldens_command(args: argparse.Namespace, console: Console) -> int:
 
 
 def bundle_command(args: argparse.Namespace, console: Console) -> int:
-    from parity.applicability import not_applicable_reason
     from parity.backends import backend
     from parity.bundle import write_bundle
     from parity.harness import RunConfig, Session
     from parity.lazy import installed
+    from parity.plan import plan
     from parity.variants import VARIANTS, resolve_variants
     from parity.zoo import list_models
 
@@ -171,13 +171,10 @@ def bundle_command(args: argparse.Namespace, console: Console) -> int:
             # Goldens made from other weights (or inputs) than the artifacts would fail every
             # runtime env that reads the bundle: refuse them here, before any export.
             _ = session.goldens
-            applicable = []
-            for variant in variants:  # n/a for this card (no Keras twin...): skipped, as run does
-                reason = not_applicable_reason(variant, session.card)
-                if reason is None:
-                    applicable.append(variant)
-                else:
-                    console.print(f"n/a {model} {variant.name}: {escape(reason)}", soft_wrap=True)
+            planned = plan(session.card, variants)
+            applicable = list(planned.applicable)
+            for variant, reason in planned.not_applicable:  # n/a (no Keras twin...): skipped
+                console.print(f"n/a {model} {variant.name}: {escape(reason)}", soft_wrap=True)
             by_exporter = {v.exporter: v for v in applicable}
             exporters = sorted(e for e in by_exporter if e is not None)
             session.build(applicable)  # in the workers of the frameworks that make them

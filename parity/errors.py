@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from parity.artifacts import Artifact
+    from parity.exported import Artifact
 
 
 class ParityError(Exception):

@@ -57,11 +57,11 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from parity import lazy
-from parity.artifacts import Artifact
 from parity.backends import Variant, backend
 from parity.compare import compare_taps, merge_verdicts
 from parity.detect import Detection, Probe, detect, format_shape
 from parity.errors import ParityError, RuntimeFailure
+from parity.exported import Artifact
 from parity.fixtures import file_sha256
 from parity.golden import golden_verdict
 from parity.preprocess import Layout, to_layout

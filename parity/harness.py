@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from parity.errors import ParityError
+from parity.execute import make_runner
 from parity.judge import Judging, judge
 from parity.lazy import installed
 from parity.readers import sniff_runtime
 from parity.result import ParityReport
-from parity.runconfig import Progress, RunConfig, make_runner
+from parity.runconfig import Progress, RunConfig
 from parity.session import Session
 from parity.variants import REFERENCE, VARIANTS, resolve_variants
 from parity.zoo import DEFAULT_MODEL

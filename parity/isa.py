@@ -10,6 +10,8 @@ MLAS and LiteRT's XNNPACK have no such cap: they run this CPU's own ISA under ev
 from __future__ import annotations
 
 import dataclasses
+import os
+import platform
 from pathlib import Path
 
 #: oneDNN ISA (ONEDNN_MAX_CPU_ISA) -> the /proc/cpuinfo flags it needs, the ATen capability.
@@ -54,3 +56,14 @@ def isa_caps(flags: frozenset[str] | None = None) -> list[IsaCap]:
             break
         caps.append(IsaCap(onednn, aten))
     return caps
+
+
+def kernel_isa(flags: frozenset[str] | None = None) -> str:
+    """What compiled CPU kernels are built for here: the machine, its highest ISA level
+    (``x86_64 AVX2``, ``x86_64 AVX512_CORE``) and an ``ATEN_CPU_CAPABILITY`` cap if set
+    (inductor vectorises for the capped ISA). Part of the cache key of a compiled
+    artifact, so no machine runs kernels compiled for another ISA."""
+    caps = isa_caps(flags)
+    level = caps[-1].onednn if caps else "baseline"
+    capped = os.environ.get("ATEN_CPU_CAPABILITY")
+    return f"{platform.machine()} {level}" + (f" ATEN_CPU_CAPABILITY={capped}" if capped else "")

@@ -1,48 +1,44 @@
-"""The in-process side of a :class:`~parity.session.Session`, for worker processes only.
+"""An in-process model under test: a :class:`~parity.session.Session` whose weights,
+reference, artifacts and runs are made here, by the same stage functions a worker calls
+(:mod:`parity.build`, :mod:`parity.execute`).
 
-A worker (:mod:`parity.worker`) imports its framework and computes here what the parent
-process reads from it: the weights, the torch reference, an export, a variant's taps.
 The parent's :class:`~parity.session.Session` never runs a framework; it asks the workers
-(:mod:`parity.prefetch`). Tests and benchmarks that measure a runtime itself in their own
-process use this class too, knowing they import the framework.
+(:mod:`parity.prefetch`). This façade is for code that judges in the process that runs the
+framework: a worker's doctor and external-file tasks (:meth:`LocalSession.of`), and the
+tests and benchmarks that measure a runtime in their own process, knowing they import it.
 """
 
 from __future__ import annotations
 
-import time
+import functools
 
 import numpy as np
 
-from parity.artifacts import Artifact
-from parity.backends import get_exporter
-from parity.runconfig import make_runner
+from parity.build import artifact, load_weights, reference, weights_sha256
+from parity.context import ModelContext
+from parity.execute import execute
+from parity.exported import Artifact
+from parity.preprocess import tensor_sha256
 from parity.session import Session
-from parity.threads import REFERENCE_THREADS
-from parity.variants import REFERENCE, VARIANTS, Variant
-from parity.weights import (
-    HandedWeights,
-    LoadedModel,
-    Weights,
-    cached_weights_sha256,
-    load_model,
-)
+from parity.variants import Variant
+from parity.weights import HandedWeights, Weights
 
 
 class LocalSession(Session):
     """A :class:`Session` that loads the weights, runs torch and the runtimes and exports
     artifacts in this process (a worker's, or a test's that means to)."""
 
-    _model: LoadedModel | None = None
+    _model: Weights | None = None
 
-    def model(self) -> Weights:
-        if self.handed is not None:
-            return self.handed
-        if self._model is None:
-            self.progress(
-                f"loading {self.card.name} weights ({self.config.weights or self.card.weights})"
-            )
-            self._model = load_model(self.card, self.config.weights)
-        return self._model
+    @classmethod
+    def of(
+        cls, context: ModelContext, batch: np.ndarray, handed: HandedWeights | None
+    ) -> LocalSession:
+        """A worker's model under test: the context's config, the parent's batch, the
+        weights handed over and the reference the torch worker wrote (when it has)."""
+        session = cls(context.config)
+        session.receive(batch, handed, context.reference())
+        return session
 
     def receive(
         self,
@@ -50,57 +46,48 @@ class LocalSession(Session):
         handed: HandedWeights | None = None,
         reference: dict[str, np.ndarray] | None = None,
     ) -> None:
-        """What the parent computed, for a worker's session: the batch, the weights it
-        handed over (a file), the reference taps."""
+        """What the parent computed: the batch, the weights handed over, the reference."""
         self._batch, self.handed = batch, handed
         if reference is not None:
             self._reference = reference
 
-    def local_weights_sha256(self) -> str:
+    @functools.cached_property
+    def model_context(self) -> ModelContext:
+        """This model as the stage functions take it (no run directory: held here)."""
+        return ModelContext(self.config, None, tensor_sha256(self.batch))
+
+    def model(self) -> Weights:
         if self.handed is not None:
-            return self.handed.sha256
+            return self.handed
         if self._model is None:
-            known = cached_weights_sha256(self.card, self.config.weights)
-            if known is not None:
-                return known
+            self._model = load_weights(self.model_context, None, self.progress)
+        return self._model
+
+    def local_weights_sha256(self) -> str:
         self._reference_ran()
-        return self.model().sha256
+        return weights_sha256(self.model_context, self.model, self.handed)
 
     def _obtain_reference(self) -> dict[str, np.ndarray]:
-        """Torch outputs for every tap on the fixture batch (from the reference cache if there)."""
         self._reference_ran()
-        key = self._reference_key(self.local_weights_sha256())
-        cached = self._cached_reference(key)
-        if cached is not None:
-            return cached
-        module = self.model().module
-        self.progress(f"running the torch reference on {len(self.fixtures)} images")
-        threads = min(self.config.threads, REFERENCE_THREADS)
-        with make_runner(VARIANTS[REFERENCE], module, threads) as runner:
-            start = time.perf_counter()
-            outputs = runner.run(self.batch, self.taps)
-            self.reference_seconds = time.perf_counter() - start
-        self.reference_source = "computed"
-        self.references.store(self.card.name, key, outputs)
-        return outputs
+        ran = reference(self.model_context, self.model, self.batch, self.handed, self.progress)
+        self.reference_seconds, self.reference_source = ran.seconds, ran.source
+        return dict(ran.taps)
 
     def artifact(self, variant: Variant) -> Artifact:
         """The variant's artifact: from the bundle, or exported (cached) now."""
         assert variant.exporter is not None
-        if self.bundle is not None and self.bundle_model is not None:
-            return self.bundle.artifact(self.bundle_model, variant.exporter)
-        return self.cache.get(get_exporter(variant.exporter), self.context)
+        return artifact(self.context, variant.exporter, self.bundle)
 
     def outputs(self, variant: Variant) -> tuple[dict[str, np.ndarray], Artifact | None]:
         if variant.reference or variant.name in self._outputs or variant.name in self._failures:
             return super().outputs(variant)
         # A torch variant that is not the reference runs on (a copy of) the module.
-        artifact = self.artifact(variant) if variant.exporter else None
-        source = artifact or self.model().module
+        made = self.artifact(variant) if variant.exporter else None
         self.progress(f"running {variant.name}")
-        with make_runner(variant, source, self.config.threads) as runner:
-            self._outputs[variant.name] = (runner.run(self.batch, self.taps), artifact)
-        if runner.executed:
-            self.executed[variant.name] = runner.executed
-        self.located[variant.name] = runner.located
+        ran = execute(variant, made or self.model().module, self.batch, self.taps,
+                      self.config.threads)  # fmt: skip
+        self._outputs[variant.name] = (dict(ran.outputs), made)
+        if ran.executed:
+            self.executed[variant.name] = ran.executed
+        self.located[variant.name] = dict(ran.located)
         return self._outputs[variant.name]

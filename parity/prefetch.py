@@ -7,7 +7,6 @@ session state.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pickle
 import shutil
 import tempfile
@@ -20,11 +19,12 @@ import numpy as np
 from parity.artifacts import Artifact, ArtifactCache, BuildContext
 from parity.backends import get_exporter
 from parity.bundle import Bundle
-from parity.lazy import installed
+from parity.context import ModelContext
+from parity.plan import plan, plan_workers
 from parity.result import VariantResult
 from parity.runconfig import Progress, RunConfig
 from parity.runfiles import REFERENCE_TASK, load_arrays
-from parity.variants import REFERENCE, VARIANTS, Variant
+from parity.variants import VARIANTS, Variant
 from parity.weights import HandedWeights, cached_weights_sha256
 from parity.workers import Job, TaskOutcome
 from parity.zoo import ModelCard
@@ -45,8 +45,6 @@ class ModelUnderTest(Protocol):
     def batch(self) -> np.ndarray: ...
 
     def known_reference(self) -> dict[str, np.ndarray] | None: ...
-
-    def applicable(self, variants: Sequence[Variant]) -> list[Variant]: ...
 
     def has_run(self, name: str) -> bool: ...
 
@@ -115,7 +113,8 @@ def fetch(
     ``reference`` runs the torch worker even when the reference is cached (it hands over
     the weights; ``state_dict``: as a file too).
     """
-    names = [v.name for v in session.applicable(variants) if not session.has_run(v.name)]
+    applicable = plan(session.card, variants, exporting=session.bundle is None).applicable
+    names = [v.name for v in applicable if not session.has_run(v.name)]
     run_dir = Path(tempfile.mkdtemp(prefix="parity-run-"))
     try:
         outcomes = session.run_workers(run_dir, names, external, reference, state_dict=state_dict)
@@ -167,53 +166,39 @@ def run_workers(
     ``adjust`` edits the planned jobs before they start (``parity eval`` turns runs into
     evaluations); ``run=False`` only exports the variants' artifacts (``parity bundle``).
     """
-    from parity.workers import Runs, default_jobs, plan, spread, threads_per_worker
+    from parity.workers import Runs, default_jobs, threads_per_worker
 
-    exporting = session.bundle is None
     jobs = session.config.jobs or default_jobs()
-    np.save(run_dir / "batch.npy", session.batch)
-    config = dataclasses.asdict(session.config)
-    config["threads"] = threads_per_worker(jobs, session.config.threads)
     known = cached_weights_sha256(session.card, session.config.weights)
-    held = session.known_reference()  # from the reference cache: no torch worker needed
-    torch_here = installed(VARIANTS[REFERENCE].module)
-    with_reference = torch_here and (reference or held is None)
+    threads = threads_per_worker(jobs, session.config.threads)
+    config = dataclasses.replace(session.config, threads=threads)
+    context = ModelContext.write(run_dir, config, session.batch, known)
     in_cache = frozenset(
         e for e in {VARIANTS[n].exporter or "" for n in names} - {""}
         if known is not None and session.cache.is_cached(get_exporter(e), session.context)
     )  # fmt: skip
-    work = plan(names, VARIANTS, external, exporting, with_reference, in_cache, run)
-    if not with_reference and torch_here and _hands_state_dict(work):
-        # The Keras export needs the weights as a file, which the reference task writes
-        # (it reads the reference from the cache): e.g. a later prefetch of the plugin.
-        with_reference = True
-        work = plan(names, VARIANTS, external, exporting, with_reference, in_cache, run)
-    if state_dict and with_reference:  # the reference's job comes first
-        work[0].state_dict = True
-    work = spread(work, jobs)
+    planned = plan_workers(
+        names, exporting=session.bundle is None, cached=in_cache, slots=jobs, external=external,
+        reference=reference, held_reference=session.known_reference() is not None, run=run,
+        state_dict=state_dict,
+    )  # fmt: skip
+    work = list(planned.jobs)
     adjust(work)
-    outcomes = Runs(run_dir, config, jobs, session.config.timeout, session.progress).run(work)
-    if not with_reference:
+    runs = Runs(run_dir, context.to_dict(), jobs, config.timeout, session.progress)
+    outcomes = runs.run(work)
+    if not planned.reference:
         return outcomes, None
     failure = outcomes[REFERENCE_TASK].error
     if failure is not None:
         return outcomes, ReferenceRun(failure)
-    handed = json.loads((run_dir / "weights.json").read_text())
-    done = outcomes["reference"].record
+    handed = context.handed()
+    if handed is None:
+        raise RuntimeError("the torch worker handed no weights (a bug in parity)")
+    done = outcomes[REFERENCE_TASK].record
     return outcomes, ReferenceRun(
         None,
-        HandedWeights(handed["source"], handed["sha256"], run_dir / "state_dict.npz"),
-        load_arrays(run_dir / "reference"),
+        handed,
+        load_arrays(run_dir / REFERENCE_TASK),
         float(done.get("seconds", 0.0)),
         str(done.get("source") or "computed"),
-    )
-
-
-def _hands_state_dict(work: Sequence[Any]) -> bool:
-    """Whether a plan's jobs export an artifact that needs the weights handed as a file."""
-    return any(
-        "state_dict" in get_exporter(task["exporter"]).handoff
-        for job in work
-        for task in job.tasks
-        if task["kind"] == "export"
     )

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from parity.artifacts import Artifact
     from parity.compare import VariantVerdict
+    from parity.exported import Artifact
     from parity.fixtures import Fixture
     from parity.taps import Tap
     from parity.variants import Variant

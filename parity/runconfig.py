@@ -1,5 +1,5 @@
-"""What a check is asked to do (:class:`RunConfig`: the context that crosses to the worker
-processes, as a dict), and how a variant's runner is made from its artifact.
+"""What a check is asked to do (:class:`RunConfig`; it crosses to the worker processes as a
+dict, inside :class:`parity.context.ModelContext`).
 """
 
 from __future__ import annotations
@@ -9,10 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from parity.artifacts import Artifact
 from parity.paths import find_project
-from parity.runner import Runner
-from parity.variants import Variant
 from parity.workers import DEFAULT_TIMEOUT
 from parity.zoo import DEFAULT_MODEL
 
@@ -53,16 +50,24 @@ class RunConfig:
     #: Seconds one task (an export, a variant's run) may take before its worker is killed.
     timeout: float = DEFAULT_TIMEOUT
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (paths as strings), for :meth:`from_dict` in another process."""
+        return {
+            k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(self).items()
+        }
 
-def make_runner(variant: Variant, source: Artifact | Any, threads: int) -> Runner:
-    """Instantiate a variant's runner on an artifact (or, for torch, a module).
-
-    The runner gets the variant's options plus the ``runner_options`` the exporter
-    recorded in the artifact's metadata (e.g. the Keras tap -> layer map).
-    """
-    options = dict(variant.options)
-    if isinstance(source, Artifact):
-        options.update(source.metadata.get("runner_options", {}))
-        source = source.path
-    runner: Runner = variant.runner_class()(variant.name, source, threads=threads, **options)
-    return runner
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> RunConfig:
+        """The config :meth:`to_dict` wrote (unknown keys are an error: same parity both
+        sides)."""
+        paths = {f.name for f in dataclasses.fields(cls) if "Path" in str(f.type)}
+        sequences = {f.name for f in dataclasses.fields(cls) if "Sequence" in str(f.type)}
+        values: dict[str, Any] = {}
+        for key, value in fields.items():
+            if value is not None and key in paths:
+                value = Path(value)
+            elif value is not None and key in sequences:
+                value = tuple(value)
+            values[key] = value
+        return cls(**values)

@@ -4,9 +4,11 @@ judging of each variant's outputs against torch now or the stored goldens.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import shutil
 import tempfile
+import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -15,15 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from parity.applicability import not_applicable_reason
 from parity.artifacts import Artifact, ArtifactCache, BuildContext
 from parity.backends import get_exporter
 from parity.bundle import Bundle
 from parity.compare import (
     ReferenceTap,
-    VariantVerdict,
-    compare_taps,
-    merge_verdicts,
     prepare_reference,
 )
 from parity.errors import RuntimeFailure
@@ -33,8 +31,8 @@ from parity.golden import (
     GoldenStore,
     StaleGoldenError,
     golden_moves,
-    golden_verdict,
 )
+from parity.judge import golden, live
 from parity.lazy import installed, package_version
 from parity.paths import find_project
 from parity.prefetch import Fetched, ReferenceRun, fetch, run_workers
@@ -92,7 +90,7 @@ class Session:
         #: Variants whose worker failed on them (message), from :meth:`prefetch`.
         self._failures: dict[str, tuple[str, Artifact | None]] = {}
         #: Seconds each prefetched variant took in its worker (artifact, load and run).
-        self._worker_seconds: dict[str, float] = {}
+        self.worker_seconds: dict[str, float] = {}
         #: The precision each variant ran in, where its runtime says (``Runner.executed``).
         self.executed: dict[str, str] = {}
         #: Tap -> tensor name per variant, where its runner says (``Runner.located``).
@@ -292,13 +290,28 @@ class Session:
         state_dict: bool = False,
     ) -> None:
         """Run the reference and ``variants`` (and a file made elsewhere) in worker
-        processes and take what they give back (:func:`parity.prefetch.fetch`)."""
-        self.take(fetch(self, variants, external, reference, state_dict))
+        processes and take what they give back (:func:`parity.prefetch.fetch`).
+
+        A cached reference's statistics are computed meanwhile, in a thread of this
+        process, which otherwise only waits for the workers (numpy releases the GIL)."""
+        prepare = None
+        if variants and self.known_reference() is not None:
+            prepare = threading.Thread(target=self._prepare_reference, daemon=True)
+            prepare.start()
+        try:
+            self.take(fetch(self, variants, external, reference, state_dict))
+        finally:
+            if prepare is not None:
+                prepare.join()
+
+    def _prepare_reference(self) -> None:
+        with contextlib.suppress(Exception):  # raised again where the statistics are used
+            self.prepared_reference  # noqa: B018 - computed for later
 
     def take(self, fetched: Fetched) -> None:
         """Hold a prefetch's outcomes; its run directory goes with this session."""
         self._release = weakref.finalize(self, shutil.rmtree, fetched.run_dir, True)
-        self._worker_seconds.update(fetched.seconds)
+        self.worker_seconds.update(fetched.seconds)
         self.executed.update(fetched.executed)
         self.located.update({n: dict(taps) for n, taps in fetched.located.items()})
         self._failures.update(fetched.failures)
@@ -309,14 +322,6 @@ class Session:
     def has_run(self, name: str) -> bool:
         """Whether this session holds the outputs of variant ``name``."""
         return name in self._outputs
-
-    def applicable(self, variants: Sequence[Variant]) -> list[Variant]:
-        """The non-reference ``variants`` that apply here (the others are ``n/a``)."""
-        exporting = self.bundle is None
-        return [
-            v for v in variants
-            if not v.reference and not_applicable_reason(v, self.card, exporting) is None
-        ]  # fmt: skip
 
     def run_workers(
         self,
@@ -349,42 +354,13 @@ class Session:
         if self._release is not None:
             self._release()
 
-    def _judged(
-        self, variant: Variant, judge: Callable[[dict[str, np.ndarray]], VariantVerdict], mode: str
-    ) -> VariantResult:
-        reason = not_applicable_reason(variant, self.card, exporting=self.bundle is None)
-        if reason is not None:
-            return VariantResult.not_applicable(variant, reason, mode)
-        start = time.perf_counter() - self._worker_seconds.get(variant.name, 0.0)
-        try:
-            obtained, artifact = self.outputs(variant)
-            if mode == "live":
-                _ = self.prepared_reference  # the torch reference not there: a failed check
-        except RuntimeFailure as exc:  # a runtime failing on its artifact is a failed check
-            return VariantResult.failed_to_run(
-                variant, str(exc), mode, exc.artifact,
-                time.perf_counter() - start,
-            )  # fmt: skip
-        seconds = time.perf_counter() - start
-        return VariantResult(
-            variant, judge(obtained), artifact, seconds, mode=mode,
-            executed=self.executed.get(variant.name), located=self.located.get(variant.name, {}),
-        )  # fmt: skip
-
     def check(self, variant: Variant) -> VariantResult:
-        """Live check: one variant vs the torch reference now, every tap, every image."""
-        return self._judged(
-            variant,
-            lambda obtained: compare_taps(
-                self.card.name,
-                variant.name,
-                self.taps,
-                self.prepared_reference,
-                obtained,
-                self.policy,
-            ),
-            "live",
-        )
+        """Live check: one variant vs the torch reference now (:func:`parity.judge.live`)."""
+        return live(self, variant)
+
+    def check_golden(self, variant: Variant) -> VariantResult:
+        """Regression check: one variant vs the stored goldens (:func:`parity.judge.golden`)."""
+        return golden(self, variant)
 
     @functools.cached_property
     def goldens(self) -> GoldenStore:
@@ -398,40 +374,6 @@ class Session:
             self.taps,
         )
         return store
-
-    def image_verdict(self, variant: Variant, index: int, mode: str = "golden") -> VariantVerdict:
-        """One image's verdict: vs the golden (``mode="golden"``) or vs torch now."""
-        obtained, _ = self.outputs(variant)
-        if mode == "live":
-            rows = slice(index, index + 1)
-            reference = {k: v.rows(rows) for k, v in self.prepared_reference.items()}
-            single = {k: v[index : index + 1] for k, v in obtained.items()}
-            return compare_taps(
-                self.card.name, variant.name, self.taps, reference, single, self.policy
-            )
-        fixture = self.fixtures[index].name
-        return golden_verdict(
-            self.card.name,
-            variant.name,
-            self.taps,
-            self.goldens,
-            fixture,
-            {k: v[index] for k, v in obtained.items()},
-            self.policy,
-        )
-
-    def check_golden(self, variant: Variant) -> VariantResult:
-        """Regression check: one variant (torch included) vs the stored goldens."""
-        store = self.goldens
-
-        def judge(obtained: dict[str, np.ndarray]) -> VariantVerdict:
-            verdicts = [self.image_verdict(variant, i) for i in range(len(self.fixtures))]
-            for index, verdict in enumerate(verdicts):
-                if not verdict.passed:
-                    store.write_obtained(self.fixtures[index].name, variant.name, obtained, index)
-            return merge_verdicts(verdicts, self.policy, self.card.name)
-
-        return self._judged(variant, judge, "golden")
 
     @property
     def goldens_folder(self) -> Path:

@@ -21,6 +21,7 @@ phase of that task: the fault injector of the crash, timeout and internal-error 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -29,13 +30,18 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from parity import lazy
+from parity.context import STATE_DICT, WEIGHTS, ModelContext
 from parity.errors import ParityError, RuntimeFailure, environment_error
 from parity.runfiles import FAULT_ENV, REFERENCE_TASK, load_arrays, save_arrays
+
+if TYPE_CHECKING:
+    from parity.artifacts import BuildContext
+    from parity.weights import Weights
 
 __all__ = ["FAULT_ENV", "REFERENCE_TASK", "load_arrays", "main", "save_arrays"]
 
@@ -78,55 +84,72 @@ def _done(folder: Path, **record: Any) -> None:
     tmp.rename(folder / "done.json")
 
 
-def _session(job: dict[str, Any], run_dir: Path) -> Any:
-    from parity.local import LocalSession
-    from parity.runconfig import RunConfig
-    from parity.weights import HandedWeights
+class Built:
+    """What this worker builds once for its tasks, from the job's :class:`ModelContext`:
+    the batch, the weights (handed over, or loaded here), the artifact cache.
 
-    fields = dict(job["config"])
-    for key in ("fixtures", "tolerances", "cache_root", "goldens", "bundle"):
-        if fields.get(key) is not None:
-            fields[key] = Path(fields[key])
-    session = LocalSession(RunConfig(**{k: v for k, v in fields.items() if k in _CONFIG_FIELDS}))
-    weights, handed = run_dir / "weights.json", None
-    if weights.is_file():
-        given = json.loads(weights.read_text())
-        handed = HandedWeights(given["source"], given["sha256"], run_dir / "state_dict.npz")
-    reference = None
-    if (run_dir / "reference").is_dir():
-        reference = load_arrays(run_dir / "reference", mmap=False)
-    session.receive(np.load(run_dir / "batch.npy"), handed, reference)
-    return session
+    Its tasks call the stage functions (:mod:`parity.build`, :mod:`parity.execute`); a
+    task that judges in-process (the doctor's, a file made elsewhere) gets a
+    :class:`parity.local.LocalSession` over the same context (:meth:`session`).
+    """
+
+    def __init__(self, context: ModelContext) -> None:
+        from parity.artifacts import ArtifactCache
+        from parity.bundle import Bundle
+
+        config = context.config
+        self.context = context
+        self.batch = context.batch()
+        #: The weights the torch worker handed over, when it had before this worker began.
+        self.handed = context.handed()
+        self.cache = ArtifactCache(config.cache_root, rebuild=config.rebuild)
+        self.bundle = Bundle(config.bundle) if config.bundle is not None else None
+        self._weights: dict[bool, Weights] = {}
+
+    def weights(self, module: bool = False) -> Weights:
+        """The weights under test: those handed over, or (``module``: a torch variant needs
+        the module itself; or none were handed) the torch module loaded here, once."""
+        from parity.build import load_weights
+
+        handed = None if module else self.handed
+        loaded = handed is None
+        if loaded not in self._weights:
+            self._weights[loaded] = load_weights(self.context, handed)
+        return self._weights[loaded]
+
+    @functools.cached_property
+    def build(self) -> BuildContext:
+        from parity.build import build_context
+
+        return build_context(self.context, self.weights, self.cache, self.handed)
+
+    def session(self) -> Any:
+        from parity.local import LocalSession
+
+        return LocalSession.of(self.context, self.batch, self.handed)
 
 
-_CONFIG_FIELDS = (
-    "model", "runtimes", "fixtures", "weights", "tolerances", "taps", "threads", "rebuild",
-    "cache_root", "goldens", "bundle", "strict",
-)  # fmt: skip
-
-
-def _reference(session: Any, run_dir: Path, phases: Phases, state_dict: bool) -> None:
+def _reference(built: Built, run_dir: Path, phases: Phases, state_dict: bool) -> None:
+    from parity.build import reference, weights_sha256, weights_source
     from parity.weights import class_names
 
     phases.enter(REFERENCE_TASK, "running the torch reference (or reading it from the cache)")
-    save_arrays(run_dir / "reference", session.reference)
+    context = built.context
+    ran = reference(context, built.weights, built.batch, built.handed)
+    save_arrays(run_dir / REFERENCE_TASK, dict(ran.taps))
     if state_dict:
         phases.enter(REFERENCE_TASK, "writing the state_dict for the other workers")
-        np.savez(run_dir / "state_dict.npz", **session.model().state_dict_numpy())
-    source, sha256 = session.weights()
-    class_names(session.card)  # cached for the parent (parity eval's class folders)
-    record = {"source": source, "sha256": sha256}
-    (run_dir / "weights.json").write_text(json.dumps(record))
-    _done(
-        run_dir / REFERENCE_TASK,
-        seconds=session.reference_seconds,
-        source=session.reference_source,
-    )
+        np.savez(run_dir / STATE_DICT, **built.weights().state_dict_numpy())  # type: ignore[arg-type]
+    sha256 = weights_sha256(context, built.weights, built.handed)
+    class_names(context.card)  # cached for the parent (parity eval's class folders)
+    record = {"source": weights_source(context), "sha256": sha256}
+    (run_dir / WEIGHTS).write_text(json.dumps(record))
+    _done(run_dir / REFERENCE_TASK, seconds=ran.seconds, source=ran.source)
 
 
-def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> None:
-    from parity.backends import get_exporter
-    from parity.runconfig import make_runner
+def _task(built: Built, task: dict[str, Any], run_dir: Path, phases: Phases) -> None:
+    from parity.build import artifact as made
+    from parity.execute import execute
     from parity.variants import VARIANTS
 
     name, folder = task["name"], run_dir / task["name"]
@@ -135,7 +158,7 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
     try:
         if task["kind"] == "export":
             phases.enter(name, f"exporting {task['exporter']}")
-            artifact = session.cache.get(get_exporter(task["exporter"]), session.context)
+            artifact = made(built.build, task["exporter"])
             _done(folder, artifact=_artifact_record(artifact), seconds=time.perf_counter() - start)
             return
         if task["kind"] == "doctor":
@@ -143,7 +166,8 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
             from parity.doctor.registry import doctor_inputs
 
             lazy.ISOLATED = False  # the doctor's checks load torch and TensorFlow (torch first)
-            phases.enter(name, f"diagnosing {session.card.name}")
+            phases.enter(name, f"diagnosing {built.context.card.name}")
+            session = built.session()
             inputs = doctor_inputs(session, task["options"])
             findings = run_doctor(session, task["checks"], inputs)
             folder.mkdir(parents=True, exist_ok=True)
@@ -155,8 +179,8 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
 
             phases.enter(name, f"loading {Path(task['path']).name}")
             result = check_external(
-                session, Path(task["path"]), task["runtime"], task["tap_map"], task["input_layout"],
-                bool(task.get("golden")),
+                built.session(), Path(task["path"]), task["runtime"], task["tap_map"],
+                task["input_layout"], bool(task.get("golden")),
             )  # fmt: skip
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "result.pkl").write_bytes(pickle.dumps(result))
@@ -164,30 +188,32 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
             return
         variant = VARIANTS[task["variant"]]
         if variant.runs_on == "module":  # a torch variant that is not the reference
-            session.handed = None  # this worker has torch: load the module itself
             phases.enter(name, "loading the torch module")
-            source, label = session.model().module, "the torch module"
+            source, label = built.weights(module=True).module, "the torch module"
         else:
-            session.cache.rebuild = False  # --rebuild: its export task rebuilt it already
+            built.cache.rebuild = False  # --rebuild: its export task rebuilt it already
             phases.enter(name, f"reading the {variant.exporter} artifact")
-            artifact = source = session.artifact(variant)
+            assert variant.exporter is not None
+            artifact = source = made(built.build, variant.exporter, built.bundle)
             label = artifact.path.name
         phases.enter(name, f"loading {label}")
         if task["kind"] == "eval":
-            seconds = _evaluate(session, task, source, label, run_dir, phases)
+            seconds = _evaluate(built, task, source, label, run_dir, phases)
             _done(folder, artifact=_artifact_record(artifact), seconds=seconds)
             return
-        with make_runner(variant, source, session.config.threads) as runner:
-            phases.enter(name, f"running {label} on {len(session.batch)} images")
-            outputs = runner.run(session.batch, session.taps)
+        threads, count = built.context.config.threads, len(built.batch)
+        ran = execute(
+            variant, source, built.batch, built.context.taps, threads,
+            lambda: phases.enter(name, f"running {label} on {count} images"),
+        )  # fmt: skip
         phases.enter(name, "writing the taps")
-        save_arrays(folder, outputs)
+        save_arrays(folder, dict(ran.outputs))
         _done(
             folder,
             artifact=_artifact_record(artifact),
             seconds=time.perf_counter() - start,
-            executed=runner.executed,
-            located=runner.located,
+            executed=ran.executed,
+            located=dict(ran.located),
         )
     except RuntimeFailure as exc:  # a runtime or converter failing: a failed result
         record = _artifact_record(exc.artifact or artifact)
@@ -195,7 +221,7 @@ def _task(session: Any, task: dict[str, Any], run_dir: Path, phases: Phases) -> 
 
 
 def _evaluate(
-    session: Any, task: dict[str, Any], source: Any, label: str, run_dir: Path, phases: Phases
+    built: Built, task: dict[str, Any], source: Any, label: str, run_dir: Path, phases: Phases
 ) -> float:
     """``parity eval``: the variant's logits on ``images.npy`` in chunks (taps off), written
     as ``<task>/logits.npy``; returns the inference seconds."""
@@ -209,7 +235,7 @@ def _evaluate(
     device = task.get("device", "cpu")
     if device != "cpu":
         phases.enter(name, f"loading {label} on {device}")
-    runner = eval_runner(variant, source, session.config.threads, device)
+    runner = eval_runner(variant, source, built.context.config.threads, device)
     logits, seconds = [], 0.0
     with runner:
         for first in range(0, len(images), size):
@@ -225,20 +251,21 @@ def _evaluate(
 def main(argv: list[str]) -> int:
     job_path = Path(argv[0])
     job = json.loads(job_path.read_text())
+    context = ModelContext.from_dict(job["context"])
     lazy.ISOLATED = True
-    lazy.TF_THREADS = job["config"].get("threads")
+    lazy.TF_THREADS = context.config.threads
     run_dir = job_path.parent
     phases = Phases(run_dir / f"phases.{job.get('name', job['backend'])}.log")
     phases.enter("worker", "importing parity")
     names = [REFERENCE_TASK] * bool(job.get("reference")) + [t["name"] for t in job["tasks"]]
     current = names[0] if names else "worker"  # what the parent reads an error from
     try:
-        session = _session(job, run_dir)
+        built = Built(context)
         if job.get("reference"):
-            _reference(session, run_dir, phases, job.get("state_dict", False))
+            _reference(built, run_dir, phases, job.get("state_dict", False))
         for task in job["tasks"]:
             current = task["name"]
-            _task(session, task, run_dir, phases)
+            _task(built, task, run_dir, phases)
     except ParityError as exc:
         _done(run_dir / current, parity_error=str(exc), error_class=type(exc).__name__)
     except RuntimeFailure as exc:  # torch failed on the reference: it and its job fail

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from parity import errors
-from parity.artifacts import Artifact
 from parity.backends import backends, export_chain, get_exporter, maker
 from parity.errors import ParityError
+from parity.exported import Artifact
 from parity.runfiles import REFERENCE_TASK
 from parity.threads import available_cores
 
@@ -190,13 +190,14 @@ class Runs:
     def __init__(
         self,
         run_dir: Path,
-        config: dict[str, Any],
+        context: dict[str, Any],
         jobs: int,
         timeout: float = DEFAULT_TIMEOUT,
         progress: Callable[[str], None] = lambda message: None,
     ) -> None:
         self.run_dir = run_dir
-        self.config = config
+        #: The model under test, as the workers get it (:class:`parity.context.ModelContext`).
+        self.context = context
         self.jobs = max(1, jobs)
         self.timeout = timeout
         self.progress = progress
@@ -289,7 +290,7 @@ class Runs:
         spec = {
             "backend": job.backend,
             "name": job.name,
-            "config": self.config,
+            "context": self.context,
             "tasks": tasks,
             "reference": reference,
             "state_dict": job.state_dict,

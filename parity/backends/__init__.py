@@ -21,12 +21,16 @@ import importlib
 import importlib.metadata
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from parity.errors import ParityError
 
 if TYPE_CHECKING:
-    from parity.artifacts import BuildContext
+    import numpy as np
+
+    from parity.exported import Artifact
+    from parity.weights import Weights
+    from parity.zoo import ModelCard
 
 #: Entry-point group a backend registers in.
 GROUP = "parity.backends"
@@ -41,7 +45,26 @@ RunsOn = Literal["module", "artifact", "file"]
 PRECISION_CLASSES = ("fp32", "tf32", "bf16", "fp16", "int8", "dynamic-range")
 
 
-ExportFunction = Callable[["BuildContext", Path, Mapping[str, Any]], dict[str, Any]]
+class ExportContext(Protocol):
+    """What an exporter function may ask for (:class:`parity.artifacts.BuildContext` is one;
+    a Protocol, so the registry does not import the cache, which imports the registry)."""
+
+    card: ModelCard
+
+    def model(self) -> Weights:
+        """The weights under test (the torch module in the torch worker)."""
+        ...
+
+    def artifact(self, exporter: str) -> Artifact:
+        """An upstream artifact, built or read from the cache."""
+        ...
+
+    def calibration_batch(self) -> np.ndarray:
+        """The calibration images through the card's preprocessing, NCHW float32."""
+        ...
+
+
+ExportFunction = Callable[["ExportContext", Path, Mapping[str, Any]], dict[str, Any]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +83,8 @@ class Exporter:
             converter that needs the torch module is made in the ``torch`` worker).
         keyed_on_taps: its file records where the card's taps are, so the card's taps
             are part of its cache key.
+        keyed_on_cpu: its file holds machine code compiled for this CPU, so the CPU's ISA
+            (:func:`parity.isa.kernel_isa`) is part of its cache key.
         handoff: what the torch worker hands it as files, for a worker without torch:
             ``"state_dict"`` (the weights as ``state_dict.npz``).
         card_key: the model-card key its artifact is built from and what it names, e.g.
@@ -79,6 +104,7 @@ class Exporter:
     imports: tuple[str, ...] = ()
     worker: str | None = None
     keyed_on_taps: bool = False
+    keyed_on_cpu: bool = False
     handoff: tuple[str, ...] = ()
     card_key: tuple[str, str] | None = None
     converter: str | None = None

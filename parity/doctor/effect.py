@@ -154,7 +154,7 @@ class ModelJudge:
 
     def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Tap outputs of ``batch`` (NCHW float32); the last tap is the logits."""
-        from parity.runconfig import make_runner
+        from parity.execute import make_runner
         from parity.variants import VARIANTS
 
         feed = np.ascontiguousarray(batch, dtype=np.float32)

@@ -6,15 +6,12 @@ so they run in one worker (:mod:`parity.worker`, a ``doctor`` task: the user's i
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from parity.doctor.findings import Finding
 from parity.errors import RuntimeFailure
@@ -34,16 +31,16 @@ def doctor_in_worker(
     Bad input (an unknown check, a module that does not import) raises the worker's
     :class:`~parity.errors.ParityError` here; a crash raises :class:`RuntimeFailure`.
     """
+    from parity.context import ModelContext
     from parity.variants import REFERENCE, VARIANTS
     from parity.workers import Job, Runs
 
     run_dir = Path(tempfile.mkdtemp(prefix="parity-doctor-"))
     try:
-        np.save(run_dir / "batch.npy", session.batch)
+        context = ModelContext.write(run_dir, session.config, session.batch)
         task = {"kind": DOCTOR_TASK, "name": DOCTOR_TASK, "checks": checks, "options": options}
         job = Job(VARIANTS[REFERENCE].family, [task])
-        config = dataclasses.asdict(session.config)
-        runs = Runs(run_dir, config, 1, session.config.timeout, session.progress)
+        runs = Runs(run_dir, context.to_dict(), 1, session.config.timeout, session.progress)
         outcome = runs.run([job])[DOCTOR_TASK]
         if outcome.error is not None:
             raise RuntimeFailure(f"the doctor could not finish: {outcome.error}")

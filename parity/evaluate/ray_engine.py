@@ -138,6 +138,7 @@ def _build(
     each actor needs (the state_dict or the artifact's files), and the variants that
     cannot run (their artifact could not be made)."""
     from parity.backends import export_chain, get_exporter
+    from parity.plan import plan
     from parity.runfiles import REFERENCE_TASK
     from parity.variants import REFERENCE, VARIANTS
 
@@ -147,7 +148,8 @@ def _build(
             job.state_dict = job.state_dict or job.reference
         jobs[:] = [j for j in jobs if j.tasks or j.reference]
 
-    applicable = [v.name for v in session.applicable([VARIANTS[n] for n in names])]
+    planned = plan(session.card, [VARIANTS[n] for n in names], exporting=session.bundle is None)
+    applicable = [v.name for v in planned.applicable]
     with tempfile.TemporaryDirectory(prefix="parity-eval-") as tmp:
         outcomes = session.run_workers(Path(tmp), applicable, reference=True, adjust=exports_only)
         failed = outcomes[REFERENCE_TASK].error

@@ -80,7 +80,7 @@ def reference_device(device: str) -> str:
 def eval_runner(variant: Variant, source: Any, threads: int, device: str = "cpu") -> Runner:
     """The runner of one evaluation (taps off): on ``device`` for the reference (``cuda``
     is strict fp32, TF32 off; a GPU that is not there is bad input), else as in ``run``."""
-    from parity.runconfig import make_runner
+    from parity.execute import make_runner
 
     if device != "cpu":
         device = reference_device(device)
@@ -167,7 +167,7 @@ def open_session(config: EvalConfig, progress: Progress) -> tuple[Session, list[
 
 def select(config: EvalConfig, session: Session, variants: list[Variant]) -> Prepared:
     """Scan the dataset (after the weights: a training source may write it) and select."""
-    from parity.applicability import not_applicable_reason
+    from parity.plan import plan
     from parity.weights import cached_class_names, class_names_path
 
     card = session.card
@@ -185,9 +185,10 @@ def select(config: EvalConfig, session: Session, variants: list[Variant]) -> Pre
             else f"{config.data}: no images selected"
         )
     scores = {v.name: VariantScore(v.name) for v in variants}
-    for variant in variants[1:]:
-        scores[variant.name].not_applicable = not_applicable_reason(variant, card)
-    names = [v.name for v in session.applicable(variants)]
+    planned = plan(card, variants[1:])
+    for variant, reason in planned.not_applicable:
+        scores[variant.name].not_applicable = reason
+    names = [v.name for v in planned.applicable]
     images = [folder.images[i] for i in indices]
     return Prepared(config, session, variants, folder, selected, indices, images, scores, names)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity.backends.onnxruntime.runner import OnnxRuntimeRunner
+from parity.backends.onnxruntime.runner import OnnxRuntimeRunner, tapped_models, torch_scope
 from parity.compare import compare_taps
 from parity.errors import ArtifactError, RuntimeFailure, TapError
 from parity.faults import perturb_onnx_conv
@@ -31,9 +31,16 @@ ORT_VARIANTS = ["ort_dynamo", "ort_torchscript"]
 FAULT_TAP = {"mobilenet_v2": "features.5", "resnet18": "layer2.1"}
 
 
+@pytest.fixture(scope="module")
+def default_runs(session_for: Callable[[str], Session]) -> None:
+    """mobilenet_v2's variants run in one prefetch (one torch worker exports both, one ONNX
+    Runtime worker runs them), not a worker start per variant."""
+    session_for("mobilenet_v2").prefetch([VARIANTS[name] for name in ORT_VARIANTS])
+
+
 @pytest.mark.parametrize("variant", ORT_VARIANTS)
 @pytest.mark.parametrize("model", MODELS)
-def test_every_tap_within_budget(fp32_parity, model: str, variant: str):
+def test_every_tap_within_budget(fp32_parity, default_runs: None, model: str, variant: str):
     fp32_parity(model, variant)
 
 
@@ -78,8 +85,27 @@ def test_unknown_module_is_an_error_naming_the_tap(session_for: Callable[[str], 
         runner.run(session.batch[:1], [Tap("nowhere", "features.99")])
 
 
+def test_a_later_run_reads_the_tapped_model_from_the_cache(session_for: Callable[[str], Session]):
+    """The model with its taps as outputs is made once per file and taps: a later runner
+    reads it (the file is not rewritten) and returns the same values bitwise; other taps
+    or other bytes are another entry."""
+    session = session_for("mobilenet_v2")
+    path = session.artifact(VARIANTS["ort_dynamo"]).path
+    store = tapped_models(path.read_bytes(), session.taps, torch_scope, None)
+    runs = []
+    for _ in range(2):
+        with OnnxRuntimeRunner("ort_dynamo", path) as runner:
+            runs.append(runner.run(session.batch[:2], session.taps))
+        runs.append(store.stat().st_mtime_ns)
+    first, made, later, read = runs
+    assert made == read
+    assert all(np.array_equal(first[name], later[name]) for name in first)
+    assert tapped_models(path.read_bytes(), session.taps[:3], torch_scope, None) != store
+    assert tapped_models(path.read_bytes() + b" ", session.taps, torch_scope, None) != store
+
+
 def test_output_without_taps_matches_tapped_run(session_for: Callable[[str], Session]):
-    session = session_for("resnet18")
+    session = session_for("mobilenet_v2")
     path = session.artifact(VARIANTS["ort_dynamo"]).path
     with OnnxRuntimeRunner("ort_dynamo", path) as runner:
         plain = runner.run(session.batch, ())["output"]
@@ -93,8 +119,11 @@ def test_truncated_onnx_file_is_a_clear_error(
     source = session_for("mobilenet_v2").artifact(VARIANTS["ort_torchscript"]).path
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
-    with pytest.raises(RuntimeFailure, match=r"truncated\.onnx: ONNX Runtime cannot load it"):
-        OnnxRuntimeRunner("ort_torchscript", truncated).activate()
+    with (
+        pytest.raises(RuntimeFailure, match=r"truncated\.onnx: ONNX Runtime cannot load it"),
+        OnnxRuntimeRunner("ort_torchscript", truncated) as runner,
+    ):
+        runner.run(session_for("mobilenet_v2").batch[:1], session_for("mobilenet_v2").taps)
 
 
 def test_missing_onnx_file_is_a_clear_error(tmp_path: Path):

@@ -12,8 +12,13 @@ from collections.abc import Callable
 
 import pytest
 
+from parity.artifacts import ArtifactCache
+from parity.backends import get_exporter
 from parity.backends.torch.runner import cuda_unavailable
+from parity.backends.torch_cpu.compile import vec_isa
+from parity.backends.torch_cpu.runner import CompiledRunner
 from parity.compare import VariantVerdict, compare_taps
+from parity.errors import ArtifactError
 from parity.faults import perturb_torch_conv
 from parity.harness import Session, make_runner
 from parity.variants import VARIANTS
@@ -44,7 +49,13 @@ def assert_first_failure(verdict: VariantVerdict, target: str) -> None:
     assert all(t.passed for t in verdict.taps[:index]), verdict.explain()
 
 
-def test_compile_every_tap_within_the_fp32_budget(fp32_parity, session_for):
+@pytest.fixture(scope="module")
+def default_runs(session_for: Callable[[str], Session]) -> None:
+    """torch.compile and CPU bf16 on mobilenet_v2 in one prefetch (one torch worker)."""
+    session_for("mobilenet_v2").prefetch([VARIANTS["torch_compile"], VARIANTS["torch_cpu_bf16"]])
+
+
+def test_compile_every_tap_within_the_fp32_budget(fp32_parity, session_for, default_runs):
     result = fp32_parity("mobilenet_v2", "torch_compile")
     session = session_for("mobilenet_v2")
     # Its own outputs, from its own compiled copy: never the reference's.
@@ -54,11 +65,41 @@ def test_compile_every_tap_within_the_fp32_budget(fp32_parity, session_for):
 
 
 def test_compile_perturbed_conv_fails_at_its_tap(local_session_for: Callable[[str], Session]):
+    """The compiled kernels of the cached package run on weights with one conv perturbed
+    (loaded into it, no recompile): caught at that conv's tap."""
     session = local_session_for("mobilenet_v2")
-    assert_first_failure(broken_verdict(session, "torch_compile", "features.5", 0.01), "features.5")
+    variant = VARIANTS["torch_compile"]
+    broken, _ = perturb_torch_conv(session.model().module, "features.5", relative_noise=0.01)
+    with make_runner(variant, session.artifact(variant), session.config.threads) as runner:
+        runner.load_weights(broken.state_dict())
+        obtained = runner.run(session.batch, session.taps)
+    verdict = compare_taps(
+        session.card.name, variant.name, session.taps, session.reference, obtained, session.policy
+    )
+    assert_first_failure(verdict, "features.5")
 
 
-def test_cpu_bf16_within_its_reduced_precision_budgets(session_for: Callable[[str], Session]):
+def test_compile_second_run_loads_the_package_compiled_for_this_isa(
+    local_session_for: Callable[[str], Session], monkeypatch: pytest.MonkeyPatch
+):
+    """A later run (a new cache object on the same folder) reads the package, compiles
+    nothing; the key holds the CPU's ISA, and a package of another ISA is refused."""
+    session = local_session_for("mobilenet_v2")
+    exporter = get_exporter("torch_compile")
+    first = ArtifactCache(session.cache.root).get(exporter, session.context)
+    later = ArtifactCache(session.cache.root).get(exporter, session.context)
+    assert later.built is False and later.path == first.path
+    assert later.metadata["runner_options"]["vec_isa"] == vec_isa()
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")  # kernels for another ISA
+    assert session.cache.key(exporter, session.context) != later.key
+    options = {**later.metadata["runner_options"], "vec_isa": "avx512"}
+    with pytest.raises(ArtifactError, match="compiled for the avx512 vector ISA"):
+        CompiledRunner("torch_compile", later.path, **options).activate()
+
+
+def test_cpu_bf16_within_its_reduced_precision_budgets(
+    session_for: Callable[[str], Session], default_runs: None
+):
     session = session_for("mobilenet_v2")
     result = session.check(VARIANTS["torch_cpu_bf16"])
     assert result.passed, result.verdict.explain() if result.verdict else result.error

@@ -1,93 +1,34 @@
 """The ExecuTorch exporters (run in the torch worker): the card's taps as program outputs.
 
-The module is wrapped so that its forward returns ``(output, *taps)``: a forward hook on
-each tap's module (a pre-hook for an ``input`` tap) keeps the tensor, and the wrapper
-returns them in the card's order. ``torch.export`` traces the wrapper (batch 1, the
-card's input shape), ``to_edge`` makes the edge program, and it is lowered:
+The module is wrapped to return ``(output, *taps)`` (:mod:`parity.backends.torch.tapped`).
+``torch.export`` traces the wrapper (batch 1, the card's input shape), ``to_edge`` makes
+the edge program, and it is lowered:
 
 * ``xnnpack``: ``to_edge_transform_and_lower`` with ``XnnpackPartitioner`` (the
   partitioner folds BatchNorm into the convolutions and hands XNNPACK what it supports);
 * ``portable``: ``to_edge(...).to_executorch()``, every op on ExecuTorch's portable kernels.
 
 Each tap is an output of the program, so it is located by construction; its index is in
-the artifact's ``runner_options``. A tap that is the model output (the classifier of
-an image model) or the same tensor as another tap shares that output.
+the artifact's ``runner_options``.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from parity import lazy
-from parity.errors import ParityError, TapError
+from parity.backends.torch.tapped import EVIDENCE, PROGRAM_OUTPUT, tapped
+from parity.errors import ParityError
 from parity.quiet import quiet
 from parity.runner import OUTPUT
 from parity.tapmatch import TapMatch
-from parity.taps import Tap
 
 if TYPE_CHECKING:
-    from parity.artifacts import BuildContext
-
-
-#: How every tap is located: it is an output of the program (:func:`tapped`).
-PROGRAM_OUTPUT = "program output"
-_EVIDENCE = "a forward hook on its module returned it as an output of the exported program"
-
-
-def tapped(module: Any, taps: Sequence[Tap]) -> Any:
-    """``module`` wrapped to return ``(output, *taps)``; after an eager forward pass,
-    ``wrapper.index`` gives each tap's output index. Its hooks are on ``module`` itself:
-    ``wrapper.remove()`` takes them off."""
-    torch = lazy.torch()
-    modules = dict(module.named_modules())
-    missing = [t.name for t in taps if t.module not in modules]
-    if missing:
-        raise TapError(f"taps {missing}: their modules are not in the model")
-
-    class Tapped(torch.nn.Module):  # type: ignore[name-defined]
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = module
-            self.captured: dict[str, Any] = {}
-            self.index: dict[str, int] = {}
-            self.handles = [self._hook(modules[t.module], t) for t in taps]
-
-        def _hook(self, target: Any, tap: Tap) -> Any:
-            def keep(value: Any) -> None:
-                if tap.name in self.captured:
-                    raise TapError(
-                        f"tap '{tap.name}': module '{tap.module}' runs more than once per "
-                        "forward pass; tap a module that runs once"
-                    )
-                if not isinstance(value, torch.Tensor):
-                    raise TapError(f"tap '{tap.name}': the {tap.describe()} is not one tensor")
-                self.captured[tap.name] = value
-
-            if tap.point == "input":
-                return target.register_forward_pre_hook(lambda _m, args: keep(args[0]))
-            return target.register_forward_hook(lambda _m, _args, out: keep(out))
-
-        def remove(self) -> None:
-            for handle in self.handles:
-                handle.remove()
-
-        def forward(self, x: Any) -> tuple[Any, ...]:
-            self.captured.clear()
-            outputs = [self.model(x)]
-            for tap in taps:
-                value = self.captured[tap.name]
-                found = next((i for i, seen in enumerate(outputs) if value is seen), len(outputs))
-                if found == len(outputs):
-                    outputs.append(value)
-                self.index[tap.name] = found
-            self.captured.clear()  # no tensor left on the module after a trace
-            return tuple(outputs)
-
-    return Tapped()
+    from parity.backends import ExportContext
 
 
 def _lower(program: Any, lowering: str) -> Any:
@@ -122,7 +63,7 @@ def _outside(lowering: str, converter: Mapping[str, Any]) -> list[str]:
     return [f"executorch_xnnpack: ops outside the XNNPACK delegate (portable kernels): {listed}"]
 
 
-def export_pte(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> dict[str, Any]:
+def export_pte(ctx: ExportContext, out: Path, options: Mapping[str, Any]) -> dict[str, Any]:
     """Export the card's module with its taps as outputs and lower it to ``out`` (a .pte)."""
     torch = lazy.torch()
     lowering = str(options["lowering"])
@@ -157,7 +98,7 @@ def export_pte(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> dict
         "converter": converter,
         "runner_options": {"outputs": outputs},
         "tap_matching": [
-            TapMatch(t.name, PROGRAM_OUTPUT, f"output {outputs[t.name]}", None, _EVIDENCE).to_dict()
+            TapMatch(t.name, PROGRAM_OUTPUT, f"output {outputs[t.name]}", None, EVIDENCE).to_dict()
             for t in taps
         ],
         "tap_summary": summary,

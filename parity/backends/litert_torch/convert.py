@@ -24,10 +24,10 @@ from parity.errors import ParityError
 from parity.quiet import quiet
 
 if TYPE_CHECKING:
-    from parity.artifacts import BuildContext
+    from parity.backends import ExportContext
 
 
-def export_fp32(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> dict[str, Any]:
+def export_fp32(ctx: ExportContext, out: Path, options: Mapping[str, Any]) -> dict[str, Any]:
     """Convert the card's torch module to ``out`` with litert-torch (fp32)."""
     torch = lazy.torch()
     module = ctx.model().module
@@ -65,7 +65,7 @@ def _recipe(name: str) -> Any:
     raise ParityError(f"unknown AI Edge Quantizer recipe {name!r}; known: fp16, dynamic, int8")
 
 
-def export_quantized(ctx: BuildContext, out: Path, options: Mapping[str, Any]) -> dict[str, Any]:
+def export_quantized(ctx: ExportContext, out: Path, options: Mapping[str, Any]) -> dict[str, Any]:
     """Apply ``options["recipe"]`` to the cached fp32 file with AI Edge Quantizer."""
     source = ctx.artifact("litert_torch_fp32")
     quantizer = lazy.require("ai_edge_quantizer.quantizer")

@@ -24,7 +24,7 @@ from parity.runner import OUTPUT
 from parity.tapmatch import CLEAR_MARGIN, TapMapEntry, TapMatch, match_summary, match_taps
 
 if TYPE_CHECKING:
-    from parity.artifacts import BuildContext
+    from parity.backends import ExportContext
 
 
 def locate(
@@ -100,7 +100,7 @@ def locate(
 
 
 def located(
-    ctx: BuildContext,
+    ctx: ExportContext,
     path: Path,
     label: str,
     what: str = "TFLite made by litert-torch",

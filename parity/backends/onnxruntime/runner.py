@@ -12,14 +12,17 @@ come with an explicit tap -> value map from their exporter (``tap_values``) inst
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from parity import lazy
+from parity import atomic, lazy
 from parity.errors import ArtifactError, RuntimeFailure, TapError, runtime_failure
+from parity.paths import cache_dir
 from parity.runner import OUTPUT, Runner
 from parity.taps import Tap
 
@@ -90,8 +93,37 @@ def provider_unavailable(options: Mapping[str, Any]) -> str | None:
     return None
 
 
+def tapped_models(
+    model: bytes,
+    taps: Sequence[Tap],
+    scope_of: Callable[[Any], Scope],
+    tap_values: Mapping[str, str] | None,
+) -> Path:
+    """Where the model with ``taps`` as outputs is kept (``<key>.onnx`` + ``<key>.json``, the
+    names to fetch) in parity's cache, keyed by everything it is derived from: the file's
+    bytes, the taps, how they are located and onnx's version. Never beside the file (it may
+    be the user's)."""
+    parts = {
+        "format": 1,
+        "model": hashlib.sha256(model).hexdigest(),
+        "taps": [t.to_dict() for t in taps],
+        "scope_of": f"{scope_of.__module__}.{scope_of.__qualname__}",
+        "tap_values": dict(tap_values) if tap_values is not None else None,
+        "onnx": lazy.package_version("onnx"),
+    }
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+    folder = cache_dir() / "onnxruntime-tapped"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{key}.onnx"
+
+
 class OnnxRuntimeRunner(Runner):
     """Runs an ``.onnx`` file on an ONNX Runtime execution provider (default: CPU).
+
+    :meth:`activate` reads the file; each run's session (one per set of taps) is built
+    at the first run that asks for it, from the tapped model kept in parity's cache
+    (:func:`tapped_models`) when there is one, so ONNX Runtime's refusal of a file is
+    raised by the first run.
 
     Args:
         name: variant name.
@@ -131,17 +163,16 @@ class OnnxRuntimeRunner(Runner):
         self.tap_values = None if tap_values is None else dict(tap_values)
         self.provider = provider
         self._sessions: dict[frozenset[str], tuple[Any, list[str]]] = {}
+        self._bytes = b""
 
     def _activate(self) -> None:
         self.ort = lazy.require("onnxruntime")
-        self.onnx = lazy.require("onnx")
         self._sessions.clear()
         if not self.path.is_file():
             raise ArtifactError(f"{self.path}: ONNX file not found")
-        plain = self._session(self.path.read_bytes())
-        self.input_name = plain.get_inputs()[0].name
-        self.output_name = plain.get_outputs()[0].name
-        self._sessions[frozenset()] = (plain, [self.output_name])
+        self._bytes = self.path.read_bytes()
+        # A session per set of taps, built at the first run that asks for it: a tapped
+        # run never builds the plain session it would not use.
 
     def _deactivate(self) -> None:
         self._sessions.clear()
@@ -178,21 +209,43 @@ class OnnxRuntimeRunner(Runner):
     def _tapped_session(self, taps: Sequence[Tap]) -> tuple[Any, list[str]]:
         key = frozenset(t.name for t in taps)
         if key not in self._sessions:
-            model = self.onnx.load(str(self.path))
-            located = (
-                locate_taps(model, taps, self.scope_of)
-                if self.tap_values is None
-                else self._mapped_taps(model, taps)
-            )
-            existing = {o.name for o in model.graph.output}
-            for tap in taps:
-                value = located[tap.name]
-                if value not in existing:
-                    model.graph.output.append(self.onnx.ValueInfoProto(name=value))
-                    existing.add(value)
-            fetch = [self.output_name, *(located[t.name] for t in taps)]
-            self._sessions[key] = (self._session(model.SerializeToString()), fetch)
+            if taps:
+                data, fetch = self._tapped_model(taps)
+                session = self._session(data)
+            else:
+                session = self._session(self._bytes)
+                fetch = [session.get_outputs()[0].name]
+            self._sessions[key] = (session, fetch)
         return self._sessions[key]
+
+    def _tapped_model(self, taps: Sequence[Tap]) -> tuple[bytes, list[str]]:
+        """The model with the taps' values as extra outputs, and the names to fetch (the
+        model's output first), from :func:`tapped_models` when this file was tapped for
+        these taps before: a warm run then imports no ``onnx`` (its import alone is ~1 s
+        of CPU, most of it ``ml_dtypes``)."""
+        store = tapped_models(self._bytes, taps, self.scope_of, self.tap_values)
+        if store.with_suffix(".json").is_file() and store.is_file():
+            fetch: list[str] = json.loads(store.with_suffix(".json").read_text())["fetch"]
+            return store.read_bytes(), fetch
+        self._tapped_session(())  # ONNX Runtime loads the file itself first, or says why not
+        onnx = lazy.require("onnx")
+        model = onnx.load_from_string(self._bytes)
+        located = (
+            locate_taps(model, taps, self.scope_of)
+            if self.tap_values is None
+            else self._mapped_taps(model, taps)
+        )
+        existing = {o.name for o in model.graph.output}
+        fetch = [model.graph.output[0].name, *(located[t.name] for t in taps)]
+        for tap in taps:
+            value = located[tap.name]
+            if value not in existing:
+                model.graph.output.append(onnx.ValueInfoProto(name=value))
+                existing.add(value)
+        data: bytes = model.SerializeToString()
+        atomic.write_bytes(store, data)
+        atomic.write_text(store.with_suffix(".json"), json.dumps({"fetch": fetch}))
+        return data, fetch
 
     def _mapped_taps(self, model: Any, taps: Sequence[Tap]) -> dict[str, str]:
         """Tap name -> value name from :attr:`tap_values`, each checked to exist."""
@@ -213,7 +266,7 @@ class OnnxRuntimeRunner(Runner):
     def _run(self, feed: np.ndarray, taps: Sequence[Tap]) -> dict[str, np.ndarray]:
         session, fetch = self._tapped_session(taps)
         with runtime_failure(f"{self.path}: ONNX Runtime failed running it"):
-            values = session.run(fetch, {self.input_name: feed})
+            values = session.run(fetch, {session.get_inputs()[0].name: feed})
         result = {OUTPUT: values[0]}
         result.update({tap.name: value for tap, value in zip(taps, values[1:], strict=True)})
         return result

@@ -183,9 +183,9 @@ class TorchRunner(Runner):
         ):
             output = self.forward(batch)
             self.executed = self._executed(output)
-        result = {name: _numpy(value) for name, value in self._captured.items()}
+        result = {name: host_copy(value) for name, value in self._captured.items()}
         self._captured.clear()
-        result[OUTPUT] = _numpy(output)
+        result[OUTPUT] = host_copy(output)
         return result
 
     def _executed(self, output: Any) -> str | None:
@@ -212,7 +212,7 @@ class TorchRunner(Runner):
         return module.register_forward_hook(lambda _m, _args, out: keep(out))
 
 
-def _numpy(value: Any) -> np.ndarray:
+def host_copy(value: Any) -> np.ndarray:
     """A float32 host copy of a tensor of any device, dtype or memory format."""
     array: np.ndarray = value.detach().float().cpu().contiguous().numpy().copy()
     return array

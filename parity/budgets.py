@@ -40,6 +40,7 @@ from parity.runconfig import RunConfig
 from parity.session import Session
 from parity.tolerances import TolerancePolicy
 from parity.variants import Variant, resolve_variants
+from parity.zoo import get_card
 
 FP32_FACTOR, COSINE_FACTOR, QUANT_FACTOR, SQNR_MARGIN_DB = 5.0, 30.0, 2.5, 3.0
 #: An fp32 budget above this multiple of the class's floor (median run) at a tap is refused.
@@ -123,8 +124,7 @@ def measure(
 ) -> Measurement:
     """Run every applicable variant of ``selectors`` (default: every CPU family) against torch."""
     chosen = [v for v in resolve_variants(selectors or DEFAULT_SELECTORS) if not v.reference]
-    probe = Session(RunConfig(model=model), progress)
-    planned = plan(probe.card, chosen)
+    planned = plan(get_card(model), chosen)
     applicable = list(planned.applicable)
     skipped = tuple(f"{v.name}: {reason}" for v, reason in planned.not_applicable)
     if not applicable:
@@ -135,9 +135,8 @@ def measure(
     runs: dict[str, list[Run]] = {}
     failed: list[str] = []
     executed: dict[str, str] = {}
-    session = probe
     fp32 = [v for v in applicable if v.precision == "fp32"]
-    for threads, variants in ((1, fp32), (2, applicable)):
+    for threads, variants in ((1, fp32), (2, applicable)):  # the last pass: never empty
         if not variants:
             continue
         session, measured, broken, ran = _measure_pass(model, variants, threads, progress)

@@ -22,9 +22,6 @@ from parity.backends import get_exporter
 from parity.bundle import Bundle
 from parity.compare import (
     ReferenceTap,
-    VariantVerdict,
-    compare_taps,
-    merge_verdicts,
     prepare_reference,
 )
 from parity.errors import RuntimeFailure
@@ -34,11 +31,10 @@ from parity.golden import (
     GoldenStore,
     StaleGoldenError,
     golden_moves,
-    golden_verdict,
 )
+from parity.judge import golden, live
 from parity.lazy import installed, package_version
 from parity.paths import find_project
-from parity.plan import plan
 from parity.prefetch import Fetched, ReferenceRun, fetch, run_workers
 from parity.preprocess import preprocess_batch, tensor_sha256
 from parity.reference import ReferenceCache, reference_key
@@ -51,7 +47,6 @@ from parity.taps import select_taps
 from parity.tolerances import TolerancePolicy
 from parity.variants import REFERENCE, VARIANTS, Variant
 from parity.weights import HandedWeights, Weights, cached_weights_sha256
-from parity.workers import Job, TaskOutcome
 from parity.zoo import get_card
 
 
@@ -94,7 +89,7 @@ class Session:
         #: Variants whose worker failed on them (message), from :meth:`prefetch`.
         self._failures: dict[str, tuple[str, Artifact | None]] = {}
         #: Seconds each prefetched variant took in its worker (artifact, load and run).
-        self._worker_seconds: dict[str, float] = {}
+        self.worker_seconds: dict[str, float] = {}
         #: The precision each variant ran in, where its runtime says (``Runner.executed``).
         self.executed: dict[str, str] = {}
         #: Tap -> tensor name per variant, where its runner says (``Runner.located``).
@@ -190,9 +185,11 @@ class Session:
                 self._reference = self._cached_reference(self._reference_key(known))
         return self._reference
 
-    def take_reference(self, run: ReferenceRun) -> None:
+    def take_reference(self, run: ReferenceRun | None) -> None:
         """What the torch worker gave back: the weights and the reference (stored in the
-        reference cache when computed now), or why it could not."""
+        reference cache when computed now), or why it could not (``None``: it did not run)."""
+        if run is None:
+            return
         self.reference_failure = run.failure
         if run.failure is not None or run.handed is None:
             return
@@ -241,7 +238,8 @@ class Session:
         names = [v.name for v in variants if v.exporter is not None]
         run_dir = Path(tempfile.mkdtemp(prefix="parity-build-"))
         try:
-            outcomes = self.run_workers(run_dir, names, run=False)
+            outcomes, handed = run_workers(self, run_dir, names, run=False)
+            self.take_reference(handed)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
         self.cache.rebuild = False  # the workers rebuilt what --rebuild asked for
@@ -314,8 +312,9 @@ class Session:
 
     def take(self, fetched: Fetched) -> None:
         """Hold a prefetch's outcomes; its run directory goes with this session."""
+        self.take_reference(fetched.reference)
         self._release = weakref.finalize(self, shutil.rmtree, fetched.run_dir, True)
-        self._worker_seconds.update(fetched.seconds)
+        self.worker_seconds.update(fetched.seconds)
         self.executed.update(fetched.executed)
         self.located.update({n: dict(taps) for n, taps in fetched.located.items()})
         self._failures.update(fetched.failures)
@@ -326,25 +325,6 @@ class Session:
     def has_run(self, name: str) -> bool:
         """Whether this session holds the outputs of variant ``name``."""
         return name in self._outputs
-
-    def run_workers(
-        self,
-        run_dir: Path,
-        names: Sequence[str],
-        external: dict[str, Any] | None = None,
-        reference: bool = False,
-        adjust: Callable[[list[Job]], None] = lambda jobs: None,
-        run: bool = True,
-        state_dict: bool = False,
-    ) -> dict[str, TaskOutcome]:
-        """Plan and run the workers of a run directory (:func:`parity.prefetch.run_workers`),
-        taking what the torch worker gave back; the outcomes."""
-        outcomes, handed = run_workers(
-            self, run_dir, names, external, reference, adjust, run, state_dict
-        )
-        if handed is not None:
-            self.take_reference(handed)
-        return outcomes
 
     def forget(self, variant: Variant) -> None:
         """Drop a judged variant's outputs (memory-mapped taps: their pages go with them).
@@ -358,42 +338,13 @@ class Session:
         if self._release is not None:
             self._release()
 
-    def _judged(
-        self, variant: Variant, judge: Callable[[dict[str, np.ndarray]], VariantVerdict], mode: str
-    ) -> VariantResult:
-        reason = plan(self.card, [variant], self.bundle is None).reasons.get(variant.name)
-        if reason is not None:
-            return VariantResult.not_applicable(variant, reason, mode)
-        start = time.perf_counter() - self._worker_seconds.get(variant.name, 0.0)
-        try:
-            obtained, artifact = self.outputs(variant)
-            if mode == "live":
-                _ = self.prepared_reference  # the torch reference not there: a failed check
-        except RuntimeFailure as exc:  # a runtime failing on its artifact is a failed check
-            return VariantResult.failed_to_run(
-                variant, str(exc), mode, exc.artifact,
-                time.perf_counter() - start,
-            )  # fmt: skip
-        seconds = time.perf_counter() - start
-        return VariantResult(
-            variant, judge(obtained), artifact, seconds, mode=mode,
-            executed=self.executed.get(variant.name), located=self.located.get(variant.name, {}),
-        )  # fmt: skip
-
     def check(self, variant: Variant) -> VariantResult:
-        """Live check: one variant vs the torch reference now, every tap, every image."""
-        return self._judged(
-            variant,
-            lambda obtained: compare_taps(
-                self.card.name,
-                variant.name,
-                self.taps,
-                self.prepared_reference,
-                obtained,
-                self.policy,
-            ),
-            "live",
-        )
+        """Live check: one variant vs the torch reference now (:func:`parity.judge.live`)."""
+        return live(self, variant)
+
+    def check_golden(self, variant: Variant) -> VariantResult:
+        """Regression check: one variant vs the stored goldens (:func:`parity.judge.golden`)."""
+        return golden(self, variant)
 
     @functools.cached_property
     def goldens(self) -> GoldenStore:
@@ -407,40 +358,6 @@ class Session:
             self.taps,
         )
         return store
-
-    def image_verdict(self, variant: Variant, index: int, mode: str = "golden") -> VariantVerdict:
-        """One image's verdict: vs the golden (``mode="golden"``) or vs torch now."""
-        obtained, _ = self.outputs(variant)
-        if mode == "live":
-            rows = slice(index, index + 1)
-            reference = {k: v.rows(rows) for k, v in self.prepared_reference.items()}
-            single = {k: v[index : index + 1] for k, v in obtained.items()}
-            return compare_taps(
-                self.card.name, variant.name, self.taps, reference, single, self.policy
-            )
-        fixture = self.fixtures[index].name
-        return golden_verdict(
-            self.card.name,
-            variant.name,
-            self.taps,
-            self.goldens,
-            fixture,
-            {k: v[index] for k, v in obtained.items()},
-            self.policy,
-        )
-
-    def check_golden(self, variant: Variant) -> VariantResult:
-        """Regression check: one variant (torch included) vs the stored goldens."""
-        store = self.goldens
-
-        def judge(obtained: dict[str, np.ndarray]) -> VariantVerdict:
-            verdicts = [self.image_verdict(variant, i) for i in range(len(self.fixtures))]
-            for index, verdict in enumerate(verdicts):
-                if not verdict.passed:
-                    store.write_obtained(self.fixtures[index].name, variant.name, obtained, index)
-            return merge_verdicts(verdicts, self.policy, self.card.name)
-
-        return self._judged(variant, judge, "golden")
 
     @property
     def goldens_folder(self) -> Path:

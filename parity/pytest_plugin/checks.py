@@ -81,12 +81,13 @@ def check_rates(
 ) -> None:
     """The whole-set test: budgets that are rates over the images (top-1 agreement)."""
     from parity.compare import merge_verdicts
+    from parity.judge import image_verdict as judged_image
 
     names = [f.name for f in session.fixtures]
     sections = []
     failed = {}
     for mode in modes:
-        per_image = [session.image_verdict(variant, i, mode) for i in range(len(names))]
+        per_image = [judged_image(session, variant, i, mode) for i in range(len(names))]
         merged = rejudged(merge_verdicts(per_image, session.policy, case.card), rates=True)
         if merged.passed:
             continue
@@ -149,6 +150,7 @@ def _prepare(
 
 def advice(plugin: ParityPlugin, case: ParityCase, session: Session, failed: dict[str, Any]) -> str:
     """What to do: accept a moved reference, or widen a budget for a moved runtime."""
+    from parity.judge import image_verdict as judged_image
     from parity.variants import REFERENCE, VARIANTS
 
     lines = []
@@ -160,7 +162,7 @@ def advice(plugin: ParityPlugin, case: ParityCase, session: Session, failed: dic
             try:
                 torch = VARIANTS[REFERENCE]
                 torch_moved = not all(
-                    session.image_verdict(torch, i, "golden").passed for i in indices
+                    judged_image(session, torch, i, "golden").passed for i in indices
                 )
             except (ParityError, RuntimeFailure):  # no torch here: cannot tell, offer both
                 torch_moved = True

@@ -85,7 +85,9 @@ def rejudged(verdict: VariantVerdict, *, rates: bool) -> VariantVerdict:
 
 def image_verdict(session: Session, variant: Variant, index: int, mode: str) -> VariantVerdict:
     """One image's verdict on the per-image budgets (see :func:`rejudged`)."""
-    return rejudged(session.image_verdict(variant, index, mode), rates=False)
+    from parity.judge import image_verdict as judged_image
+
+    return rejudged(judged_image(session, variant, index, mode), rates=False)
 
 
 def has_rate_budgets(session: Session, variant: Variant) -> bool:

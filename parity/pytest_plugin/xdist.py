@@ -47,7 +47,7 @@ class BackendGroups:
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
         from xdist.scheduler import LoadScopeScheduling
 
-        class ByBackend(LoadScopeScheduling):  # type: ignore[misc]
+        class ByBackend(LoadScopeScheduling):
             def _split_scope(self, nodeid: str) -> str:
                 return backend_scope(nodeid) or nodeid
 

@@ -21,6 +21,7 @@ from parity.compare import compare_taps
 from parity.errors import ArtifactError, ParityError, RuntimeFailure, TapError
 from parity.export.keras.artifact import tap_layers, twin_for
 from parity.export.tflite import convert_keras_model, output_layer, representative_batch
+from parity.faults import scale_tflite_conv
 from parity.harness import Session, make_runner
 from parity.taps import Tap
 from parity.variants import VARIANTS
@@ -30,17 +31,18 @@ pytestmark = [pytest.mark.litert, pytest.mark.keras, pytest.mark.torch]
 #: resnet18's TFLite conversions run under ``-m heavy``: its Keras twin (where the
 #: architecture matters) is checked by default in test_keras.py.
 MODELS = ["mobilenet_v2", pytest.param("resnet18", marks=pytest.mark.heavy)]
-#: Checked by default: fp32, fp16 and full int8, each with XNNPACK on and off.
+#: Checked by default: fp32 and full int8 (the quantised route: calibration, int8 taps
+#: dequantised by the runner), each with XNNPACK on and off.
 DEFAULT_VARIANTS = [
     "litert_fp32",
     "litert_fp32_noxnn",
-    "litert_fp16",
-    "litert_fp16_noxnn",
     "litert_int8",
     "litert_int8_noxnn",
 ]
-#: Two more conversions per model (dynamic range, int8 I/O): `-m heavy`.
+#: Three more conversions per model (fp16 weights, dynamic range, int8 I/O): `-m heavy`.
 HEAVY_VARIANTS = [
+    "litert_fp16",
+    "litert_fp16_noxnn",
     "litert_dynamic",
     "litert_dynamic_noxnn",
     "litert_int8_io",
@@ -59,9 +61,18 @@ def test_registries_hold_every_variant():
         assert VARIANTS[name].options.get("xnnpack", True) is not name.endswith("_noxnn")
 
 
+@pytest.fixture(scope="module")
+def default_runs(session_for: Callable[[str], Session]) -> None:
+    """mobilenet_v2's default variants run in one prefetch: one Keras worker converts, one
+    LiteRT worker runs them all (a prefetch per variant started a worker each)."""
+    session_for("mobilenet_v2").prefetch([VARIANTS[name] for name in DEFAULT_VARIANTS])
+
+
 @pytest.mark.parametrize("variant", ALL_VARIANTS)
 @pytest.mark.parametrize("model", MODELS)
-def test_every_tap_within_budget(session_for: Callable[[str], Session], model: str, variant: str):
+def test_every_tap_within_budget(
+    session_for: Callable[[str], Session], default_runs: None, model: str, variant: str
+):
     session = session_for(model)
     result = session.check(VARIANTS[variant])
     assert result.error is None, result.error
@@ -197,12 +208,37 @@ def test_quantize_and_dequantize_follow_tflite():
     np.testing.assert_array_equal(dequantize(w, per_axis), [[1.0, 0.0], [2.0, 2.0]])
 
 
+def test_scaled_stem_conv_in_the_tflite_file_fails_at_stem(
+    session_for: Callable[[str], Session], tmp_path: Path
+):
+    """The converted fp32 file with its stem conv's weights scaled by 1% (the bytes of the
+    weight buffer, nothing else changed) fails first at `stem`, far over its budget."""
+    session = session_for("mobilenet_v2")
+    artifact = session.artifact(VARIANTS["litert_fp32"])
+    broken = tmp_path / "scaled.tflite"
+    scaled = scale_tflite_conv(artifact.path, broken, "/features.0.", 1.01)
+    assert "/features.0.0" in scaled or "/features.0.1" in scaled, scaled
+    with LiteRTRunner("litert_fp32", broken, **artifact.metadata["runner_options"]) as runner:
+        obtained = runner.run(session.batch, session.taps)
+    verdict = compare_taps(
+        "mobilenet_v2", "litert_fp32", session.taps, session.reference, obtained, session.policy
+    )
+    assert verdict.first_failure is not None, verdict.explain()
+    assert verdict.first_failure.tap.name == "stem", verdict.explain()
+    limit = session.policy.budget("mobilenet_v2", "litert_fp32", "stem").limits["max_abs_norm"]
+    assert verdict.first_failure.metrics.max_abs_norm > 10 * limit
+
+
+#: A porting bug converted like the artifact: a twin build and a TFLite conversion in this
+#: process (~25-55 s), under ``-m heavy``. By default the same fault fails at 'stem' at the
+#: Keras gate (test_keras.py), and a weight scaled in the converted file at 'stem' here.
+@pytest.mark.heavy
 @pytest.mark.parametrize(
     ("model", "fault"),
     [
         ("mobilenet_v2", {"bn_epsilon": 1e-3}),
-        pytest.param("resnet18", {"bn_epsilon": 1e-3}, marks=pytest.mark.heavy),
-        pytest.param("mobilenet_v2", {"stride2_padding": "same"}, marks=pytest.mark.heavy),
+        ("resnet18", {"bn_epsilon": 1e-3}),
+        ("mobilenet_v2", {"stride2_padding": "same"}),
     ],
     ids=["mobilenet_v2-bn_eps", "resnet18-bn_eps", "mobilenet_v2-same_padding"],
 )
@@ -278,32 +314,33 @@ def test_missing_tflite_file_is_a_clear_error(tmp_path: Path):
         LiteRTRunner("litert_fp32", tmp_path / "missing.tflite").activate()
 
 
-def test_artifact_metadata_records_the_conversion(session_for: Callable[[str], Session]):
+@pytest.mark.parametrize("mode", ["int8", pytest.param("fp16", marks=pytest.mark.heavy)])
+def test_artifact_metadata_records_the_conversion(session_for: Callable[[str], Session], mode: str):
     session = session_for("mobilenet_v2")  # the conversions test_every_tap_within_budget built
     fp32 = session.artifact(VARIANTS["litert_fp32"])
-    fp16 = session.artifact(VARIANTS["litert_fp16"])
-    int8 = session.artifact(VARIANTS["litert_int8"])
+    quantised = session.artifact(VARIANTS[f"litert_{mode}"])
     keras_options = session.cache.get(get_exporter("keras"), session.context).metadata[
         "runner_options"
     ]
-    for artifact, mode in ((fp32, "fp32"), (fp16, "fp16"), (int8, "int8")):
+    for artifact, converted in ((fp32, "fp32"), (quantised, mode)):
         meta = artifact.metadata
-        assert meta["converter"]["mode"] == mode
+        assert meta["converter"]["mode"] == converted
         assert meta["runner_options"]["tap_layers"] == keras_options["tap_layers"]
         assert meta["runner_options"]["output_layer"] == "classifier.1"
         assert meta["export_seconds"] > 0 and meta["converter"]["tflite_bytes"] == meta["bytes"]
-    assert fp16.size_bytes < 0.55 * fp32.size_bytes
-    assert int8.size_bytes < 0.3 * fp32.size_bytes
-    assert int8.metadata["converter"]["calibration"] == "images"
-    assert int8.metadata["converter"]["calibration_images"] == 32
-    assert int8.metadata["converter"]["inputs"][0]["dtype"] == "float32"
-    assert fp16.metadata["converter"]["ops"]["DEQUANTIZE"] > 0  # fp16 weights -> fp32
+    converter = quantised.metadata["converter"]
+    if mode == "fp16":
+        assert quantised.size_bytes < 0.55 * fp32.size_bytes
+        assert converter["ops"]["DEQUANTIZE"] > 0  # fp16 weights -> fp32
+    else:
+        assert quantised.size_bytes < 0.3 * fp32.size_bytes
+        assert converter["calibration"] == "images"
+        assert converter["calibration_images"] == 32
+        assert converter["inputs"][0]["dtype"] == "float32"
 
 
-@pytest.mark.parametrize(
-    "mode",
-    ["fp32", *(pytest.param(m, marks=pytest.mark.heavy) for m in ("fp16", "dynamic", "int8"))],
-)
+@pytest.mark.heavy
+@pytest.mark.parametrize("mode", ["fp32", "fp16", "dynamic", "int8"])
 def test_converting_the_cached_saved_model_equals_from_keras_model(
     session_for: Callable[[str], Session], mode: str, tmp_path: Path
 ):

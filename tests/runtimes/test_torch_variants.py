@@ -49,7 +49,13 @@ def assert_first_failure(verdict: VariantVerdict, target: str) -> None:
     assert all(t.passed for t in verdict.taps[:index]), verdict.explain()
 
 
-def test_compile_every_tap_within_the_fp32_budget(fp32_parity, session_for):
+@pytest.fixture(scope="module")
+def default_runs(session_for: Callable[[str], Session]) -> None:
+    """torch.compile and CPU bf16 on mobilenet_v2 in one prefetch (one torch worker)."""
+    session_for("mobilenet_v2").prefetch([VARIANTS["torch_compile"], VARIANTS["torch_cpu_bf16"]])
+
+
+def test_compile_every_tap_within_the_fp32_budget(fp32_parity, session_for, default_runs):
     result = fp32_parity("mobilenet_v2", "torch_compile")
     session = session_for("mobilenet_v2")
     # Its own outputs, from its own compiled copy: never the reference's.
@@ -91,7 +97,9 @@ def test_compile_second_run_loads_the_package_compiled_for_this_isa(
         CompiledRunner("torch_compile", later.path, **options).activate()
 
 
-def test_cpu_bf16_within_its_reduced_precision_budgets(session_for: Callable[[str], Session]):
+def test_cpu_bf16_within_its_reduced_precision_budgets(
+    session_for: Callable[[str], Session], default_runs: None
+):
     session = session_for("mobilenet_v2")
     result = session.check(VARIANTS["torch_cpu_bf16"])
     assert result.passed, result.verdict.explain() if result.verdict else result.error

@@ -62,10 +62,10 @@ def test_registries_hold_every_variant():
 
 
 @pytest.fixture(scope="module")
-def default_runs(session_for: Callable[[str], Session]) -> None:
+def default_runs(module_runs: Callable[..., None]) -> None:
     """mobilenet_v2's default variants run in one prefetch: one Keras worker converts, one
     LiteRT worker runs them all (a prefetch per variant started a worker each)."""
-    session_for("mobilenet_v2").prefetch([VARIANTS[name] for name in DEFAULT_VARIANTS])
+    module_runs("mobilenet_v2", *DEFAULT_VARIANTS)
 
 
 @pytest.mark.parametrize("variant", ALL_VARIANTS)

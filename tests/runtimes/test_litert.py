@@ -140,8 +140,9 @@ def test_invokes_of_a_few_images_match_one_invoke_of_all(
     from parity.backends.litert import runner as litert_runner
 
     session = session_for("mobilenet_v2")
-    # Two whole invokes and a short one: split, with a remainder (one invoke of every
-    # fixture image holds all their intermediates at once: GiBs in this process).
+    # Two whole invokes of 2 images and a short one: split, with a remainder (one invoke
+    # holds every intermediate of its images at once: ~70 MiB per image in this process).
+    monkeypatch.setattr(litert_runner, "IMAGES_PER_INVOKE", 2)
     batch = session.batch[: 2 * litert_runner.IMAGES_PER_INVOKE + 1]
     artifact = session.artifact(VARIANTS[variant])
     with make_runner(VARIANTS[variant], artifact, 2) as runner:

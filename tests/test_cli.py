@@ -7,12 +7,15 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from parity.cli import main
+from parity.harness import Session
 from parity.paths import fixtures_dir
+from parity.variants import VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,17 +115,23 @@ def test_bad_tolerance_file(capsys: pytest.CaptureFixture[str], tmp_path: Path):
 @pytest.mark.torch
 @pytest.mark.onnxruntime
 def test_truncated_cached_onnx(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch, parity_cache: Path
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch,
+    parity_cache: Path,
+    session_for: Callable[[str], Session],
 ):
     """A cached artifact whose bytes changed is named, with the way out (--rebuild)."""
-    cache = tmp_path / "cache"  # its own artifacts; the session's weights and reference
+    built = session_for("mobilenet_v2").artifact(VARIANTS["ort_torchscript"]).path
+    cache = tmp_path / "cache"  # a copy of the session's export; its weights and reference
     cache.mkdir()
     for folder in ("weights", "reference", "class_names"):
         (parity_cache / folder).mkdir(exist_ok=True)
         (cache / folder).symlink_to(parity_cache / folder)
+    relative = built.parent.relative_to(parity_cache / "artifacts")
+    shutil.copytree(built.parent, cache / "artifacts" / relative)
     monkeypatch.setenv("PARITY_CACHE_DIR", str(cache))
-    assert run_cli(capsys, "run", "-q", "--runtime", "ort_torchscript", "--summary")[0] == 0
-    (cached,) = (tmp_path / "cache" / "artifacts").rglob("model.onnx")
+    cached = cache / "artifacts" / relative / built.name
     cached.write_bytes(cached.read_bytes()[:1000])
     code, _, err = run_cli(capsys, "run", "-q", "--runtime", "ort_torchscript")
     assert_one_line_error(code, err, str(cached), "--rebuild")

@@ -29,7 +29,7 @@ from PIL import Image
 from parity import atomic
 from parity.cli import main
 from parity.config import load_gate_config
-from parity.errors import ParityError
+from parity.errors import ModelCardError, ParityError, WeightsError
 from parity.fixtures import Fixture, load_fixtures
 from parity.golden import GoldenStore
 from parity.harness import Session
@@ -46,7 +46,9 @@ from parity.render import render_html, render_junit, render_markdown
 from parity.tapmatch import load_tap_map
 from parity.taps import Tap
 from parity.tolerances import TolerancePolicy
-from parity.zoo import load_card
+from parity.variants import VARIANTS
+from parity.weights import build_module, load_model
+from parity.zoo import get_card, load_card
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -700,7 +702,13 @@ def test_user_builder_faults_are_one_line_errors(
     if fault == "builder kwarg unknown":
         text = text.replace("[weights]", "[builder_kwargs]\nwidth = 3\n\n[weights]")
     card.write_text(text)
-    one_line_error(capsys, ["run", "-q", "--model", str(card)], "mine.toml", problem)
+    if fault == "builder raises":  # through the CLI: its torch worker, one line, exit 2
+        one_line_error(capsys, ["run", "-q", "--model", str(card)], "mine.toml", problem)
+    else:  # the same call as that worker's, here (a torch worker per case costs seconds)
+        with pytest.raises(ModelCardError) as info:
+            build_module(load_card(card))
+        message = str(info.value)
+        assert "mine.toml" in message and problem in message and "\n" not in message, message
 
 
 @pytest.mark.torch
@@ -711,14 +719,18 @@ def test_bad_state_dicts_are_one_line_errors(capsys: pytest.CaptureFixture[str],
     good = torchvision.models.mobilenet_v2(num_classes=1000).state_dict()
     shape = {**good, "classifier.1.weight": torch.zeros(10, 1280)}
     not_tensor = {**good, "classifier.1.bias": [0.0] * 1000}
-    for name, state, problem in (
-        ("shape.pt", shape, "does not fit mobilenet_v2"),
-        ("value.pt", not_tensor, "not a tensor"),
-    ):
+    for name, state in (("shape.pt", shape), ("value.pt", not_tensor)):
         torch.save(state, tmp_path / name)
-        one_line_error(capsys, ["run", "-q", "--weights", str(tmp_path / name)], name, problem)
     (tmp_path / "cut.pt").write_bytes((tmp_path / "shape.pt").read_bytes()[:5000])
-    one_line_error(capsys, ["run", "-q", "--weights", str(tmp_path / "cut.pt")], "cut.pt")
+    # Through the CLI (its torch worker loads the file): one line, exit 2.
+    one_line_error(capsys, ["run", "-q", "--weights", str(tmp_path / "shape.pt")], "shape.pt",
+                   "does not fit mobilenet_v2")  # fmt: skip
+    # The same load as that worker's, here (a torch worker per case costs seconds).
+    for name, problem in (("value.pt", "not a tensor"), ("cut.pt", "not a loadable")):
+        with pytest.raises(WeightsError) as info:
+            load_model(get_card("mobilenet_v2"), str(tmp_path / name))
+        message = str(info.value)
+        assert name in message and problem in message and "\n" not in message, message
 
 
 @pytest.mark.torch
@@ -889,13 +901,14 @@ def test_junit_classname_is_stable_and_relative(tmp_path: Path):
 @pytest.mark.onnxruntime
 def test_runtime_refusing_a_built_artifact_is_a_failed_variant_but_a_user_file_is_bad_input(
     capsys: pytest.CaptureFixture[str],
+    session_for: Callable[[str], Session],
     monkeypatch: pytest.MonkeyPatch,
     parity_cache: Path,
     tmp_path: Path,
 ):
     """Exit 1 for ONNX Runtime refusing a file parity built (its meta.json vouches for the
     bytes); exit 2 for the same bytes given by the user with --artifact."""
-    cached = cached_torchscript_export(capsys, monkeypatch, parity_cache, tmp_path)
+    cached = cached_torchscript_export(session_for, monkeypatch, parity_cache, tmp_path)
     vouch_for(cached, b"\x08\x07" + b"not a graph" * 100)
     assert main(ORT_RUN) == 1
     out = capsys.readouterr().out
@@ -907,22 +920,24 @@ ORT_RUN = ["run", "-q", "--runtime", "ort_torchscript", "--summary"]
 
 
 def cached_torchscript_export(
-    capsys: pytest.CaptureFixture[str],
+    session_for: Callable[[str], Session],
     monkeypatch: pytest.MonkeyPatch,
     parity_cache: Path,
     tmp_path: Path,
 ) -> Path:
-    """The TorchScript ONNX export in an artifact cache of its own (to be broken in place),
-    after a run of it passed; the session's weights and reference (coldness is not tested)."""
+    """The session's TorchScript ONNX export copied into an artifact cache of its own (to
+    be broken in place), beside the session's weights and reference (coldness is not
+    tested; that the export passes: test_onnxruntime.py)."""
+    built = session_for("mobilenet_v2").artifact(VARIANTS["ort_torchscript"]).path
+    cache = tmp_path / "cache"
     for folder in ("weights", "reference"):
         (parity_cache / folder).mkdir(exist_ok=True)
-        (tmp_path / "cache").mkdir(exist_ok=True)
-        (tmp_path / "cache" / folder).symlink_to(parity_cache / folder)
-    monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path / "cache"))
-    assert main(ORT_RUN) == 0
-    capsys.readouterr()
-    (cached,) = (tmp_path / "cache" / "artifacts").rglob("model.onnx")
-    return cached
+        cache.mkdir(exist_ok=True)
+        (cache / folder).symlink_to(parity_cache / folder)
+    relative = built.parent.relative_to(parity_cache / "artifacts")
+    shutil.copytree(built.parent, cache / "artifacts" / relative)
+    monkeypatch.setenv("PARITY_CACHE_DIR", str(cache))
+    return cache / "artifacts" / relative / built.name
 
 
 def vouch_for(cached: Path, content: bytes) -> None:
@@ -938,6 +953,7 @@ def vouch_for(cached: Path, content: bytes) -> None:
 @pytest.mark.onnxruntime
 def test_runtime_failing_while_running_a_built_artifact_is_a_failed_variant(
     capsys: pytest.CaptureFixture[str],
+    session_for: Callable[[str], Session],
     monkeypatch: pytest.MonkeyPatch,
     parity_cache: Path,
     tmp_path: Path,
@@ -948,7 +964,7 @@ def test_runtime_failing_while_running_a_built_artifact_is_a_failed_variant(
     import onnx
     from onnx import helper, numpy_helper
 
-    cached = cached_torchscript_export(capsys, monkeypatch, parity_cache, tmp_path)
+    cached = cached_torchscript_export(session_for, monkeypatch, parity_cache, tmp_path)
     model = onnx.load(str(cached))
     for node in model.graph.node:
         node.input[:] = ["input_reshaped" if name == "input" else name for name in node.input]

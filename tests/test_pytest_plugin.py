@@ -18,6 +18,8 @@ import pytest
 
 from parity.golden import GoldenStore
 from parity.harness import RunConfig, Session
+from parity.pytest_plugin.state import XDIST_ADVICE
+from parity.pytest_plugin.xdist import backend_scope
 from parity.variants import VARIANTS
 from parity.worker import FAULT_ENV
 
@@ -143,14 +145,13 @@ def test_generated_tests_pass_and_write_reports(
         assert (report / name).is_file(), name
 
 
-@pytest.mark.keras
-@pytest.mark.litert
 def test_variants_run_in_workers_so_a_crash_fails_only_its_tests(
     run: Run, pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    """A SIGKILLed LiteRT worker fails litert_fp32's test with the crash; torch, ONNX
-    Runtime, Keras and litert_fp16 (a fresh LiteRT worker) pass; the report is written;
-    the pytest process itself never imported TensorFlow, LiteRT or torch."""
+    """A SIGKILLed ONNX Runtime worker fails ort_dynamo's test with the crash; torch,
+    ort_torchscript and ort_dynamo_noopt (a fresh worker for the rest of the crashed one's
+    tasks) pass; the report is written; the pytest process itself never imported a
+    framework. (The same for a LiteRT worker under ``parity run``: test_workers.py.)"""
     pytester.makeconftest(
         """
         import json, sys
@@ -161,17 +162,17 @@ def test_variants_run_in_workers_so_a_crash_fails_only_its_tests(
                 json.dump(sorted(n for n in names if n in sys.modules), handle)
         """
     )
-    monkeypatch.setenv(FAULT_ENV, "litert_fp32:loading")
+    monkeypatch.setenv(FAULT_ENV, "ort_dynamo:loading")
     report = tmp_path / "report"
-    runtimes = "ort_torchscript,keras,litert_fp32,litert_fp16"
+    runtimes = "ort_torchscript,ort_dynamo,ort_dynamo_noopt"
     goldens = golden_copy(tmp_path)
     result = run(*MODEL, "--parity-runtimes", runtimes, "--parity-goldens", str(goldens),
                  "--parity-report", str(report), "-k", "chelsea")  # fmt: skip
-    result.assert_outcomes(passed=4, failed=1)
+    result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*litert_fp32 failed to run mobilenet_v2 (first seen in mobilenet_v2-litert_fp32-"
-            "chelsea): LiteRT worker crashed (SIGKILL) while loading model.tflite*",
+            "*ort_dynamo failed to run mobilenet_v2 (first seen in mobilenet_v2-ort_dynamo-"
+            "chelsea): ONNX Runtime worker crashed (SIGKILL) while loading model.onnx*",
         ]
     )
     assert "Traceback" not in result.stdout.str()
@@ -179,7 +180,7 @@ def test_variants_run_in_workers_so_a_crash_fails_only_its_tests(
     (model,) = json.loads((report / "report.json").read_text())["models"]
     status = {v["name"]: v["status"] for v in model["variants"]}
     assert status == {name: "pass" for name in ("torch", *runtimes.split(","))} | {
-        "litert_fp32": "error"
+        "ort_dynamo": "error"
     }
 
 
@@ -322,9 +323,9 @@ def test_update_goldens_prints_what_moved_and_fails_the_tests_it_rewrote(run: Ru
             "*goldens of mobilenet_v2 were rewritten by --parity-update-goldens*",
         ]
     )
-    run(*MODEL, *options).assert_outcomes(passed=1)  # the next run checks against them
     assert "features.17" in result.stdout.str()  # every tap is listed, moved or not
-    # The rewritten goldens are fresh (this raises if not) and hold torch's logits again.
+    # The rewritten goldens are fresh (this raises if not) and hold torch's logits again:
+    # what the next run checks against.
     store = Session(RunConfig(model="mobilenet_v2", goldens=goldens)).goldens
     logits = store.record("chelsea", "logits").full
     committed = GoldenStore(GOLDENS, "mobilenet_v2").record("chelsea", "logits").full
@@ -332,27 +333,48 @@ def test_update_goldens_prints_what_moved_and_fails_the_tests_it_rewrote(run: Ru
     np.testing.assert_allclose(logits, committed, rtol=0, atol=1e-5 * np.abs(committed).max())
 
 
+@pytest.fixture(scope="module")
+def torchscript_cached(session_for: Callable[[str], Session]) -> None:
+    """mobilenet_v2's TorchScript ONNX export in this session's cache (module-scoped: see
+    ``shipped_onnx``)."""
+    session_for("mobilenet_v2").artifact(VARIANTS["ort_torchscript"])
+
+
+@pytest.mark.parametrize("cache", ["warm", pytest.param("cold", marks=pytest.mark.heavy)])
 def test_xdist_workers_export_once_and_write_one_merged_report(
     run: Run,
     pytester: pytest.Pytester,
     tmp_path: Path,
     parity_cache: Path,
     monkeypatch: pytest.MonkeyPatch,
+    cache: str,
+    torchscript_cached: None,
 ):
-    """``-n 2`` on a cold artifact cache: one export, one merged report; no -n goldens update."""
+    """``-n 2``: one merged report; no -n goldens update. On a cold artifact cache (heavy;
+    the cache's lock itself: test_concurrency.py) one export; on this session's (warm)
+    none: the workers read the cached artifact."""
     from parity.scaffold import init_project
 
     init_project(pytester.path)  # a user's project, as `parity init` lays it out
-    cache = tmp_path / "cache"
-    shutil.copytree(parity_cache / "weights", cache / "weights")  # weights are not artifacts
-    monkeypatch.setenv("PARITY_CACHE_DIR", str(cache))
+    folder = tmp_path / "cache"
+    shutil.copytree(parity_cache / "weights", folder / "weights")  # weights are not artifacts
+    if cache == "warm":
+        for name in ("artifacts", "reference"):
+            (folder / name).symlink_to(parity_cache / name)
+    log = folder / "artifacts" / "exports.log"
+    before = log.read_text().splitlines() if log.is_file() else []
+    monkeypatch.setenv("PARITY_CACHE_DIR", str(folder))
     report = tmp_path / "report"
     # --dist each: both workers run every test, so both need the artifact at once.
     result = run("-n", "2", "--dist", "each", *MODEL, *ORT, "--parity-report", str(report),
-                 "-k", "chelsea or coffee")  # fmt: skip
+                 "-k", "chelsea")  # fmt: skip
     assert result.ret == 0, result.stdout.str()[-3000:]
-    exports = (cache / "artifacts" / "exports.log").read_text().splitlines()
-    assert len(exports) == 1 and exports[0].startswith("mobilenet_v2/onnx_torchscript-"), exports
+    assert XDIST_ADVICE in " ".join(result.stdout.str().split()), result.stdout.str()[:2000]
+    exports = log.read_text().splitlines()[len(before) :] if log.is_file() else []
+    if cache == "cold":
+        assert len(exports) == 1 and exports[0].startswith("mobilenet_v2/onnx_torchscript-")
+    else:
+        assert exports == [], exports
     (model,) = json.loads((report / "report.json").read_text())["models"]
     ran = {(v["name"], v["mode"]) for v in model["variants"]}
     assert ran == {("torch", "golden"), ("ort_torchscript", "golden")}
@@ -413,3 +435,16 @@ def test_files_listed_in_tool_parity_are_tests_too(
         ("broken.onnx", "live"): ("fail", "features.7"),
         ("broken.onnx", "golden"): ("fail", "features.7"),
     }
+
+
+def test_xdist_scopes_group_a_models_backend():
+    """Under -n (load), a model's generated tests of one backend are one scheduling unit."""
+    suite = "/venv/parity/pytest_suite.py::test_parity"
+    assert backend_scope(f"{suite}[mobilenet_v2-ort_dynamo-chelsea]") == "mobilenet_v2-onnxruntime"
+    assert backend_scope(f"{suite}[mobilenet_v2-ort_dynamo_noopt-all_images]") == (
+        "mobilenet_v2-onnxruntime"
+    )
+    assert backend_scope(f"{suite}[my-net-litert_fp16-a-b]") == "my-net-litert"
+    assert backend_scope(f"{suite}[mobilenet_v2-torch-chelsea]") == "mobilenet_v2-torch"
+    assert backend_scope(f"{suite}[mynet-shipped-model.tflite]") == "mynet-shipped"
+    assert backend_scope("tests/test_x.py::test_other[mobilenet_v2-ort_dynamo-b]") is None

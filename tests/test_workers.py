@@ -237,12 +237,17 @@ def test_a_crashed_torch_reference_is_a_failed_run_with_reports_not_bad_input(
     ("fault", "task"), [("running", "ort_torchscript"), ("exporting", "export-onnx_torchscript")]
 )
 def test_a_bug_in_parity_inside_a_worker_is_an_internal_error_not_a_failed_variant(
-    tmp_path: Path, fault: str, task: str
+    session_for: Callable[[str], Session], parity_cache: Path, tmp_path: Path, fault: str, task: str
 ):
     """An exception from parity's own code in a worker (injected: an AttributeError where
     the worker enters a phase) is exit 3 with the worker's traceback in the file, whether
     it is a run or an export; a runtime failing on its artifact stays exit 1."""
-    cache = tmp_path / "cache"
+    session_for("mobilenet_v2").artifact(VARIANTS["ort_torchscript"])
+    cache = tmp_path / "cache"  # its own logs; the session's weights (and export, to run it)
+    cache.mkdir()
+    for folder in ("weights", "reference", *(("artifacts",) if fault == "running" else ())):
+        (parity_cache / folder).mkdir(exist_ok=True)
+        (cache / folder).symlink_to(parity_cache / folder)
     env = {FAULT_ENV: f"{task}:{fault}:bug", "PARITY_CACHE_DIR": str(cache)}
     done = parity_cli("run", "-q", "--summary", "-r", "ort_torchscript", env=env)
     lines = done.stderr.strip().splitlines()

@@ -150,7 +150,7 @@ def update_goldens_command(args: argparse.Namespace, console: Console) -> int:
 
 
 def bundle_command(args: argparse.Namespace, console: Console) -> int:
-    from parity.backends import backend
+    from parity.backends import backend, get_exporter
     from parity.bundle import write_bundle
     from parity.harness import RunConfig, Session
     from parity.lazy import installed
@@ -159,10 +159,13 @@ def bundle_command(args: argparse.Namespace, console: Console) -> int:
     from parity.zoo import list_models
 
     # By default every variant whose backend is installed (a route with its own extra, such
-    # as litert-torch, is bundled where it is installed).
+    # as litert-torch, is bundled where it is installed), but not machine code compiled for
+    # this CPU (torch_compile's package): a bundle is for other machines.
     selectors = args.runtime or [
-        v.name for v in VARIANTS.values() if not v.reference and installed(backend(v.family).module)
-    ]
+        v.name for v in VARIANTS.values()
+        if not v.reference and installed(backend(v.family).module)
+        and not (v.exporter and get_exporter(v.exporter).keyed_on_cpu)
+    ]  # fmt: skip
     variants = [v for v in resolve_variants(selectors) if v.exporter is not None]
     entries, count = [], 0
     with _progress(console, args.quiet) as progress:

@@ -48,17 +48,6 @@ class ModelUnderTest(Protocol):
 
     def has_run(self, name: str) -> bool: ...
 
-    def run_workers(
-        self,
-        run_dir: Path,
-        names: Sequence[str],
-        external: dict[str, Any] | None = None,
-        reference: bool = False,
-        adjust: Callable[[list[Job]], None] = ...,
-        run: bool = True,
-        state_dict: bool = False,
-    ) -> dict[str, TaskOutcome]: ...
-
 
 @dataclasses.dataclass(frozen=True)
 class ReferenceRun:
@@ -86,6 +75,7 @@ class Fetched:
         executed: variant -> the precision it ran in, where its runtime says.
         located: variant -> tap -> the tensor its runner read it from.
         external: the results of the file made elsewhere (``None``: none was asked for).
+        reference: what the torch worker gave back (``None``: it did not run).
     """
 
     run_dir: Path
@@ -95,6 +85,7 @@ class Fetched:
     executed: Mapping[str, str]
     located: Mapping[str, Mapping[str, str]]
     external: tuple[VariantResult, ...] | None = None
+    reference: ReferenceRun | None = None
 
 
 def fetch(
@@ -117,7 +108,9 @@ def fetch(
     names = [v.name for v in applicable if not session.has_run(v.name)]
     run_dir = Path(tempfile.mkdtemp(prefix="parity-run-"))
     try:
-        outcomes = session.run_workers(run_dir, names, external, reference, state_dict=state_dict)
+        outcomes, handed = run_workers(
+            session, run_dir, names, external, reference, state_dict=state_dict
+        )
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -145,6 +138,7 @@ def fetch(
         },
         located={n: dict(o.record.get("located") or {}) for n, o in done.items()},
         external=results,
+        reference=handed,
     )
 
 
@@ -159,7 +153,7 @@ def run_workers(
     state_dict: bool = False,
 ) -> tuple[dict[str, TaskOutcome], ReferenceRun | None]:
     """Plan and run the workers for the variants ``names`` in ``run_dir``; the outcomes,
-    and what the torch worker gave back when it ran (:meth:`Session.run_workers` takes it).
+    and what the torch worker gave back when it ran (:meth:`Session.take_reference`).
 
     The reference is read from the cache or run in the torch worker (always with
     ``reference``, which also hands over the weights; ``state_dict``: as a file too);

@@ -47,7 +47,6 @@ from parity.taps import select_taps
 from parity.tolerances import TolerancePolicy
 from parity.variants import REFERENCE, VARIANTS, Variant
 from parity.weights import HandedWeights, Weights, cached_weights_sha256
-from parity.workers import Job, TaskOutcome
 from parity.zoo import get_card
 
 
@@ -186,9 +185,11 @@ class Session:
                 self._reference = self._cached_reference(self._reference_key(known))
         return self._reference
 
-    def take_reference(self, run: ReferenceRun) -> None:
+    def take_reference(self, run: ReferenceRun | None) -> None:
         """What the torch worker gave back: the weights and the reference (stored in the
-        reference cache when computed now), or why it could not."""
+        reference cache when computed now), or why it could not (``None``: it did not run)."""
+        if run is None:
+            return
         self.reference_failure = run.failure
         if run.failure is not None or run.handed is None:
             return
@@ -237,7 +238,8 @@ class Session:
         names = [v.name for v in variants if v.exporter is not None]
         run_dir = Path(tempfile.mkdtemp(prefix="parity-build-"))
         try:
-            outcomes = self.run_workers(run_dir, names, run=False)
+            outcomes, handed = run_workers(self, run_dir, names, run=False)
+            self.take_reference(handed)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
         self.cache.rebuild = False  # the workers rebuilt what --rebuild asked for
@@ -310,6 +312,7 @@ class Session:
 
     def take(self, fetched: Fetched) -> None:
         """Hold a prefetch's outcomes; its run directory goes with this session."""
+        self.take_reference(fetched.reference)
         self._release = weakref.finalize(self, shutil.rmtree, fetched.run_dir, True)
         self.worker_seconds.update(fetched.seconds)
         self.executed.update(fetched.executed)
@@ -322,25 +325,6 @@ class Session:
     def has_run(self, name: str) -> bool:
         """Whether this session holds the outputs of variant ``name``."""
         return name in self._outputs
-
-    def run_workers(
-        self,
-        run_dir: Path,
-        names: Sequence[str],
-        external: dict[str, Any] | None = None,
-        reference: bool = False,
-        adjust: Callable[[list[Job]], None] = lambda jobs: None,
-        run: bool = True,
-        state_dict: bool = False,
-    ) -> dict[str, TaskOutcome]:
-        """Plan and run the workers of a run directory (:func:`parity.prefetch.run_workers`),
-        taking what the torch worker gave back; the outcomes."""
-        outcomes, handed = run_workers(
-            self, run_dir, names, external, reference, adjust, run, state_dict
-        )
-        if handed is not None:
-            self.take_reference(handed)
-        return outcomes
 
     def forget(self, variant: Variant) -> None:
         """Drop a judged variant's outputs (memory-mapped taps: their pages go with them).

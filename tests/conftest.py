@@ -9,24 +9,43 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import importlib.util
+import importlib.abc
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from importlib.machinery import ModuleSpec
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-# Import order trap (../shared/STACK.md): torch and torchvision must be loaded before
-# TensorFlow in one process, or triton segfaults when torchvision loads it later.
-if importlib.util.find_spec("torchvision") is not None:
-    import torch  # noqa: F401
-    import torchvision  # noqa: F401
-
+from parity import lazy
 from parity.harness import RunConfig, Session
 from parity.local import LocalSession
 from parity.result import VariantResult
 from parity.variants import VARIANTS
+
+
+class TorchBeforeTensorFlow(importlib.abc.MetaPathFinder):
+    """Import order trap (../shared/STACK.md): torch and torchvision must be loaded before
+    TensorFlow in one process, or triton segfaults when torchvision loads it later. This
+    finder loads them just before the first ``import tensorflow`` / ``keras`` of the
+    session (a test module's own, at its top), instead of in every session at conftest
+    import: a session of tests that never import TensorFlow here no longer pays torch's
+    ~0.65 GiB and its import time."""
+
+    def find_spec(
+        self, name: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if name in ("tensorflow", "keras"):
+            sys.meta_path.remove(self)  # once: torch is then loaded for good
+            if lazy.installed("torch"):
+                lazy.torch()
+        return None
+
+
+if "tensorflow" not in sys.modules and "keras" not in sys.modules:
+    sys.meta_path.insert(0, TorchBeforeTensorFlow())
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -56,10 +75,14 @@ def session_for(parity_cache: Path) -> Callable[[str], Session]:
     return get
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_session_for(parity_cache: Path) -> Callable[[str], LocalSession]:
-    """One in-process :class:`LocalSession` per model, for tests of code that runs a
-    framework here on purpose (the doctor's checks on a torch module, a twin's build)."""
+    """One in-process :class:`LocalSession` per model and test module, for tests of code
+    that runs a framework here on purpose (the doctor's checks on a torch module, a twin's
+    build). Module-scoped: its torch module, taps and runners are released when the module
+    ends (:func:`release_framework_memory`), instead of staying in the pytest process for
+    the rest of the session (the weights and the reference come from the cache, so a
+    second module pays ~1 s for them)."""
     sessions: dict[str, LocalSession] = {}
 
     def get(model: str) -> LocalSession:
@@ -90,15 +113,33 @@ def fp32_parity(session_for: Callable[[str], Session]) -> Callable[[str, str], V
     return check
 
 
+#: Resident MiB of this process after the last release (:func:`release_framework_memory`).
+_released_rss = [0]
+#: Growth that triggers a release: a release costs 1-3 s with torch and TF loaded (two
+#: full garbage collections over their objects, a heap walk), paid by ~45 modules when
+#: unconditional; most modules add nothing, and what they leave is bounded by this.
+RELEASE_ABOVE_MIB = 200
+
+
+def _rss_mib() -> int:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) // 1024
+
+
 @pytest.fixture(scope="module", autouse=True)
 def release_framework_memory() -> Iterator[None]:
-    """After each module, drop the Keras graphs its in-process twins and conversions left
-    in Keras' global state and hand freed heap back to the OS: the pytest process's peak
-    grew module by module (1.6 GiB after the first modules, 8 GiB near the end;
-    bench/suite.md)."""
+    """After a module that grew the process, drop the Keras graphs its in-process twins
+    and conversions left in Keras' global state and hand freed heap back to the OS: the
+    pytest process's peak grew module by module (1.6 GiB after the first modules, 8 GiB
+    near the end; bench/suite.md)."""
     yield
+    linux = sys.platform == "linux"
+    if linux and _rss_mib() - _released_rss[0] < RELEASE_ABOVE_MIB:
+        return
     if "keras" in sys.modules:
         sys.modules["keras"].backend.clear_session(free_memory=True)
     gc.collect()
-    if sys.platform == "linux":
+    if linux:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+        _released_rss[0] = _rss_mib()

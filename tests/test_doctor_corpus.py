@@ -79,7 +79,10 @@ def test_tf_corpus_case_is_named_exactly(tf_corpus: dict[str, Case], name: str) 
 
 @pytest.mark.parametrize(("name", "pipeline"), UNEXPLAINED, ids=[n for n, _ in UNEXPLAINED])
 def test_unmodelled_difference_is_unexplained(name: str, pipeline: Callable[..., object]) -> None:
-    finding = diagnose_preprocessing(CARD, pipeline, PHOTOS)
+    # Three photos: an unexplained difference makes the search try every candidate, whose
+    # cost grows with the images (7 photos: 56 s of the default tier); none of them makes
+    # JPEG re-encoding explainable (bench/doctor_corpus.py scores the whole set).
+    finding = diagnose_preprocessing(CARD, pipeline, PHOTOS[:3])
     assert finding.status == PROBLEM
     assert finding.cause.startswith("unexplained:"), finding.cause
     assert "factors" not in finding.evidence and "best_candidate" not in finding.evidence

@@ -41,7 +41,7 @@ USER_MODEL = """\
 import torchvision
 
 def build():
-    return torchvision.models.resnet18(num_classes=1000)  # never .eval(): training mode
+    return torchvision.models.mobilenet_v2(num_classes=1000)  # never .eval(): training mode
 """
 
 
@@ -72,7 +72,7 @@ def test_cli_tf_module_images_train_mode_model_and_port(tmp_path: Path) -> None:
     out = tmp_path / "doctor.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
     command = [
-        sys.executable, "-m", "parity.cli", "doctor", "-m", "resnet18",
+        sys.executable, "-m", "parity.cli", "doctor", "-m", "mobilenet_v2",
         "--check", "preprocessing", "--check", "batchnorm", "--check", "port_lint",
         "--preprocess", "tfprep:prep", "--images", str(images),
         "--model-object", "mymodel:build", "--port", str(port), "--json", str(out),
@@ -90,7 +90,7 @@ def test_cli_tf_module_images_train_mode_model_and_port(tmp_path: Path) -> None:
     assert "antialias=True" in prep["fix"]
     batchnorm = findings["batchnorm"]
     assert batchnorm["status"] == PROBLEM and "training mode" in batchnorm["cause"]
-    assert batchnorm["evidence"]["batchnorm_in_train_mode"] == 20
+    assert batchnorm["evidence"]["batchnorm_in_train_mode"] == 52  # mobilenet_v2's
     lint = findings["port_lint"]
     assert lint["status"] == PROBLEM
     assert lint["evidence"]["maxpool_same_padding"] == ["pool (pool (3, 3) stride (2, 2))"]
@@ -125,7 +125,7 @@ def test_strided_same_maxpool_differs_from_torch_and_is_linted() -> None:
 
 
 def test_representative_generator_in_tflite_convention(session_for: object) -> None:
-    session: Session = session_for("resnet18")  # type: ignore[operator]
+    session: Session = session_for("mobilenet_v2")  # type: ignore[operator]
     nhwc = session.context.calibration_batch()[:6].transpose(0, 2, 3, 1)
 
     def representative_dataset():  # TFLite's own convention: yield a list of inputs
@@ -162,7 +162,7 @@ def test_cli_bad_inputs_are_one_line_exit_2(
     sys.path.insert(0, str(tmp_path))
     try:
         for options in bad:
-            assert main(["doctor", "-m", "resnet18", *options]) == 2, options
+            assert main(["doctor", "-m", "mobilenet_v2", *options]) == 2, options
             err = capsys.readouterr().err.strip()
             assert err.startswith("parity: error:") and "Traceback" not in err, err
     finally:

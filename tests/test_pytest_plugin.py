@@ -18,6 +18,8 @@ import pytest
 
 from parity.golden import GoldenStore
 from parity.harness import RunConfig, Session
+from parity.pytest_plugin.state import XDIST_ADVICE
+from parity.pytest_plugin.xdist import backend_scope
 from parity.variants import VARIANTS
 from parity.worker import FAULT_ENV
 
@@ -367,6 +369,7 @@ def test_xdist_workers_export_once_and_write_one_merged_report(
     result = run("-n", "2", "--dist", "each", *MODEL, *ORT, "--parity-report", str(report),
                  "-k", "chelsea")  # fmt: skip
     assert result.ret == 0, result.stdout.str()[-3000:]
+    assert XDIST_ADVICE in " ".join(result.stdout.str().split()), result.stdout.str()[:2000]
     exports = log.read_text().splitlines()[len(before) :] if log.is_file() else []
     if cache == "cold":
         assert len(exports) == 1 and exports[0].startswith("mobilenet_v2/onnx_torchscript-")
@@ -432,3 +435,16 @@ def test_files_listed_in_tool_parity_are_tests_too(
         ("broken.onnx", "live"): ("fail", "features.7"),
         ("broken.onnx", "golden"): ("fail", "features.7"),
     }
+
+
+def test_xdist_scopes_group_a_models_backend():
+    """Under -n (load), a model's generated tests of one backend are one scheduling unit."""
+    suite = "/venv/parity/pytest_suite.py::test_parity"
+    assert backend_scope(f"{suite}[mobilenet_v2-ort_dynamo-chelsea]") == "mobilenet_v2-onnxruntime"
+    assert backend_scope(f"{suite}[mobilenet_v2-ort_dynamo_noopt-all_images]") == (
+        "mobilenet_v2-onnxruntime"
+    )
+    assert backend_scope(f"{suite}[my-net-litert_fp16-a-b]") == "my-net-litert"
+    assert backend_scope(f"{suite}[mobilenet_v2-torch-chelsea]") == "mobilenet_v2-torch"
+    assert backend_scope(f"{suite}[mynet-shipped-model.tflite]") == "mynet-shipped"
+    assert backend_scope("tests/test_x.py::test_other[mobilenet_v2-ort_dynamo-b]") is None

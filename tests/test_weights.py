@@ -32,7 +32,6 @@ def test_calibrated_weights_are_deterministic_and_cached(session_for: Callable[[
     assert again.source == "calibrated"
 
 
-# resnet18's recorded sha256 is also re-derived by the tampered-statistics test below.
 @pytest.mark.parametrize(
     "model", ["mobilenet_v2", pytest.param("resnet18", marks=pytest.mark.heavy)]
 )
@@ -62,13 +61,14 @@ def test_shipped_statistics_give_the_calibrated_weights(tmp_path: Path, monkeypa
 def test_tampered_shipped_statistics_are_not_trusted(tmp_path: Path, monkeypatch):
     """Statistics that do not give their recorded hash are re-estimated, never used."""
     monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path / "cache"))
-    card = get_card("resnet18")
-    copy = tmp_path / "resnet18.toml"
+    card = get_card("mobilenet_v2")
+    copy = tmp_path / "mobilenet_v2.toml"
     copy.write_bytes(card.path.read_bytes())
     with np.load(shipped_statistics_path(card)) as shipped:
         arrays = {name: shipped[name] for name in shipped.files}
-    arrays["bn1.running_var"] = arrays["bn1.running_var"] * np.float16(2)
-    np.savez(tmp_path / "resnet18.calibrated.npz", **arrays)
+    name = "features.0.1.running_var"
+    arrays[name] = arrays[name] * np.float16(2)
+    np.savez(tmp_path / "mobilenet_v2.calibrated.npz", **arrays)
     assert load_model(get_card(str(copy))).sha256 == str(arrays["sha256"])
 
 
@@ -95,24 +95,24 @@ def test_plain_init_collapses_which_is_why_we_calibrate():
 
 
 def test_state_dict_file_round_trip(local_session_for: Callable[[str], Session], tmp_path: Path):
-    loaded = local_session_for("resnet18").model()
-    path = tmp_path / "resnet18.pt"
+    loaded = local_session_for("mobilenet_v2").model()
+    path = tmp_path / "mobilenet_v2.pt"
     torch.save(
         {"state_dict": {f"module.{k}": v for k, v in loaded.module.state_dict().items()}}, path
     )
-    reloaded = load_model(get_card("resnet18"), str(path))
+    reloaded = load_model(get_card("mobilenet_v2"), str(path))
     assert reloaded.sha256 == loaded.sha256 == state_dict_sha256(loaded.module.state_dict())
 
 
 def test_state_dict_missing_key_names_it(
     local_session_for: Callable[[str], Session], tmp_path: Path
 ):
-    state = dict(local_session_for("resnet18").model().module.state_dict())
-    del state["layer2.1.conv1.weight"]
+    state = dict(local_session_for("mobilenet_v2").model().module.state_dict())
+    del state["features.3.conv.1.0.weight"]
     path = tmp_path / "partial.pt"
     torch.save(state, path)
-    with pytest.raises(WeightsError, match=r"partial\.pt.*layer2\.1\.conv1\.weight"):
-        load_model(get_card("resnet18"), str(path))
+    with pytest.raises(WeightsError, match=r"partial\.pt.*features\.3\.conv\.1\.0\.weight"):
+        load_model(get_card("mobilenet_v2"), str(path))
 
 
 def test_state_dict_file_that_is_not_torch(tmp_path: Path):
@@ -146,12 +146,12 @@ def test_torchvision_weights_from_a_filled_hub_cache(
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
-    entry = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    entry = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1
     target = tmp_path / "hub" / "checkpoints" / Path(entry.url).name
     target.parent.mkdir(parents=True)
-    expected = local_session_for("resnet18").model()
+    expected = local_session_for("mobilenet_v2").model()
     torch.save(expected.module.state_dict(), target)
-    loaded = load_model(get_card("resnet18"), "IMAGENET1K_V1")
+    loaded = load_model(get_card("mobilenet_v2"), "IMAGENET1K_V1")
     assert loaded.sha256 == expected.sha256
 
 
@@ -166,7 +166,7 @@ def test_class_names_come_from_torchvision_metadata():
 
 
 def test_torch_runner_refuses_training_mode(local_session_for: Callable[[str], Session]):
-    session = local_session_for("resnet18")
+    session = local_session_for("mobilenet_v2")
     module = session.model().module
     module.train()
     try:

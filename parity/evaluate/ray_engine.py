@@ -139,6 +139,7 @@ def _build(
     cannot run (their artifact could not be made)."""
     from parity.backends import export_chain, get_exporter
     from parity.plan import plan
+    from parity.prefetch import run_workers
     from parity.runfiles import REFERENCE_TASK
     from parity.variants import REFERENCE, VARIANTS
 
@@ -151,7 +152,10 @@ def _build(
     planned = plan(session.card, [VARIANTS[n] for n in names], exporting=session.bundle is None)
     applicable = [v.name for v in planned.applicable]
     with tempfile.TemporaryDirectory(prefix="parity-eval-") as tmp:
-        outcomes = session.run_workers(Path(tmp), applicable, reference=True, adjust=exports_only)
+        outcomes, handed = run_workers(
+            session, Path(tmp), applicable, reference=True, adjust=exports_only
+        )
+        session.take_reference(handed)
         failed = outcomes[REFERENCE_TASK].error
         weights = None if failed else session.handed.state_dict_numpy()
     module = {"card": session.card, "state_dict": weights, "sha256": session.reported_weights()[1]}

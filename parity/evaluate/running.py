@@ -208,6 +208,7 @@ def evaluate(
     carry on. The reference failing fails every variant (no agreement without it: an error
     result, exit 1); bad input raises :class:`ParityError`.
     """
+    from parity.prefetch import run_workers
     from parity.variants import REFERENCE
 
     start = time.perf_counter()
@@ -224,7 +225,8 @@ def evaluate(
             f"evaluating {len(indices)} images with torch, {', '.join(names) or 'nothing else'}"
         )
         adjust = functools.partial(_evaluations, config.batch_size, config.device)
-        outcomes = session.run_workers(run_dir, names, reference=True, adjust=adjust)
+        outcomes, handed = run_workers(session, run_dir, names, reference=True, adjust=adjust)
+        session.take_reference(handed)
         logits = {
             name: np.load(outcomes[name].folder / "logits.npy")
             for name in (REFERENCE, *names) if outcomes[name].error is None

@@ -61,6 +61,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if not any(_is_suite(arg, config.invocation_params.dir) for arg in config.args):
         config.args.append(str(SUITE))
     config.pluginmanager.register(SuiteCollection(models=plugin.options.models), "parity-suite")
+    if getattr(config.option, "dist", "no") == "load":  # -n N's default distribution
+        from parity.pytest_plugin.xdist import BackendGroups
+
+        config.pluginmanager.register(BackendGroups(), "parity-xdist")
 
 
 def _is_suite(arg: str, base: Path) -> bool:

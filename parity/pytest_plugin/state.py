@@ -56,6 +56,15 @@ class RunFailed(Exception):
     """A variant could not produce outputs; the message is the test's failure text."""
 
 
+#: The header line under ``pytest -n``: why it does not speed parity's tests up, what to use.
+XDIST_ADVICE = (
+    "parity: -n does not make these tests faster: each backend's variants already run in "
+    "parallel worker processes (up to the cores), and every xdist worker adds a pytest "
+    "process that sets each model up again (2 cores: -n 2 took 1.8x the serial time, "
+    "bench/xdist.md); run them in a pytest run of their own without -n (-n 0)"
+)
+
+
 class ParityPlugin:
     """Per-pytest-session state: options, one Session per model, run errors, reports."""
 
@@ -169,7 +178,10 @@ class ParityPlugin:
             return []
         mode = "goldens + live" if self.options.live else "goldens"
         names = ", ".join(v.name for v in self.variants())
-        return [f"parity: models {', '.join(self.options.models)}; {names}; vs {mode}"]
+        lines = [f"parity: models {', '.join(self.options.models)}; {names}; vs {mode}"]
+        if getattr(config.option, "numprocesses", None):
+            lines.append(XDIST_ADVICE)
+        return lines
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         """JUnit ``classname`` ``parity.<model>.<variant>``: stable, and free of the path

@@ -32,8 +32,14 @@ RESNET18 = pytest.param("resnet18", marks=HEAVY)
 MODELS = ["mobilenet_v2", RESNET18]
 
 
+@pytest.fixture(scope="module")
+def default_runs(module_runs: Callable[..., None]) -> None:
+    """mobilenet_v2's Keras run, its outputs released at the module's end."""
+    module_runs("mobilenet_v2", "keras")
+
+
 @pytest.mark.parametrize("model", [*MODELS, pytest.param("resnet50", marks=pytest.mark.heavy)])
-def test_every_tap_within_budget(fp32_parity, model: str):
+def test_every_tap_within_budget(fp32_parity, default_runs: None, model: str):
     fp32_parity(model, "keras")
 
 

@@ -62,10 +62,10 @@ def test_registries_hold_every_variant():
 
 
 @pytest.fixture(scope="module")
-def default_runs(session_for: Callable[[str], Session]) -> None:
+def default_runs(module_runs: Callable[..., None]) -> None:
     """mobilenet_v2's default variants run in one prefetch: one Keras worker converts, one
     LiteRT worker runs them all (a prefetch per variant started a worker each)."""
-    session_for("mobilenet_v2").prefetch([VARIANTS[name] for name in DEFAULT_VARIANTS])
+    module_runs("mobilenet_v2", *DEFAULT_VARIANTS)
 
 
 @pytest.mark.parametrize("variant", ALL_VARIANTS)
@@ -140,8 +140,9 @@ def test_invokes_of_a_few_images_match_one_invoke_of_all(
     from parity.backends.litert import runner as litert_runner
 
     session = session_for("mobilenet_v2")
-    # Two whole invokes and a short one: split, with a remainder (one invoke of every
-    # fixture image holds all their intermediates at once: GiBs in this process).
+    # Two whole invokes of 2 images and a short one: split, with a remainder (one invoke
+    # holds every intermediate of its images at once: ~70 MiB per image in this process).
+    monkeypatch.setattr(litert_runner, "IMAGES_PER_INVOKE", 2)
     batch = session.batch[: 2 * litert_runner.IMAGES_PER_INVOKE + 1]
     artifact = session.artifact(VARIANTS[variant])
     with make_runner(VARIANTS[variant], artifact, 2) as runner:

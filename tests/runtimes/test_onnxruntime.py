@@ -32,10 +32,10 @@ FAULT_TAP = {"mobilenet_v2": "features.5", "resnet18": "layer2.1"}
 
 
 @pytest.fixture(scope="module")
-def default_runs(session_for: Callable[[str], Session]) -> None:
+def default_runs(module_runs: Callable[..., None]) -> None:
     """mobilenet_v2's variants run in one prefetch (one torch worker exports both, one ONNX
     Runtime worker runs them), not a worker start per variant."""
-    session_for("mobilenet_v2").prefetch([VARIANTS[name] for name in ORT_VARIANTS])
+    module_runs("mobilenet_v2", *ORT_VARIANTS)
 
 
 @pytest.mark.parametrize("variant", ORT_VARIANTS)

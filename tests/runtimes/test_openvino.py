@@ -28,11 +28,10 @@ MODELS = ["mobilenet_v2", pytest.param("resnet18", marks=pytest.mark.heavy)]
 
 
 @pytest.fixture(scope="module")
-def default_runs(session_for: Callable[[str], Session]) -> None:
+def default_runs(module_runs: Callable[..., None]) -> None:
     """mobilenet_v2's OpenVINO variants run in one prefetch (one OpenVINO worker), not a
     worker start per variant."""
-    names = ["openvino_onnx", "openvino_f32", "openvino_bf16", "openvino_f16"]
-    session_for("mobilenet_v2").prefetch([VARIANTS[name] for name in names])
+    module_runs("mobilenet_v2", "openvino_onnx", "openvino_f32", "openvino_bf16", "openvino_f16")
 
 
 @pytest.mark.parametrize("variant", ["openvino_onnx", "openvino_f32"])

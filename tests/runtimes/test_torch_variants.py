@@ -50,9 +50,9 @@ def assert_first_failure(verdict: VariantVerdict, target: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def default_runs(session_for: Callable[[str], Session]) -> None:
+def default_runs(module_runs: Callable[..., None]) -> None:
     """torch.compile and CPU bf16 on mobilenet_v2 in one prefetch (one torch worker)."""
-    session_for("mobilenet_v2").prefetch([VARIANTS["torch_compile"], VARIANTS["torch_cpu_bf16"]])
+    module_runs("mobilenet_v2", "torch_compile", "torch_cpu_bf16")
 
 
 def test_compile_every_tap_within_the_fp32_budget(fp32_parity, session_for, default_runs):

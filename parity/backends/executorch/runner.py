@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from parity import lazy
-from parity.errors import ArtifactError, TapError, runtime_failure
+from parity.backends.torch.tapped import output_indices
+from parity.errors import ArtifactError, runtime_failure
 from parity.runner import OUTPUT, Runner
 from parity.taps import Tap
 
@@ -58,13 +59,7 @@ class ExecuTorchRunner(Runner):
         self._method = None
 
     def _run(self, feed: np.ndarray, taps: Sequence[Tap]) -> dict[str, np.ndarray]:
-        for tap in taps:
-            if tap.name not in self.outputs:
-                raise TapError(
-                    f"{self.name}: tap '{tap.name}' is not an output of {self.path} (exported "
-                    "for another card's taps)"
-                )
-        wanted = {OUTPUT: self.outputs[OUTPUT], **{t.name: self.outputs[t.name] for t in taps}}
+        wanted = output_indices(self.name, self.path, self.outputs, taps, "exported")
         images: dict[str, list[np.ndarray]] = {key: [] for key in wanted}
         for i in range(len(feed)):
             image = self.torch.from_numpy(np.ascontiguousarray(feed[i : i + 1]))

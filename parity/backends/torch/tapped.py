@@ -9,11 +9,13 @@ output. Each tap is then an output of the exported program: located by construct
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from parity import lazy
 from parity.errors import TapError
+from parity.runner import OUTPUT
 from parity.taps import Tap
 
 #: How every tap is located: it is an output of the program (:func:`tapped`).
@@ -71,3 +73,17 @@ def tapped(module: Any, taps: Sequence[Tap]) -> Any:
             return tuple(outputs)
 
     return Tapped()
+
+
+def output_indices(
+    variant: str, program: Path, outputs: Mapping[str, int], taps: Sequence[Tap], made: str
+) -> dict[str, int]:
+    """``output`` and each requested tap -> its index among ``program``'s outputs (recorded
+    by :func:`tapped` when it was ``made``); a tap the program does not return is an error."""
+    for tap in taps:
+        if tap.name not in outputs:
+            raise TapError(
+                f"{variant}: tap '{tap.name}' is not an output of {program} ({made} for "
+                "another card's taps)"
+            )
+    return {OUTPUT: outputs[OUTPUT], **{t.name: outputs[t.name] for t in taps}}

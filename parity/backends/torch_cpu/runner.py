@@ -10,8 +10,9 @@ import numpy as np
 
 from parity import lazy
 from parity.backends.torch.runner import host_copy
+from parity.backends.torch.tapped import output_indices
 from parity.backends.torch_cpu.compile import vec_isa
-from parity.errors import ArtifactError, ParityError, TapError, runtime_failure
+from parity.errors import ArtifactError, ParityError, runtime_failure
 from parity.runner import OUTPUT, Runner
 from parity.taps import Tap
 
@@ -75,17 +76,11 @@ class CompiledRunner(Runner):
         self._compiled.load_constants(loaded, check_full_update=False)
 
     def _run(self, feed: np.ndarray, taps: Sequence[Tap]) -> dict[str, np.ndarray]:
-        for tap in taps:
-            if tap.name not in self.outputs:
-                raise TapError(
-                    f"{self.name}: tap '{tap.name}' is not an output of {self.path} (compiled "
-                    "for another card's taps)"
-                )
+        wanted = output_indices(self.name, self.path, self.outputs, taps, "compiled")
         torch = self.torch
         with (
             torch.no_grad(),
             runtime_failure(f"{self.name}: the compiled model failed running"),
         ):
             values = self._compiled(torch.from_numpy(feed))
-        wanted = {OUTPUT: self.outputs[OUTPUT], **{t.name: self.outputs[t.name] for t in taps}}
         return {key: host_copy(values[index]) for key, index in wanted.items()}

@@ -50,8 +50,15 @@ if "tensorflow" not in sys.modules and "keras" not in sys.modules:
 
 @pytest.fixture(scope="session", autouse=True)
 def parity_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Point PARITY_CACHE_DIR at a cache for the whole test session."""
-    root = Path(os.environ.get("PARITY_TEST_CACHE") or tmp_path_factory.mktemp("parity-cache"))
+    """Point PARITY_CACHE_DIR at a cache for the whole test session, one for all the
+    xdist workers of a ``-n`` run (the cache's locks make each export happen once)."""
+    if os.environ.get("PARITY_TEST_CACHE"):
+        root = Path(os.environ["PARITY_TEST_CACHE"])
+    elif os.environ.get("PYTEST_XDIST_WORKER"):
+        root = tmp_path_factory.getbasetemp().parent / "parity-cache"
+        root.mkdir(exist_ok=True)
+    else:
+        root = tmp_path_factory.mktemp("parity-cache")
     previous = os.environ.get("PARITY_CACHE_DIR")
     os.environ["PARITY_CACHE_DIR"] = str(root)
     yield root

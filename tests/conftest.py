@@ -48,6 +48,14 @@ if "tensorflow" not in sys.modules and "keras" not in sys.modules:
     sys.meta_path.insert(0, TorchBeforeTensorFlow())
 
 
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """Say what the default marker expression leaves out: under pytest-xdist (`make test`)
+    the summary line has no deselected count."""
+    if "not heavy" in (config.option.markexpr or ""):
+        return "heavy cases deselected (-m 'not heavy'): `make heavy` runs them"
+    return None
+
+
 @pytest.fixture(scope="session", autouse=True)
 def parity_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Point PARITY_CACHE_DIR at a cache for the whole test session, one for all the

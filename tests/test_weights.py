@@ -128,6 +128,28 @@ def test_state_dict_file_round_trip(local_session_for: Callable[[str], Session],
     assert reloaded.sha256 == loaded.sha256 == state_dict_sha256(loaded.module.state_dict())
 
 
+def test_a_state_dict_files_hash_is_known_once_loaded_and_forgotten_when_it_changes(
+    local_session_for: Callable[[str], Session], tmp_path: Path, monkeypatch
+):
+    """What lets a warm run skip the torch worker: the hash recorded by the first load,
+    keyed by the file's bytes. A changed file must not get the old hash (its cached
+    reference and exports would be the old weights': a silent pass)."""
+    monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path / "cache"))
+    card, state = get_card("mobilenet_v2"), local_session_for("mobilenet_v2").model().module
+    path = tmp_path / "fine_tuned.pt"
+    torch.save(state.state_dict(), path)
+    assert cached_weights_sha256(card, str(path)) is None
+    first = load_model(card, str(path))
+    assert cached_weights_sha256(card, str(path)) == first.sha256
+    changed = dict(state.state_dict())
+    changed["features.5.conv.0.0.weight"] = changed["features.5.conv.0.0.weight"] * 1.01
+    torch.save(changed, path)
+    assert cached_weights_sha256(card, str(path)) is None
+    second = load_model(card, str(path))
+    assert second.sha256 != first.sha256
+    assert cached_weights_sha256(card, str(path)) == second.sha256
+
+
 def test_state_dict_missing_key_names_it(
     local_session_for: Callable[[str], Session], tmp_path: Path
 ):

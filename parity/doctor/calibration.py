@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +11,6 @@ from parity.compare import tap_metrics
 from parity.doctor.findings import OK, PROBLEM, Finding
 from parity.errors import ParityError
 from parity.preprocess import PreprocessSpec
-
-#: Session -> (calibration images, images) -> each tap's SQNR with the images calibration:
-#: the baseline of every candidate, converted once per session.
-_BASELINE_SQNR: weakref.WeakKeyDictionary[Any, dict[Any, dict[str, float]]] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def _stats(batch: np.ndarray) -> dict[str, Any]:
@@ -102,18 +95,13 @@ def diagnose_calibration_stats(
 
 
 def _int8_tap_sqnr(
-    session: Any, keras_model: Any, representative: np.ndarray, images: int, out: Path
+    session: Any, path: Path, options: dict[str, Any], images: int
 ) -> dict[str, float]:
-    """Convert ``keras_model`` to int8 with ``representative`` (NHWC), SQNR per tap vs torch."""
-    from parity.export.tflite import convert_keras_model, output_layer
+    """Each tap's SQNR vs torch of the int8 TFLite file ``path`` on the first ``images``."""
     from parity.variants import VARIANTS
 
-    out.write_bytes(convert_keras_model(keras_model, "int8", representative))
-    keras_artifact = session.artifact(VARIANTS["keras"])
-    options = dict(keras_artifact.metadata.get("runner_options", {}))
-    options["output_layer"] = output_layer(keras_model)
     variant = VARIANTS["litert_int8"]
-    runner = variant.runner_class()(variant.name, out, threads=session.config.threads, **options)
+    runner = variant.runner_class()(variant.name, path, threads=session.config.threads, **options)
     with runner:
         obtained = runner.run(session.batch[:images], session.taps)
     reference = session.reference
@@ -129,24 +117,26 @@ def diagnose_calibration(
     session: Any,
     calibration: str | np.ndarray = "images",
     images: int = 4,
-    calibration_images: int = 8,
     loss_db: float = 2.0,
     workdir: Path | None = None,
 ) -> Finding:
     """int8 calibration data vs the card's calibration images, through LiteRT int8.
 
-    Converts the cached Keras artifact to full-int8 TFLite twice: calibrated with the
-    card's calibration images (the baseline) and with ``calibration`` ("noise": standard
-    normal noise of the same shape, or an NCHW float32 batch of your own), runs both on
-    ``images`` fixtures and compares per-tap SQNR vs torch. A tap losing more than
-    ``loss_db`` dB, or calibration statistics unlike the inputs', is a problem.
+    The baseline is the ``litert_int8`` artifact parity ships (the Keras twin's SavedModel
+    converted to full int8, calibrated with the card's calibration images); the candidate
+    is the same SavedModel converted the same way, calibrated with ``calibration``
+    ("noise": standard normal noise of the calibration batch's shape, or an NCHW float32
+    batch of your own; "images" is the baseline itself). Both run on ``images`` fixtures
+    and are compared per tap by SQNR vs torch. A tap losing more than ``loss_db`` dB, or
+    calibration statistics unlike the inputs', is a problem.
     """
     import tempfile
 
-    from parity import lazy
+    from parity.build import artifact
+    from parity.export.tflite import convert_saved_model
     from parity.variants import VARIANTS
 
-    baseline = session.context.calibration_batch()[:calibration_images]
+    baseline = session.context.calibration_batch()
     if isinstance(calibration, str):
         if calibration == "images":
             candidate = baseline
@@ -159,21 +149,18 @@ def diagnose_calibration(
     else:
         candidate, label = np.asarray(calibration, dtype=np.float32), "user batch"
     stats = diagnose_calibration_stats(candidate, session.batch, session.card.preprocess)
-    lazy.tensorflow()
-    keras = lazy.require("keras")
-    model = keras.models.load_model(session.artifact(VARIANTS["keras"]).path, compile=False)
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        nhwc = np.ascontiguousarray(baseline.transpose(0, 2, 3, 1))
-        memo = _BASELINE_SQNR.setdefault(session, {})
-        key = (calibration_images, images)
-        if key not in memo:  # the baseline is the same for every candidate: convert once
-            memo[key] = _int8_tap_sqnr(session, model, nhwc, images, Path(tmp) / "images.tflite")
-        base_sqnr = memo[key]
-        if candidate is baseline:
-            cand_sqnr = base_sqnr
-        else:
-            nhwc = np.ascontiguousarray(candidate.transpose(0, 2, 3, 1))
-            cand_sqnr = _int8_tap_sqnr(session, model, nhwc, images, Path(tmp) / "cand.tflite")
+    shipped = session.artifact(VARIANTS["litert_int8"])
+    options = dict(shipped.metadata.get("runner_options", {}))
+    base_sqnr = _int8_tap_sqnr(session, shipped.path, options, images)
+    if candidate is baseline:
+        cand_sqnr = base_sqnr
+    else:
+        saved = artifact(session.context, "keras_savedmodel", session.bundle)
+        nhwc = np.ascontiguousarray(candidate.transpose(0, 2, 3, 1))
+        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+            converted = Path(tmp) / "candidate.tflite"
+            converted.write_bytes(convert_saved_model(saved.path.parent, "int8", nhwc))
+            cand_sqnr = _int8_tap_sqnr(session, converted, options, images)
     loss = {tap: base_sqnr[tap] - cand_sqnr[tap] for tap in base_sqnr}
     worst = sorted(loss, key=lambda t: -loss[t])[:5]
     evidence: dict[str, Any] = {

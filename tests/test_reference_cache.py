@@ -22,6 +22,7 @@ from parity.preprocess import tensor_sha256
 from parity.reference import ReferenceCache, reference_key
 from parity.taps import select_taps
 from parity.variants import VARIANTS
+from parity.weights import load_model
 
 pytestmark = [pytest.mark.torch, pytest.mark.onnxruntime]
 
@@ -60,19 +61,18 @@ def test_warm_live_run_imports_no_torch(warm: Session, tmp_path: Path):
 def test_warm_run_with_a_state_dict_file_starts_no_torch_worker(
     warm: Session, parity_cache: Path, tmp_path: Path
 ):
-    """A user's own weights file: the first run's torch worker loads it and records its
-    hash by the file's bytes; the next run knows it, so the cached reference and export
-    serve it with no torch worker (it started one every run: 7.2 s instead of 2 s)."""
+    """A user's own weights file: once loaded (here; a run's torch worker does the same),
+    its hash is recorded by the file's bytes, so the next run serves the cached reference
+    and export with no torch worker (it started one every run: 6.6 s instead of 1.9 s)."""
     (calibrated,) = (parity_cache / "weights").glob("mobilenet_v2-calibrated-*.pt")
     weights = tmp_path / "fine_tuned.pt"
     shutil.copyfile(calibrated, weights)  # same tensors: the session's reference and export
-    argv = ("run", "-r", "ort_dynamo", "--summary", "--weights", str(weights))
-    first, second = _parity(*argv, cwd=tmp_path), _parity(*argv, cwd=tmp_path)
-    for done in (first, second):
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert "reference: cached" in done.stdout
-    assert "worker torch" in first.stdout  # the progress log
-    assert "worker torch" not in second.stdout and "worker onnxruntime" in second.stdout
+    assert load_model(warm.card, str(weights)).sha256 == warm.local_weights_sha256()
+    done = _parity("run", "-r", "ort_dynamo", "--summary", "--weights", str(weights), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "reference: cached" in done.stdout
+    assert "worker onnxruntime" in done.stdout  # the progress log names every worker
+    assert "worker torch" not in done.stdout
 
 
 def test_golden_only_check_imports_no_torch(warm: Session, tmp_path: Path):

@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import importlib
 import importlib.util
+import io
 import json
 import os
 import sys
@@ -148,19 +149,20 @@ def build_module(card: ModelCard, **kwargs: Any) -> Any:
 def load_model(card: ModelCard, weights: str | None = None) -> LoadedModel:
     """The card's torch module in eval mode, with weights from ``weights`` (or the card's)."""
     source = weights or card.weights
+    file_sha256 = None  # of a state_dict file's bytes
     if source == CALIBRATED:
         module = _calibrated(card)
     elif source.startswith(TRAINED):
         module = _trained(card, source.removeprefix(TRAINED))
     elif (path := state_dict_path(card, weights)) is not None:
-        module = _from_state_dict_file(card, path).eval()
-        sha256 = state_dict_sha256(module.state_dict())
-        atomic.write_text(_state_dict_sidecar(card, path), sha256 + "\n")
-        return LoadedModel(module, source, sha256)
+        module, file_sha256 = _from_state_dict_file(card, path)
     else:
         module = _from_torchvision(card, source)
     module.eval()
-    return LoadedModel(module, source, state_dict_sha256(module.state_dict()))
+    loaded = LoadedModel(module, source, state_dict_sha256(module.state_dict()))
+    if file_sha256 is not None:  # for the next run: known without torch
+        atomic.write_text(_state_dict_sidecar(card, file_sha256), loaded.sha256 + "\n")
+    return loaded
 
 
 def state_dict_path(card: ModelCard, weights: str | None = None) -> Path | None:
@@ -175,12 +177,16 @@ def state_dict_path(card: ModelCard, weights: str | None = None) -> Path | None:
     return card.path.parent / path if weights is None and not path.is_absolute() else path
 
 
-def _from_state_dict_file(card: ModelCard, path: Path) -> Any:
+def _from_state_dict_file(card: ModelCard, path: Path) -> tuple[Any, str]:
+    """The card's module with the file's tensors, and the sha256 of the bytes loaded (read
+    once: a file rewritten meanwhile, by a training run, cannot pair one's hash with the
+    other's tensors)."""
     torch = lazy.torch()
     if not path.is_file():
         raise WeightsError(f"{path}: state_dict file not found")
+    data = path.read_bytes()
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
         raise WeightsError(
             f"{path}: not a loadable torch state_dict ({type(exc).__name__}: {exc})"
@@ -213,7 +219,7 @@ def _from_state_dict_file(card: ModelCard, path: Path) -> Any:
             f"{path}: does not fit {card.name}: missing {result.missing_keys[:5]}, "
             f"unexpected {result.unexpected_keys[:5]}"
         )
-    return module
+    return module, hashlib.sha256(data).hexdigest()
 
 
 def _trained(card: ModelCard, script: str) -> Any:
@@ -298,21 +304,17 @@ def shipped_statistics_path(card: ModelCard) -> Path:
     return card.path.with_name(f"{card.name}.calibrated.npz")
 
 
-def _state_dict_sidecar(card: ModelCard, path: Path) -> Path:
-    """Where the sha256 of ``path``'s tensors loaded into the card's module is recorded:
-    keyed by the file's bytes and what the module is built from (the tensors are the
-    file's, each cast to the module's dtype)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+def _state_dict_sidecar(card: ModelCard, file_sha256: str) -> Path:
+    """Where the sha256 of a state_dict file's tensors loaded into the card's module is
+    recorded: keyed by the file's bytes (``file_sha256``) and what the module is built from
+    (the tensors are the file's, each cast to the module's dtype)."""
     parts = [
         "state-dict-v1",  # bump when what load_model does with a state_dict file changes
         card.builder,
         repr(sorted(card.builder_kwargs.items())),
         str(card.num_classes),
         lazy.package_version("torch"),
-        digest.hexdigest(),
+        file_sha256,
     ]
     key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
     return cache_dir() / "weights" / f"{card.name}-state_dict-{key}.sha256"
@@ -342,8 +344,14 @@ def cached_weights_sha256(card: ModelCard, weights: str | None = None) -> str | 
     no torch worker (bench/speed2_quiet.md: 7.2 s -> 2.0 s for ``-r ort_dynamo``).
     """
     if (path := state_dict_path(card, weights)) is not None:
-        sidecar = _state_dict_sidecar(card, path) if path.is_file() else None
-        return sidecar.read_text().strip() if sidecar and sidecar.is_file() else None
+        if not path.is_file():
+            return None
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        sidecar = _state_dict_sidecar(card, digest.hexdigest())
+        return sidecar.read_text().strip() if sidecar.is_file() else None
     if (weights or card.weights) != CALIBRATED:
         return None
     key = calibration_key(card)

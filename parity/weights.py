@@ -341,7 +341,7 @@ def cached_weights_sha256(card: ModelCard, weights: str | None = None) -> str | 
     from beside the cached weights, or from the statistics shipped with the card. A
     state_dict file's is recorded by the worker that first loaded it, keyed by the file's
     bytes (:func:`_state_dict_sidecar`): a warm run with a user's own weights then needs
-    no torch worker (bench/speed2_quiet.md: 7.2 s -> 2.0 s for ``-r ort_dynamo``).
+    no torch worker (bench/speed2_quiet.md: 6.6 s -> 1.85 s for ``-r ort_dynamo``).
     """
     if (path := state_dict_path(card, weights)) is not None:
         if not path.is_file():

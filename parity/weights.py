@@ -36,7 +36,7 @@ from filelock import FileLock
 
 from parity import atomic, lazy
 from parity.errors import ModelCardError, WeightsError
-from parity.fixtures import calibration_images
+from parity.fixtures import calibration_images, file_sha256
 from parity.paths import cache_dir, calibration_dir, find_project
 from parity.preprocess import preprocess_batch
 from parity.threads import BN_THREADS, threads
@@ -149,19 +149,19 @@ def build_module(card: ModelCard, **kwargs: Any) -> Any:
 def load_model(card: ModelCard, weights: str | None = None) -> LoadedModel:
     """The card's torch module in eval mode, with weights from ``weights`` (or the card's)."""
     source = weights or card.weights
-    file_sha256 = None  # of a state_dict file's bytes
+    file_digest = None  # of a state_dict file's bytes
     if source == CALIBRATED:
         module = _calibrated(card)
     elif source.startswith(TRAINED):
         module = _trained(card, source.removeprefix(TRAINED))
     elif (path := state_dict_path(card, weights)) is not None:
-        module, file_sha256 = _from_state_dict_file(card, path)
+        module, file_digest = _from_state_dict_file(card, path)
     else:
         module = _from_torchvision(card, source)
     module.eval()
     loaded = LoadedModel(module, source, state_dict_sha256(module.state_dict()))
-    if file_sha256 is not None:  # for the next run: known without torch
-        atomic.write_text(_state_dict_sidecar(card, file_sha256), loaded.sha256 + "\n")
+    if file_digest is not None:  # for the next run: known without torch
+        atomic.write_text(_state_dict_sidecar(card, file_digest), loaded.sha256 + "\n")
     return loaded
 
 
@@ -304,17 +304,17 @@ def shipped_statistics_path(card: ModelCard) -> Path:
     return card.path.with_name(f"{card.name}.calibrated.npz")
 
 
-def _state_dict_sidecar(card: ModelCard, file_sha256: str) -> Path:
+def _state_dict_sidecar(card: ModelCard, file_digest: str) -> Path:
     """Where the sha256 of a state_dict file's tensors loaded into the card's module is
-    recorded: keyed by the file's bytes (``file_sha256``) and what the module is built from
-    (the tensors are the file's, each cast to the module's dtype)."""
+    recorded: keyed by the file's bytes (``file_digest``, their sha256) and what the module
+    is built from (the tensors are the file's, each cast to the module's dtype)."""
     parts = [
         "state-dict-v1",  # bump when what load_model does with a state_dict file changes
         card.builder,
         repr(sorted(card.builder_kwargs.items())),
         str(card.num_classes),
         lazy.package_version("torch"),
-        file_sha256,
+        file_digest,
     ]
     key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
     return cache_dir() / "weights" / f"{card.name}-state_dict-{key}.sha256"
@@ -346,11 +346,7 @@ def cached_weights_sha256(card: ModelCard, weights: str | None = None) -> str | 
     if (path := state_dict_path(card, weights)) is not None:
         if not path.is_file():
             return None
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        sidecar = _state_dict_sidecar(card, digest.hexdigest())
+        sidecar = _state_dict_sidecar(card, file_sha256(path))
         return sidecar.read_text().strip() if sidecar.is_file() else None
     if (weights or card.weights) != CALIBRATED:
         return None

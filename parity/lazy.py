@@ -25,6 +25,7 @@ ISOLATED = False
 #: count than a warm one and its numbers moved (measured: two cold runs on one cache gave
 #: keras max_abs_norm values differing in the low bits; verdicts alike).
 TF_THREADS: int | None = None
+_TF_THREADS_SET = False
 
 
 def installed(module: str) -> bool:
@@ -68,9 +69,10 @@ def tensorflow() -> ModuleType:
         torch()
     if ISOLATED:  # Keras imports scikit-learn for its estimator wrappers when installed:
         sys.modules.setdefault("sklearn", None)  # type: ignore[arg-type]  # 2-2.6 s a TF worker
-    first = "tensorflow" not in sys.modules
     module = require("tensorflow")
-    if first and TF_THREADS:
+    global _TF_THREADS_SET
+    if TF_THREADS and not _TF_THREADS_SET:  # once, before TF's context starts (a worker
+        _TF_THREADS_SET = True  # forked by parity.forkserver has TF imported, not started)
         module.config.threading.set_intra_op_parallelism_threads(TF_THREADS)
         module.config.threading.set_inter_op_parallelism_threads(1)
     return module

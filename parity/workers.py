@@ -5,11 +5,13 @@ reference taps, the state_dict handed to the TF worker as a file, the ONNX expor
 every other backend's job (the exports its framework makes, then its variants' runs)
 once the jobs making its artifacts are done; up to ``jobs`` of them at a time.
 
-Why ``subprocess`` and files rather than ``multiprocessing``: a worker is a fresh
-interpreter that imports one framework (no fork of a parent holding torch or TF, no
-re-import of the caller's ``__main__`` as spawn does), its exit status says how it died
-(``-11``: SIGSEGV), and taps are ``.npy`` files in the run directory that the parent
-memory-maps: measured in ``bench/bench_workers.py`` against shared memory.
+Why processes and files rather than ``multiprocessing``: a worker is an interpreter that
+imports one framework (never a fork of a parent holding torch or TF, no re-import of the
+caller's ``__main__`` as spawn does), its exit status says how it died (``-11``: SIGSEGV),
+and taps are ``.npy`` files in the run directory that the parent memory-maps: measured in
+``bench/bench_workers.py`` against shared memory. A worker of a backend with heavy imports
+(torch, TensorFlow) is forked from a resident server that imported them once, with the
+worker's exact environment (:mod:`parity.forkserver`); every other one starts fresh.
 
 A worker that dies (a signal, an OOM kill) or overruns the per-task timeout is a result:
 the task it was in fails with the signal, the artifact and the phase ("LiteRT crashed
@@ -23,7 +25,6 @@ import dataclasses
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -31,7 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from parity import errors
+from parity import errors, forkserver
 from parity.backends import backends, export_chain, get_exporter, maker
 from parity.errors import ParityError
 from parity.exported import Artifact
@@ -213,6 +214,8 @@ class Runs:
         def ready(job: Job) -> bool:
             return all(n in self.outcomes or n in settled for n in job.needs)
 
+        for preload in {_preload(j.backend) for j in jobs}:  # imports begin while torch runs
+            forkserver.server(preload, _worker_env())
         with concurrent.futures.ThreadPoolExecutor(self.jobs) as pool:
             running: dict[concurrent.futures.Future[None], Job] = {}
             while pending or running:
@@ -300,16 +303,10 @@ class Runs:
         log = self.run_dir / f"phases.{job.name}.log"
         log.touch()
         offset = log.stat().st_size
-        # Hash randomisation off: tf2onnx's graph rewrites follow set order (export/tf2onnx.py).
-        python_path = os.pathsep.join(p for p in sys.path if p)
-        env = dict(os.environ, PYTHONPATH=python_path, PYTHONHASHSEED="0")
         self.progress(f"worker {job.name}: {', '.join(t['name'] for t in tasks) or 'reference'}")
         stderr = (self.run_dir / f"stderr.{job.name}.log").open("ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "parity.worker", str(path)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
+        process = forkserver.start(
+            ["-m", "parity.worker", str(path)], _worker_env(), stderr, _preload(job.backend)
         )
         task, phase, since = "worker", "starting", time.monotonic()
         timed_out = False
@@ -335,7 +332,7 @@ class Runs:
         latest = _last_phase(log, offset)
         if latest is not None:
             task, phase = latest
-        code = process.returncode
+        code = process.wait()  # ended: its status
         if code == 0 and not timed_out:
             return None
         label = backends()[job.backend].description.removeprefix("needs ")
@@ -375,6 +372,18 @@ class Runs:
                         errors.WorkerTraceback(record["internal_error"])
                     )
                 self._record(task, record)
+
+
+def _worker_env() -> dict[str, str]:
+    """A worker's environment: this process's, with its import path; hash randomisation off
+    (tf2onnx's graph rewrites follow set order: export/tf2onnx.py)."""
+    python_path = os.pathsep.join(p for p in sys.path if p)
+    return dict(os.environ, PYTHONPATH=python_path, PYTHONHASHSEED="0")
+
+
+def _preload(backend: str) -> tuple[str, ...]:
+    found = backends().get(backend)
+    return found.preload if found is not None else ()
 
 
 def _last_phase(log: Path, offset: int) -> tuple[str, str] | None:

@@ -188,6 +188,9 @@ class Backend:
             elsewhere, or ``None`` when it cannot run foreign files.
         suffixes: file suffixes its probe reads (``.tflite``).
         versions: distributions whose versions a bundle records.
+        preload: modules every worker of this backend imports and that take seconds to:
+            imported once by a resident process that forks its workers
+            (:mod:`parity.forkserver`); empty: each worker is a fresh interpreter.
     """
 
     name: str
@@ -199,6 +202,7 @@ class Backend:
     probe: str | None = None
     suffixes: tuple[str, ...] = ()
     versions: tuple[str, ...] = ()
+    preload: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:

@@ -45,4 +45,5 @@ BACKEND = Backend(
     probe="parity.backends.keras.probe:KerasProbe",
     suffixes=(".keras", ".h5"),
     versions=("tensorflow-cpu", "keras", "tf2onnx"),
+    preload=("tensorflow", "keras"),
 )  # fmt: skip

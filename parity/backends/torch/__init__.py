@@ -23,4 +23,5 @@ BACKEND = Backend(
                  options={"dynamo": False}, imports=("torch", "onnx")),
     ),
     versions=("torch", "onnx"),
+    preload=("torch",),  # with torchvision (parity.lazy.torch)
 )  # fmt: skip

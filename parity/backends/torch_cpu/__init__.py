@@ -32,4 +32,5 @@ BACKEND = Backend(
                  "model.pt2", ("torch",), imports=("torch",), worker="torch",
                  keyed_on_taps=True, keyed_on_cpu=True),
     ),
+    preload=("torch",),  # with torchvision (parity.lazy.torch)
 )  # fmt: skip

@@ -1,0 +1,111 @@
+"""Workers forked from a pre-imported server (parity/forkserver.py): the numbers of fresh
+workers, bitwise; a server per worker environment; a crash or a kill still a result."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from parity import forkserver
+from parity.cli import main
+
+
+def _floats(report: Path) -> dict[str, float]:
+    """Every number of a JSON report's variants but the timings, by path."""
+    found: dict[str, float] = {}
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}/{key}")
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{path}[{index}]")
+        elif isinstance(value, float) and "seconds" not in path:
+            found[path] = value
+
+    walk(json.loads(report.read_text())["variants"], "")
+    return found
+
+
+def _live_preloads() -> set[tuple[str, ...]]:
+    return {key[2] for key, s in forkserver._SERVERS.items() if s.process.poll() is None}
+
+
+@pytest.mark.torch
+@pytest.mark.keras
+def test_forked_workers_give_bitwise_the_numbers_of_fresh_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One thread: a fresh TF worker sets its thread count as it imports TF; a forked one
+    # (TF imported by the server) must still set it, or Keras' sums run on two threads.
+    argv = ["run", "-q", "-r", "torch_cpu_bf16", "-r", "keras", "--threads", "1", "--json"]
+    monkeypatch.setenv(forkserver.SWITCH, "0")
+    assert main([*argv, str(tmp_path / "fresh.json")]) == 0
+    assert not _live_preloads() & {("torch",), ("tensorflow", "keras")}
+    monkeypatch.delenv(forkserver.SWITCH)
+    assert main([*argv, str(tmp_path / "forked.json")]) == 0
+    assert {("torch",), ("tensorflow", "keras")} <= _live_preloads()
+    capsys.readouterr()
+    fresh, forked = _floats(tmp_path / "fresh.json"), _floats(tmp_path / "forked.json")
+    assert len(fresh) > 100 and fresh == forked
+
+
+def test_a_server_serves_only_the_environment_it_was_started_with() -> None:
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    first = forkserver.server(("numpy",), env)
+    assert first is not None
+    try:
+        # PYTEST_CURRENT_TEST is read after the imports: the same server
+        assert forkserver.server(("numpy",), {**env, "PYTEST_CURRENT_TEST": "other"}) is first
+        # a variable torch reads as it loads: another server
+        capped = forkserver.server(("numpy",), {**env, "ATEN_CPU_CAPABILITY": "default"})
+        assert capped is not None and capped is not first
+        capped.stop()
+    finally:
+        first.stop()
+
+
+def test_a_forked_workers_crash_kill_and_exit_are_its_status(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    job = tmp_path / "job.json"
+    job.write_text("{}")  # not a job: the worker's main fails on it (KeyError, exit 1)
+    with (tmp_path / "stderr.log").open("ab") as stderr:
+        failed = forkserver.start(["-m", "parity.worker", str(job)], env, stderr, ("numpy",))
+        assert isinstance(failed, forkserver.ForkedWorker)
+        assert failed.wait() == 1
+        assert "KeyError" in (tmp_path / "stderr.log").read_text()
+
+        # a worker that never reads its job: stop it as the launcher does on a timeout
+        fifo = tmp_path / "never"
+        os.mkfifo(fifo)  # opening it for reading blocks until a writer comes: none does
+        hung = forkserver.start(["-m", "parity.worker", str(fifo)], env, stderr, ("numpy",))
+        assert hung.poll() is None
+        hung.kill()
+        assert hung.wait() == -signal.SIGKILL
+
+
+@pytest.mark.keras
+def test_a_worker_sets_tfs_threads_though_its_server_imported_tf() -> None:
+    # A forked worker finds TensorFlow imported; an export starting TF's pools before the
+    # Keras runner could set its count would run the keras variant on every core.
+    script = (
+        "import sys; sys.modules['sklearn'] = None\n"
+        "import tensorflow as tf\n"  # as the server's preload did
+        "from parity import lazy\n"
+        "lazy.ISOLATED, lazy.TF_THREADS = True, 1\n"
+        "lazy.tensorflow()\n"
+        "tf.constant(1.0) + 1\n"  # the context starts: too late to set it after this
+        "print(tf.config.threading.get_intra_op_parallelism_threads(),"
+        " tf.config.threading.get_inter_op_parallelism_threads())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["1", "1"]

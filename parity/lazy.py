@@ -71,8 +71,11 @@ def tensorflow() -> ModuleType:
         sys.modules.setdefault("sklearn", None)  # type: ignore[arg-type]  # 2-2.6 s a TF worker
     module = require("tensorflow")
     global _TF_THREADS_SET
-    if TF_THREADS and not _TF_THREADS_SET:  # once, before TF's context starts (a worker
-        _TF_THREADS_SET = True  # forked by parity.forkserver has TF imported, not started)
-        module.config.threading.set_intra_op_parallelism_threads(TF_THREADS)
-        module.config.threading.set_inter_op_parallelism_threads(1)
+    if TF_THREADS and not _TF_THREADS_SET:  # once, before TF's context starts: a worker
+        _TF_THREADS_SET = True  # forked by parity.forkserver finds TF imported, not started
+        try:
+            module.config.threading.set_intra_op_parallelism_threads(TF_THREADS)
+            module.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # started already (the doctor's user code ran TF ops first)
+            pass
     return module

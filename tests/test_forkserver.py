@@ -47,6 +47,7 @@ def test_forked_workers_give_bitwise_the_numbers_of_fresh_ones(
     # One thread: a fresh TF worker sets its thread count as it imports TF; a forked one
     # (TF imported by the server) must still set it, or Keras' sums run on two threads.
     argv = ["run", "-q", "-r", "torch_cpu_bf16", "-r", "keras", "--threads", "1", "--json"]
+    forkserver.stop_all()  # servers earlier tests of this process started
     monkeypatch.setenv(forkserver.SWITCH, "0")
     assert main([*argv, str(tmp_path / "fresh.json")]) == 0
     assert not _live_preloads() & {("torch",), ("tensorflow", "keras")}

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
+import importlib.util
 import json
 import os
 import signal
@@ -39,23 +41,31 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import IO, Any
 
+from parity.errors import ParityError
+
 #: Environment variables a server's children may differ in from the server itself: read
-#: after the imports, so a child gets the client's values.
+#: after the imports, so a child gets the client's values (parity's own ``PARITY_*`` too).
 RUNTIME_ONLY = frozenset({"PYTEST_CURRENT_TEST"})
-#: Turn the fork servers off (``0``): every worker is a fresh interpreter.
+#: ``process`` (default): servers of the launching process, ending with it; ``shared``:
+#: one server per key for every process (a test session's CLI runs, repeated warm runs),
+#: detached, ending after :data:`IDLE_SECONDS` without clients; ``0``: fresh workers only.
 SWITCH = "PARITY_FORKSERVER"
+MODES = {"0": "off", "off": "off", "1": "process", "process": "process", "shared": "shared"}
+#: The folder of the shared servers' sockets (default ``/tmp/parity-forkservers-<uid>``).
+SHARED_DIR = "PARITY_FORKSERVER_DIR"
+#: Seconds a shared server waits for a client before it ends.
+IDLE_SECONDS = 120
+#: The message that stops a shared server (:func:`stop_shared`).
+QUIT = b'{"quit": true}'
 #: Servers one process keeps (the least recently used one stops beyond that).
 MAX_SERVERS = 4
 #: Seconds a server may take to import its set before its workers start fresh instead.
 START_TIMEOUT = 300.0
-
-
-def enabled() -> bool:
-    """Whether workers may be forked from a server here."""
-    return sys.platform == "linux" and os.environ.get(SWITCH, "1") != "0"
 
 
 class ForkedWorker:
@@ -105,21 +115,43 @@ class ForkedWorker:
 
 
 class ForkServer:
-    """The client's handle on one server process."""
+    """The client's handle on one server: its control socket (and, for a server of this
+    process's own, its process)."""
 
-    def __init__(self, preload: Sequence[str], env: Mapping[str, str]) -> None:
-        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "parity.worker_server", str(theirs.fileno()), *preload],
-            env=dict(env),
-            pass_fds=[theirs.fileno()],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,  # a failing import shows in the fresh worker instead
-        )
-        theirs.close()
+    def __init__(self, control: socket.socket, process: subprocess.Popen[bytes] | None) -> None:
+        self.control = control
+        self.process = process  # None: a shared server, started by whichever client came first
         self.lock = threading.Lock()
         self.broken = False
+
+    @classmethod
+    def private(cls, preload: Sequence[str], env: Mapping[str, str]) -> ForkServer:
+        """A server of this process's own, ending with it."""
+        control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            process = _spawn([f"fd:{theirs.fileno()}", *preload], env, [theirs.fileno()])
+        return cls(control, process)
+
+    @classmethod
+    def shared(cls, preload: Sequence[str], env: Mapping[str, str], path: Path) -> ForkServer:
+        """The server listening on ``path``, started (detached) when none is."""
+        from filelock import FileLock
+
+        with FileLock(f"{path}.lock"):
+            control = _connect(path)
+            if control is None:
+                path.unlink(missing_ok=True)  # left by a server that was killed
+                _spawn([f"path:{path}", *preload], env, [], detached=True)
+                deadline = time.monotonic() + 10
+                while control is None and time.monotonic() < deadline:
+                    time.sleep(0.02)  # it listens before it imports
+                    control = _connect(path)
+        if control is None:
+            raise OSError(f"no fork server came up at {path}")
+        return cls(control, None)
+
+    def usable(self) -> bool:
+        return not self.broken and (self.process is None or self.process.poll() is None)
 
     def fork(self, argv: Sequence[str], env: Mapping[str, str], stderr: IO[bytes]) -> ForkedWorker:
         """A worker running ``argv`` (``-m parity.worker JOB``); raises OSError when the server
@@ -145,37 +177,109 @@ class ForkServer:
         return ForkedWorker(mine, int(line.split()[1]), rest)
 
     def stop(self) -> None:
-        self.control.close()  # the server ends (and kills the children it still has)
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        """Close the connection; a server of this process's own ends (killing its children)."""
+        self.control.close()
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _spawn(
+    args: list[str], env: Mapping[str, str], fds: list[int], detached: bool = False
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "parity.worker_server", *args],
+        env=dict(env),
+        pass_fds=fds,
+        start_new_session=detached,  # a shared server outlives the client that started it
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,  # a failing import shows in the fresh worker instead
+    )
+
+
+def _connect(path: Path) -> socket.socket | None:
+    control = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        control.connect(str(path))
+    except OSError:
+        control.close()
+        return None
+    return control
 
 
 _SERVERS: dict[tuple[Any, ...], ForkServer] = {}
 _LOCK = threading.Lock()
 
 
+def mode() -> str:
+    """``off``, ``process`` (the default) or ``shared``, from :data:`SWITCH`."""
+    value = os.environ.get(SWITCH, "process")
+    if value not in MODES:
+        raise ParityError(f"{SWITCH}={value!r}: use one of {', '.join(sorted(MODES))}")
+    return "off" if sys.platform != "linux" else MODES[value]
+
+
 def _key(preload: Sequence[str], env: Mapping[str, str]) -> tuple[Any, ...]:
-    frozen = tuple(sorted((k, v) for k, v in env.items() if k not in RUNTIME_ONLY))
+    frozen = tuple(
+        sorted(
+            (k, v) for k, v in env.items() if k not in RUNTIME_ONLY and not k.startswith("PARITY_")
+        )
+    )
     return (sys.executable, os.getcwd(), tuple(preload), frozen)
+
+
+def _socket_path(key: tuple[Any, ...]) -> Path | None:
+    """Where the shared server for ``key`` listens: a private folder, named by a digest of
+    the key and of what the server imported (parity's files, the preloaded packages), so an
+    edit or an upgrade starts a new server; None when the folder is not private to us."""
+    folder = Path(os.environ.get(SHARED_DIR) or f"/tmp/parity-forkservers-{os.getuid()}")
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    status = folder.stat()
+    if status.st_uid != os.getuid() or status.st_mode & 0o077:
+        return None
+    digest = hashlib.sha256(repr((key, _installed_state(key[2]))).encode()).hexdigest()[:24]
+    path = folder / f"{digest}.sock"
+    return path if len(str(path)) < 100 else None  # the limit of a Unix socket's path
+
+
+def _installed_state(preload: Sequence[str]) -> list[Any]:
+    """parity's files and the preloaded packages' ``__init__`` files, with their mtimes (an
+    upgrade rewrites them), found without importing anything."""
+    files = sorted(Path(__file__).parent.rglob("*.py"))
+    for module in ("torch", "torchvision") if "torch" in preload else preload:
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.origin:
+            files.append(Path(spec.origin))
+    return [(str(f), f.stat().st_mtime_ns) for f in files]
 
 
 def server(preload: Sequence[str], env: Mapping[str, str]) -> ForkServer | None:
     """The server for ``preload`` under the worker environment ``env``, started if needed
     (it imports in the background); None when fork servers are off or it failed before."""
-    if not preload or not enabled():
+    chosen = mode()
+    if not preload or chosen == "off":
         return None
     key = _key(preload, env)
     with _LOCK:
-        found = _SERVERS.pop(key, None)
-        if found is None or found.process.poll() is not None and not found.broken:
-            found = ForkServer(preload, env)
-        _SERVERS[key] = found  # most recently used last
+        found = _SERVERS.pop((chosen, *key), None)
+        if found is None or not found.usable() and not found.broken:
+            path = _socket_path(key) if chosen == "shared" else None
+            try:
+                found = (
+                    ForkServer.shared(preload, env, path)
+                    if path
+                    else ForkServer.private(preload, env)
+                )
+            except OSError:
+                return None
+        _SERVERS[chosen, *key] = found  # most recently used last
         while len(_SERVERS) > MAX_SERVERS:
             _SERVERS.pop(next(iter(_SERVERS))).stop()
-    return None if found.broken else found
+    return found if found.usable() else None
 
 
 def start(
@@ -186,9 +290,12 @@ def start(
     if found is not None:
         try:
             return found.fork(argv, env, stderr)
-        except OSError:
-            found.broken = True  # e.g. an import error: fresh workers report it
-            found.process.kill()
+        except OSError:  # e.g. an import error: a fresh worker reports it
+            found.broken = found.process is not None  # a shared one is reconnected next time
+            if found.process is not None:
+                found.process.kill()
+            else:
+                found.stop()
     return subprocess.Popen(
         [sys.executable, *argv], env=dict(env), stdout=subprocess.DEVNULL, stderr=stderr
     )
@@ -196,7 +303,16 @@ def start(
 
 @atexit.register
 def stop_all() -> None:
-    """Stop this process's servers."""
+    """Stop this process's servers (and leave the shared ones)."""
     with _LOCK:
         while _SERVERS:
             _SERVERS.popitem()[1].stop()
+
+
+def stop_shared(folder: Path) -> None:
+    """Stop every shared server listening in ``folder`` (a test session's, at its end)."""
+    for path in folder.glob("*.sock"):
+        control = _connect(path)
+        if control is not None:
+            with control:
+                control.send(QUIT)

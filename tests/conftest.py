@@ -11,7 +11,9 @@ import ctypes
 import gc
 import importlib.abc
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from importlib.machinery import ModuleSpec
 from pathlib import Path
@@ -19,7 +21,7 @@ from types import ModuleType
 
 import pytest
 
-from parity import lazy
+from parity import forkserver, lazy
 from parity.harness import RunConfig, Session
 from parity.local import LocalSession
 from parity.result import VariantResult
@@ -46,6 +48,27 @@ class TorchBeforeTensorFlow(importlib.abc.MetaPathFinder):
 
 if "tensorflow" not in sys.modules and "keras" not in sys.modules:
     sys.meta_path.insert(0, TorchBeforeTensorFlow())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One set of shared fork servers for the whole session (the xdist workers and every
+    CLI and inner pytest process its tests start inherit the folder): torch and TensorFlow
+    are imported once per distinct worker environment, not once per test process
+    (parity/forkserver.py); a ``PARITY_FORKSERVER`` already set is kept."""
+    if forkserver.SHARED_DIR not in os.environ:  # the controller (or a plain pytest run)
+        os.environ[forkserver.SHARED_DIR] = tempfile.mkdtemp(prefix="parity-forkservers-")
+        os.environ.setdefault(forkserver.SWITCH, "shared")
+        config.stash[_SERVERS_OWNED] = Path(os.environ[forkserver.SHARED_DIR])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = config.stash.get(_SERVERS_OWNED, None)
+    if folder is not None:
+        forkserver.stop_shared(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_SERVERS_OWNED = pytest.StashKey[Path]()
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

@@ -36,7 +36,7 @@ def _floats(report: Path) -> dict[str, float]:
 
 
 def _live_preloads() -> set[tuple[str, ...]]:
-    return {key[2] for key, s in forkserver._SERVERS.items() if s.process.poll() is None}
+    return {key[3] for key, s in forkserver._SERVERS.items() if s.usable()}
 
 
 @pytest.mark.torch
@@ -59,38 +59,83 @@ def test_forked_workers_give_bitwise_the_numbers_of_fresh_ones(
     assert len(fresh) > 100 and fresh == forked
 
 
-def test_a_server_serves_only_the_environment_it_was_started_with() -> None:
-    env = dict(os.environ, PYTHONHASHSEED="0")
+@pytest.fixture(params=["process", "shared"])
+def fork_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Servers of this process (the default), or shared by every process (the suite's)."""
+    monkeypatch.setenv(forkserver.SWITCH, request.param)
+    return str(request.param)
+
+
+def _environment() -> dict[str, str]:
+    return dict(os.environ, PYTHONHASHSEED="0")
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_server_serves_only_the_environment_it_was_started_with(fork_mode: str) -> None:
+    env = _environment()
     first = forkserver.server(("numpy",), env)
     assert first is not None
-    try:
-        # PYTEST_CURRENT_TEST is read after the imports: the same server
-        assert forkserver.server(("numpy",), {**env, "PYTEST_CURRENT_TEST": "other"}) is first
-        # a variable torch reads as it loads: another server
-        capped = forkserver.server(("numpy",), {**env, "ATEN_CPU_CAPABILITY": "default"})
-        assert capped is not None and capped is not first
-        capped.stop()
-    finally:
-        first.stop()
+    # read after the imports (the test's name, parity's own settings): the same server
+    same = {**env, "PYTEST_CURRENT_TEST": "other", "PARITY_CACHE_DIR": "/elsewhere"}
+    assert forkserver.server(("numpy",), same) is first
+    # a variable torch reads as it loads: another server
+    capped = forkserver.server(("numpy",), {**env, "ATEN_CPU_CAPABILITY": "default"})
+    assert capped is not None and capped is not first
+    forkserver.stop_all()
 
 
-def test_a_forked_workers_crash_kill_and_exit_are_its_status(tmp_path: Path) -> None:
-    env = dict(os.environ, PYTHONHASHSEED="0")
+def _hung_worker(folder: Path) -> forkserver.ForkedWorker:
+    """A forked worker that waits for ever: its job file is a FIFO nobody writes to."""
+    fifo = folder / "never"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    with (folder / "stderr.log").open("ab") as stderr:
+        started = forkserver.start(
+            ["-m", "parity.worker", str(fifo)], _environment(), stderr, ("numpy",)
+        )
+    assert isinstance(started, forkserver.ForkedWorker)
+    return started
+
+
+def test_a_forked_workers_exit_and_kill_are_its_status(tmp_path: Path, fork_mode: str) -> None:
     job = tmp_path / "job.json"
     job.write_text("{}")  # not a job: the worker's main fails on it (KeyError, exit 1)
     with (tmp_path / "stderr.log").open("ab") as stderr:
-        failed = forkserver.start(["-m", "parity.worker", str(job)], env, stderr, ("numpy",))
-        assert isinstance(failed, forkserver.ForkedWorker)
-        assert failed.wait() == 1
-        assert "KeyError" in (tmp_path / "stderr.log").read_text()
+        failed = forkserver.start(
+            ["-m", "parity.worker", str(job)], _environment(), stderr, ("numpy",)
+        )
+    assert isinstance(failed, forkserver.ForkedWorker)
+    assert failed.wait() == 1
+    assert "KeyError" in (tmp_path / "stderr.log").read_text()  # its stderr is ours
 
-        # a worker that never reads its job: stop it as the launcher does on a timeout
-        fifo = tmp_path / "never"
-        os.mkfifo(fifo)  # opening it for reading blocks until a writer comes: none does
-        hung = forkserver.start(["-m", "parity.worker", str(fifo)], env, stderr, ("numpy",))
-        assert hung.poll() is None
-        hung.kill()
-        assert hung.wait() == -signal.SIGKILL
+    hung = _hung_worker(tmp_path)  # stopped as the launcher stops a task on --timeout
+    assert hung.poll() is None
+    hung.kill()
+    assert hung.wait() == -signal.SIGKILL
+
+
+def test_shared_servers_serve_other_processes_and_private_ones_do_not(
+    tmp_path: Path, fork_mode: str
+) -> None:
+    here = _hung_worker(tmp_path)
+    script = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from pathlib import Path; import test_forkserver as t\n"
+        "w = t._hung_worker(Path(sys.argv[1])); print(t._parent(w.pid)); w.kill(); w.wait()\n"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        env=dict(os.environ),  # this process's environment as it knows it (as parity passes it)
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert other.returncode == 0, other.stderr[-2000:]
+    shared = int(other.stdout) == _parent(here.pid)
+    here.kill()
+    assert here.wait() == -signal.SIGKILL
+    assert shared == (fork_mode == "shared")
 
 
 @pytest.mark.keras

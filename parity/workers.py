@@ -156,13 +156,17 @@ def plan(
 
 
 def spread(jobs: list[Job], slots: int) -> list[Job]:
-    """Split the runs of the longest run-only job over worker slots that would stay idle.
+    """Split the runs of the longest run-only job in two while a worker slot would stay idle,
+    or while that job holds more than its share (1/``slots``) of all the runs and at least
+    two per slot (fewer are not worth another worker's start).
 
     A warm check of one backend (ONNX Runtime only) is one job: its variants then run in
-    two workers at once instead of one after another (``bench/bench_speed.py``).
+    two workers at once instead of one after another (``bench/bench_speed.py``); in a warm
+    check of ONNX Runtime, Keras and LiteRT, LiteRT's ten runs are two jobs, so its runs
+    are no longer the one worker everything waits for (``bench/forkserver.md``).
     """
     jobs = [dataclasses.replace(j, tasks=list(j.tasks), needs=set(j.needs)) for j in jobs]
-    while len(jobs) < slots:
+    while True:
         splittable = [
             j for j in jobs
             if not j.reference and len(j.tasks) > 1 and all(t["kind"] == "run" for t in j.tasks)
@@ -170,6 +174,10 @@ def spread(jobs: list[Job], slots: int) -> list[Job]:
         if not splittable:
             break
         job = max(splittable, key=lambda j: len(j.tasks))
+        runs, count = sum(len(j.tasks) for j in jobs), len(job.tasks)
+        more_than_its_share = count * slots > runs and count >= 2 * slots
+        if len(jobs) >= slots and not more_than_its_share:
+            break
         half = len(job.tasks) // 2
         jobs.append(
             Job(job.backend, job.tasks[half:], set(job.needs), name=f"{job.name}+{len(jobs)}")
@@ -219,7 +227,9 @@ class Runs:
         with concurrent.futures.ThreadPoolExecutor(self.jobs) as pool:
             running: dict[concurrent.futures.Future[None], Job] = {}
             while pending or running:
-                for job in [j for j in pending.values() if ready(j)][: self.jobs - len(running)]:
+                # the most tasks first (a warm run's ten LiteRT runs are its longest job)
+                startable = sorted((j for j in pending.values() if ready(j)), key=_task_count)
+                for job in startable[: self.jobs - len(running)]:
                     del pending[job.name]
                     running[pool.submit(self._job, job)] = job
                 if not running:
@@ -372,6 +382,10 @@ class Runs:
                         errors.WorkerTraceback(record["internal_error"])
                     )
                 self._record(task, record)
+
+
+def _task_count(job: Job) -> int:
+    return -len(job.tasks)
 
 
 def _worker_env() -> dict[str, str]:

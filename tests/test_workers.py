@@ -21,7 +21,7 @@ from parity.backends import backends, markers
 from parity.harness import Session
 from parity.variants import VARIANTS
 from parity.worker import FAULT_ENV
-from parity.workers import plan, spread
+from parity.workers import Job, plan, spread
 
 EXAMPLE = Path(__file__).parent / "data" / "backend_example"
 
@@ -104,6 +104,15 @@ def test_idle_worker_slots_take_half_of_a_lone_backends_runs():
     assert len({j.name for j in wide}) == 4
     busy = plan(["ort_dynamo", "litert_int8"], VARIANTS, None, True, False, cached)
     assert [j.name for j in spread(busy, 2)] == [j.name for j in busy]  # no idle slot
+    # warm ONNX Runtime + Keras + LiteRT on two slots: LiteRT's 10 of the 15 runs would be
+    # the one worker the others wait for; halved, no job holds more than its share
+    runs = {"onnxruntime": 4, "keras": 1, "litert": 10}
+    fifteen = [
+        Job(b, [{"kind": "run", "name": f"{b}{i}"} for i in range(n)]) for b, n in runs.items()
+    ]
+    assert [(j.backend, len(j.tasks)) for j in spread(fifteen, 2)] == [
+        ("onnxruntime", 4), ("keras", 1), ("litert", 5), ("litert", 5),
+    ]  # fmt: skip
     cold = plan(names, VARIANTS, None, True)  # exports and the reference are never split
     tasks = sorted(t["name"] for j in cold for t in j.tasks)
     assert sorted(t["name"] for j in spread(cold, 8) for t in j.tasks) == tasks

@@ -47,11 +47,11 @@ def test_forked_workers_give_bitwise_the_numbers_of_fresh_ones(
     # One thread: a fresh TF worker sets its thread count as it imports TF; a forked one
     # (TF imported by the server) must still set it, or Keras' sums run on two threads.
     argv = ["run", "-q", "-r", "torch_cpu_bf16", "-r", "keras", "--threads", "1", "--json"]
-    forkserver.stop_all()  # servers earlier tests of this process started
+    forking = os.environ.get(forkserver.SWITCH, "process")  # the suite's: shared
     monkeypatch.setenv(forkserver.SWITCH, "0")
+    assert forkserver.server(("torch",), dict(os.environ)) is None  # every worker fresh
     assert main([*argv, str(tmp_path / "fresh.json")]) == 0
-    assert not _live_preloads() & {("torch",), ("tensorflow", "keras")}
-    monkeypatch.delenv(forkserver.SWITCH)
+    monkeypatch.setenv(forkserver.SWITCH, forking)
     assert main([*argv, str(tmp_path / "forked.json")]) == 0
     assert {("torch",), ("tensorflow", "keras")} <= _live_preloads()
     capsys.readouterr()

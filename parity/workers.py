@@ -21,21 +21,24 @@ the task it was in fails with the signal, the artifact and the phase ("LiteRT cr
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from parity import errors, forkserver
+from parity import atomic, errors, forkserver
 from parity.backends import backends, export_chain, get_exporter, maker
 from parity.errors import ParityError
 from parity.exported import Artifact
+from parity.paths import cache_dir
 from parity.runfiles import REFERENCE_TASK
 from parity.threads import available_cores
 
@@ -224,13 +227,14 @@ class Runs:
 
         for preload in {_preload(j.backend) for j in jobs}:  # imports begin while torch runs
             forkserver.server(preload, _worker_env())
+        costs, started = JobCosts.of(self.context), {}
         with concurrent.futures.ThreadPoolExecutor(self.jobs) as pool:
             running: dict[concurrent.futures.Future[None], Job] = {}
             while pending or running:
-                # the most tasks first (a warm run's ten LiteRT runs are its longest job)
-                startable = sorted((j for j in pending.values() if ready(j)), key=_task_count)
+                startable = costs.longest_first(j for j in pending.values() if ready(j))
                 for job in startable[: self.jobs - len(running)]:
                     del pending[job.name]
+                    started[job.name] = time.monotonic()
                     running[pool.submit(self._job, job)] = job
                 if not running:
                     raise RuntimeError(f"worker jobs wait on each other: {sorted(pending)}")
@@ -242,6 +246,8 @@ class Runs:
                     settled.update(t["name"] for t in ended.tasks)
                     settled.update([REFERENCE_TASK] if ended.reference else [])
                     future.result()  # a ParityError (bad input) propagates
+                    costs.measured(ended, time.monotonic() - started[ended.name])
+        costs.save()
         return self.outcomes
 
     def _job(self, job: Job) -> None:
@@ -384,8 +390,41 @@ class Runs:
                 self._record(task, record)
 
 
-def _task_count(job: Job) -> int:
-    return -len(job.tasks)
+@dataclasses.dataclass
+class JobCosts:
+    """How long each job of a model took last time (``<cache>/timings/``), so a run starts
+    its longest jobs first: the one everything else would wait for (warm ONNX Runtime,
+    Keras and LiteRT: LiteRT's ten runs, or Keras' TensorFlow import with fresh workers).
+    A job not seen before counts one second per task. Only the order depends on it."""
+
+    path: Path
+    seconds: dict[str, float]
+
+    @classmethod
+    def of(cls, context: dict[str, Any]) -> JobCosts:
+        model = str(context["config"]["model"])
+        path = cache_dir() / "timings" / f"{hashlib.sha256(model.encode()).hexdigest()[:16]}.json"
+        try:
+            seconds = {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
+        except (OSError, ValueError, AttributeError):  # none yet, or unreadable: unit costs
+            seconds = {}
+        return cls(path, seconds)
+
+    @staticmethod
+    def key(job: Job) -> str:
+        names = sorted(t["name"] for t in job.tasks) + [REFERENCE_TASK] * job.reference
+        return f"{job.backend}:{','.join(names)}:{forkserver.mode()}"  # forked: no import
+
+    def longest_first(self, jobs: Iterable[Job]) -> list[Job]:
+        return sorted(jobs, key=lambda j: -self.seconds.get(self.key(j), float(len(j.tasks))))
+
+    def measured(self, job: Job, seconds: float) -> None:
+        self.seconds[self.key(job)] = round(seconds, 2)
+
+    def save(self) -> None:
+        with contextlib.suppress(OSError, ParityError):  # a hint: a read-only cache keeps none
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(self.path, json.dumps(self.seconds, indent=0, sort_keys=True))
 
 
 def _worker_env() -> dict[str, str]:

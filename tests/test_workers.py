@@ -21,7 +21,7 @@ from parity.backends import backends, markers
 from parity.harness import Session
 from parity.variants import VARIANTS
 from parity.worker import FAULT_ENV
-from parity.workers import Job, plan, spread
+from parity.workers import Job, JobCosts, plan, spread
 
 EXAMPLE = Path(__file__).parent / "data" / "backend_example"
 
@@ -118,6 +118,23 @@ def test_idle_worker_slots_take_half_of_a_lone_backends_runs():
     assert sorted(t["name"] for j in spread(cold, 8) for t in j.tasks) == tasks
     exporting = [j for j in spread(cold, 8) if any(t["kind"] == "export" for t in j.tasks)]
     assert [j.name for j in exporting] == ["torch"] and exporting[0].reference
+
+
+def test_jobs_start_longest_first_by_what_they_took_last_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARITY_CACHE_DIR", str(tmp_path))
+    keras = Job("keras", [{"kind": "run", "name": "keras"}])
+    litert = Job("litert", [{"kind": "run", "name": f"litert{i}"} for i in range(10)])
+    costs = JobCosts.of({"config": {"model": "mobilenet_v2"}})
+    assert costs.longest_first([keras, litert]) == [litert, keras]  # unseen: a second a task
+    costs.measured(keras, 9.5)  # fresh workers: TensorFlow's import is the long part
+    costs.measured(litert, 7.0)
+    costs.save()
+    assert JobCosts.of({"config": {"model": "mobilenet_v2"}}).longest_first([litert, keras]) == [
+        keras, litert,
+    ]  # fmt: skip
+    assert JobCosts.of({"config": {"model": "resnet18"}}).seconds == {}  # per model
 
 
 @pytest.mark.torch

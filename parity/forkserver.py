@@ -291,11 +291,14 @@ def start(
         try:
             return found.fork(argv, env, stderr)
         except OSError:  # e.g. an import error: a fresh worker reports it
-            found.broken = found.process is not None  # a shared one is reconnected next time
             if found.process is not None:
+                found.broken = True  # not started again by this process
                 found.process.kill()
-            else:
+            else:  # a shared one that ended: connected again (or started) next time
                 found.stop()
+                with _LOCK:
+                    for key in [k for k, v in _SERVERS.items() if v is found]:
+                        del _SERVERS[key]
     return subprocess.Popen(
         [sys.executable, *argv], env=dict(env), stdout=subprocess.DEVNULL, stderr=stderr
     )

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +158,30 @@ def test_a_worker_sets_tfs_threads_though_its_server_imported_tf() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["1", "1"]
+
+
+def test_a_shared_server_that_ended_is_started_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    servers = Path(tempfile.mkdtemp(prefix="pfs-"))  # short: a socket's path has a limit
+    monkeypatch.setenv(forkserver.SWITCH, "shared")
+    monkeypatch.setenv(forkserver.SHARED_DIR, str(servers))
+    try:
+        first = _hung_worker(tmp_path)
+        first.kill()
+        forkserver.stop_shared(servers)  # as at the end of a test session
+        assert first.wait() == -signal.SIGKILL
+        deadline = time.monotonic() + 30
+        while list(servers.glob("*.sock")) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the server removes its socket as it ends
+        # this process still holds its connection to the ended server: the first start
+        # after it is a fresh worker, the next one is forked from a new server
+        with (tmp_path / "stderr.log").open("ab") as stderr:
+            fresh = forkserver.start(["-c", "pass"], _environment(), stderr, ("numpy",))
+        assert not isinstance(fresh, forkserver.ForkedWorker) and fresh.wait() == 0
+        second = _hung_worker(tmp_path)
+        second.kill()
+        assert second.wait() == -signal.SIGKILL
+    finally:
+        forkserver.stop_shared(servers)
+        shutil.rmtree(servers, ignore_errors=True)

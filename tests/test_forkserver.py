@@ -163,6 +163,7 @@ def test_a_worker_sets_tfs_threads_though_its_server_imported_tf() -> None:
 def test_a_shared_server_that_ended_is_started_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    forkserver.stop_all()  # this process's connections to the suite's servers
     servers = Path(tempfile.mkdtemp(prefix="pfs-"))  # short: a socket's path has a limit
     monkeypatch.setenv(forkserver.SWITCH, "shared")
     monkeypatch.setenv(forkserver.SHARED_DIR, str(servers))

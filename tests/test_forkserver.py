@@ -18,6 +18,7 @@ import pytest
 
 from parity import forkserver
 from parity.cli import main
+from parity.errors import ParityError
 
 
 def _floats(report: Path) -> dict[str, float]:
@@ -186,3 +187,9 @@ def test_a_shared_server_that_ended_is_started_again(
     finally:
         forkserver.stop_shared(servers)
         shutil.rmtree(servers, ignore_errors=True)
+
+
+def test_a_bad_fork_mode_is_bad_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(forkserver.SWITCH, "yes")
+    with pytest.raises(ParityError, match="PARITY_FORKSERVER='yes': use one of"):
+        forkserver.server(("numpy",), _environment())

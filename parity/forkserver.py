@@ -13,9 +13,13 @@ What keeps a forked worker's numbers identical to a fresh one's (tests/test_fork
 checks them bitwise):
 
 * a server serves only clients whose worker environment equals the one it was started
-  with (except :data:`RUNTIME_ONLY` variables, read after import), the same Python, the
-  same working directory and the same preload: variables read at import time
+  with (except :data:`RUNTIME_ONLY` variables, read after import, and ``PYTHONPATH``),
+  the same Python and the same preload: variables read at import time
   (``ATEN_CPU_CAPABILITY``, ``PYTHONHASHSEED``, thread counts) cannot differ;
+* a client in another directory or with another ``PYTHONPATH`` gets a child with the
+  ``sys.path`` a fresh worker would have there, unless that path would find a module
+  the server imported somewhere else: then the server refuses, and the client uses a
+  server started in its own directory with its own path (:mod:`parity.worker_server`);
 * the preload imports go through :mod:`parity.lazy` as a worker's would (TensorFlow
   without scikit-learn), and set no thread count: the child sets its own
   (:data:`parity.lazy.TF_THREADS`).
@@ -66,6 +70,10 @@ QUIT = b'{"quit": true}'
 MAX_SERVERS = 4
 #: Seconds a server may take to import its set before its workers start fresh instead.
 START_TIMEOUT = 300.0
+
+
+class Refused(OSError):
+    """A server whose imports the client's ``sys.path`` would have found elsewhere."""
 
 
 class ForkedWorker:
@@ -125,15 +133,17 @@ class ForkServer:
         self.broken = False
 
     @classmethod
-    def private(cls, preload: Sequence[str], env: Mapping[str, str]) -> ForkServer:
+    def private(cls, preload: Sequence[str], env: Mapping[str, str], cwd: str) -> ForkServer:
         """A server of this process's own, ending with it."""
         control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
-            process = _spawn([f"fd:{theirs.fileno()}", *preload], env, [theirs.fileno()])
+            process = _spawn([f"fd:{theirs.fileno()}", *preload], env, cwd, [theirs.fileno()])
         return cls(control, process)
 
     @classmethod
-    def shared(cls, preload: Sequence[str], env: Mapping[str, str], path: Path) -> ForkServer:
+    def shared(
+        cls, preload: Sequence[str], env: Mapping[str, str], cwd: str, path: Path
+    ) -> ForkServer:
         """The server listening on ``path``, started (detached) when none is."""
         from filelock import FileLock
 
@@ -141,7 +151,7 @@ class ForkServer:
             control = _connect(path)
             if control is None:
                 path.unlink(missing_ok=True)  # left by a server that was killed
-                _spawn([f"path:{path}", *preload], env, [], detached=True)
+                _spawn([f"path:{path}", *preload], env, cwd, [], detached=True)
                 deadline = time.monotonic() + 10
                 while control is None and time.monotonic() < deadline:
                     time.sleep(0.02)  # it listens before it imports
@@ -173,6 +183,8 @@ class ForkServer:
         line, _, rest = data.partition(b"\n")
         if not line.startswith(b"pid "):
             mine.close()
+            if line.startswith(b"refused "):
+                raise Refused(f"the fork server imported {line.split()[1].decode()} elsewhere")
             raise OSError("the fork server did not start a worker")
         return ForkedWorker(mine, int(line.split()[1]), rest)
 
@@ -188,11 +200,12 @@ class ForkServer:
 
 
 def _spawn(
-    args: list[str], env: Mapping[str, str], fds: list[int], detached: bool = False
+    args: list[str], env: Mapping[str, str], cwd: str, fds: list[int], detached: bool = False
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "parity.worker_server", *args],
         env=dict(env),
+        cwd=cwd,
         pass_fds=fds,
         start_new_session=detached,  # a shared server outlives the client that started it
         stdin=subprocess.DEVNULL,
@@ -223,13 +236,17 @@ def mode() -> str:
     return "off" if sys.platform != "linux" else MODES[value]
 
 
-def _key(preload: Sequence[str], env: Mapping[str, str]) -> tuple[Any, ...]:
+def _key(preload: Sequence[str], env: Mapping[str, str], here: bool) -> tuple[Any, ...]:
+    """What a server's children share with it: the Python, the preload, the environment
+    (``PYTHONPATH`` and the working directory too when ``here``: one refused elsewhere)."""
     frozen = tuple(
         sorted(
-            (k, v) for k, v in env.items() if k not in RUNTIME_ONLY and not k.startswith("PARITY_")
+            (k, v)
+            for k, v in env.items()
+            if k not in RUNTIME_ONLY and not k.startswith("PARITY_") and (here or k != "PYTHONPATH")
         )
     )
-    return (sys.executable, os.getcwd(), tuple(preload), frozen)
+    return (sys.executable, os.getcwd() if here else "/", tuple(preload), frozen)
 
 
 def _socket_path(key: tuple[Any, ...]) -> Path | None:
@@ -257,22 +274,24 @@ def _installed_state(preload: Sequence[str]) -> list[Any]:
     return [(str(f), f.stat().st_mtime_ns) for f in files]
 
 
-def server(preload: Sequence[str], env: Mapping[str, str]) -> ForkServer | None:
+def server(preload: Sequence[str], env: Mapping[str, str], here: bool = False) -> ForkServer | None:
     """The server for ``preload`` under the worker environment ``env``, started if needed
-    (it imports in the background); None when fork servers are off or it failed before."""
+    (it imports in the background); None when fork servers are off or it failed before.
+    ``here``: one started in this directory with this ``PYTHONPATH`` (for a client another
+    server refused)."""
     chosen = mode()
     if not preload or chosen == "off":
         return None
-    key = _key(preload, env)
+    key = _key(preload, env, here)
     with _LOCK:
         found = _SERVERS.pop((chosen, *key), None)
         if found is None or not found.usable() and not found.broken:
             path = _socket_path(key) if chosen == "shared" else None
             try:
                 found = (
-                    ForkServer.shared(preload, env, path)
+                    ForkServer.shared(preload, env, key[1], path)
                     if path
-                    else ForkServer.private(preload, env)
+                    else ForkServer.private(preload, env, key[1])
                 )
             except OSError:
                 return None
@@ -286,10 +305,14 @@ def start(
     argv: Sequence[str], env: Mapping[str, str], stderr: IO[bytes], preload: Sequence[str]
 ) -> ForkedWorker | subprocess.Popen[bytes]:
     """Start a worker: forked from the server for ``preload`` when there is one, else fresh."""
-    found = server(preload, env)
-    if found is not None:
+    for here in (False, True):
+        found = server(preload, env, here)
+        if found is None:
+            break
         try:
             return found.fork(argv, env, stderr)
+        except Refused:  # our path finds its imports elsewhere: the server started here
+            continue
         except OSError:  # e.g. an import error: a fresh worker reports it
             if found.process is not None:
                 found.broken = True  # not started again by this process
@@ -299,6 +322,7 @@ def start(
                 with _LOCK:
                     for key in [k for k, v in _SERVERS.items() if v is found]:
                         del _SERVERS[key]
+            break
     return subprocess.Popen(
         [sys.executable, *argv], env=dict(env), stdout=subprocess.DEVNULL, stderr=stderr
     )

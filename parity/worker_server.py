@@ -3,17 +3,27 @@
 It imports ``MODULE...`` as a worker would, then forks one worker per request on its
 control socket(s) and reports each one's exit status (:mod:`parity.forkserver`, the
 client half, says when and how).
+
+A client may work in another directory, with another ``PYTHONPATH``, than the server: the
+child gets the ``sys.path`` a fresh ``python -m parity.worker`` would have there
+(:func:`fresh_path`), and a request whose path would resolve a module the server already
+imported from somewhere else (a ``numpy.py`` in the client's directory) is refused
+(:func:`shadowed`): the client then uses a server started where it is.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
+import importlib.machinery
 import json
 import os
+import runpy
 import selectors
 import signal
 import socket
+import subprocess
 import sys
 import time
 import traceback
@@ -24,8 +34,6 @@ from parity.forkserver import IDLE_SECONDS, QUIT
 
 
 def _preload(modules: Sequence[str]) -> None:
-    import importlib
-
     from parity import lazy
 
     lazy.ISOLATED = True  # as in a worker: TensorFlow without torch or scikit-learn
@@ -39,8 +47,78 @@ def _preload(modules: Sequence[str]) -> None:
     importlib.import_module("parity.worker")
 
 
+def default_path() -> list[str]:
+    """The ``sys.path`` entries this Python adds after ``PYTHONPATH`` (the standard library,
+    site-packages, ``.pth`` lines), read from a bare interpreter."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    probe = "import json, sys; print(json.dumps(sys.path))"
+    found = json.loads(subprocess.check_output([sys.executable, "-c", probe], env=env, cwd="/"))
+    return list(found[1:] if found and found[0] == "" else found)
+
+
+def fresh_path(cwd: str, env: dict[str, str], defaults: Sequence[str]) -> list[str]:
+    """The ``sys.path`` of ``python -m MODULE`` started in ``cwd`` with ``env``: the directory
+    first, then ``PYTHONPATH`` and ``defaults``, made absolute and without repeats."""
+    entries = [e for e in env.get("PYTHONPATH", "").split(os.pathsep) if e]
+    rest = dict.fromkeys(os.path.normpath(os.path.join(cwd, e)) for e in [*entries, *defaults])
+    return [cwd, *rest] if not env.get("PYTHONSAFEPATH") else list(rest)
+
+
+def _provides(entry: str, name: str, listing: dict[str, set[str]]) -> bool:
+    """Whether the path entry ``entry`` has a module or a regular package ``name``."""
+    if entry not in listing:
+        try:
+            listing[entry] = set(os.listdir(entry))
+        except OSError:
+            listing[entry] = set()
+    names = listing[entry]
+    suffixes = importlib.machinery.all_suffixes()
+    if any(name + suffix in names for suffix in suffixes):
+        return True
+    return name in names and any(
+        os.path.isfile(os.path.join(entry, name, "__init__" + s)) for s in suffixes
+    )
+
+
+def _located(path: Sequence[str]) -> dict[str, str]:
+    """Top-level imported module -> the entry of ``path`` it was found in, for the modules
+    that the first entry providing them in ``path`` did provide (not builtins, not modules
+    a meta-path hook or a file location placed)."""
+    listing: dict[str, set[str]] = {}
+    found = {}
+    for name, module in list(sys.modules.items()):
+        origin = getattr(module, "__file__", None)
+        if "." in name or not origin:
+            continue
+        home = os.path.dirname(os.path.dirname(origin) if hasattr(module, "__path__") else origin)
+        first = next((e for e in path if _provides(e, name, listing)), None)
+        if first is not None and os.path.realpath(first) == os.path.realpath(home):
+            found[name] = first
+    return found
+
+
+def shadowed(path: Sequence[str], located: dict[str, str]) -> str | None:
+    """An imported module (of ``located``) that ``path`` would find in another entry first,
+    or a namespace package ``path`` would add a portion to; None when there is none."""
+    listing: dict[str, set[str]] = {}
+    for name, entry in located.items():
+        first = next((e for e in path if _provides(e, name, listing)), None)
+        if first is None or os.path.realpath(first) != os.path.realpath(entry):
+            return name
+    own = set(sys.path)
+    for name, module in list(sys.modules.items()):
+        if "." not in name and getattr(module, "__file__", None) is None:
+            portions = getattr(module, "__path__", None)
+            if portions is not None and any(
+                e not in own and os.path.isdir(os.path.join(e, name)) for e in path
+            ):
+                return name
+    return None
+
+
 def _child(request: dict[str, Any], stderr_fd: int) -> None:
-    """In the forked child: become ``python -m parity.worker JOB`` and exit."""
+    """In the forked child: become ``python -m MODULE ARGS...`` (the request's ``argv``;
+    ``parity.worker JOB`` for a worker) where the client is, and exit."""
     code = 1
     try:
         os.dup2(stderr_fd, 2)
@@ -51,12 +129,15 @@ def _child(request: dict[str, Any], stderr_fd: int) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        from parity import worker
-
-        sys.argv = [worker.__file__, *request["argv"][2:]]
-        code = worker.main(sys.argv[1:])
+        sys.path[:] = request["path"]
+        importlib.invalidate_caches()
+        option, module, *args = request["argv"]
+        assert option == "-m", request["argv"]
+        sys.argv = [option, *args]  # runpy puts the module's file first, as python -m does
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        code = 0
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
+        code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
     except BaseException:
         traceback.print_exc()
     finally:
@@ -85,7 +166,9 @@ def serve(address: str, preload: Sequence[str]) -> None:
         selector.register(listener, selectors.EVENT_READ, "listen")
     else:
         selector.register(socket.socket(fileno=int(where)), selectors.EVENT_READ, "control")
+    defaults = default_path()
     _preload(preload)
+    located = _located(sys.path)
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_read, False)
     os.set_blocking(wake_write, False)
@@ -108,8 +191,17 @@ def serve(address: str, preload: Sequence[str]) -> None:
                         if listener is None or message == QUIT:
                             return
                         continue
-                    pid = _fork(json.loads(message), fds, selector, wake_read, wake_write)
+                    request = json.loads(message)
+                    request["path"] = fresh_path(request["cwd"], request["env"], defaults)
                     reply = socket.socket(fileno=fds[0])
+                    conflict = shadowed(request["path"], located)
+                    if conflict is not None:
+                        os.close(fds[1])
+                        with contextlib.suppress(OSError):
+                            reply.sendall(f"refused {conflict}\n".encode())
+                        reply.close()
+                        continue
+                    pid = _fork(request, fds, selector, wake_read, wake_write)
                     reply.sendall(f"pid {pid}\n".encode())
                     children[pid] = reply
                     selector.register(reply, selectors.EVENT_READ, pid)

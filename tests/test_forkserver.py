@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from parity import forkserver
+from parity import forkserver, worker_server
 from parity.cli import main
 from parity.errors import ParityError
 
@@ -187,6 +187,97 @@ def test_a_shared_server_that_ended_is_started_again(
     finally:
         forkserver.stop_shared(servers)
         shutil.rmtree(servers, ignore_errors=True)
+
+
+PRINT_PATH = (
+    "import colorsys, json, os, sys\n"
+    "json.dump([sys.path, os.getppid(), colorsys.__file__], open(sys.argv[1], 'w'))\n"
+)
+
+
+def _python_m_path(folder: Path, env: dict[str, str], forked: bool = False) -> list[Any]:
+    """``[sys.path, parent pid, colorsys' file]`` in ``python -m print_path`` started in
+    ``folder`` with ``env``: a fresh interpreter, or a child of the server for colorsys."""
+    (folder / "print_path.py").write_text(PRINT_PATH)
+    out = folder / "out.json"
+    if not forked:
+        subprocess.run([sys.executable, "-m", "print_path", str(out)], cwd=folder, env=env)
+        return list(json.loads(out.read_text()))
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        with (folder / "stderr.log").open("ab") as stderr:
+            argv = ["-m", "print_path", str(out)]
+            worker = forkserver.start(argv, env, stderr, ("colorsys",))
+    finally:
+        os.chdir(here)
+    assert isinstance(worker, forkserver.ForkedWorker)
+    assert worker.wait() == 0, (folder / "stderr.log").read_text()
+    return list(json.loads(out.read_text()))
+
+
+def test_a_child_gets_the_path_a_fresh_worker_would_have(tmp_path: Path) -> None:
+    defaults = worker_server.default_path()
+    project = tmp_path / "project"
+    project.mkdir()
+    shapes = [
+        "",
+        os.pathsep.join(sys.path),  # what parity passes: the parent's whole path
+        os.pathsep.join(["relative", str(project), str(tmp_path), "", str(tmp_path)]),
+    ]
+    for python_path in shapes:
+        env = dict(os.environ, PYTHONPATH=python_path)
+        expected = _python_m_path(project, env)[0]
+        assert worker_server.fresh_path(str(project), env, defaults) == expected, python_path
+
+
+def test_a_path_that_finds_an_imported_module_elsewhere_is_refused(tmp_path: Path) -> None:
+    # this process's view of what a server imported, less pytest's own modules (conftest)
+    located = {
+        name: entry
+        for name, entry in worker_server._located(sys.path).items()
+        if name in {"numpy", "parity", "json"}
+    }
+    assert len(located) == 3
+    project = tmp_path / "project"
+    (project / "parity").mkdir(parents=True)  # what `parity init` makes: not a package
+    (project / "parity" / "tolerances.toml").write_text("")
+    (project / "my_models.py").write_text("")  # the project's own modules: not imported
+    path = worker_server.fresh_path(str(project), dict(os.environ), worker_server.default_path())
+    assert worker_server.shadowed(path, located) is None
+    (project / "numpy.py").write_text("")
+    assert worker_server.shadowed(path, located) == "numpy"
+    (project / "numpy.py").unlink()
+    (project / "parity" / "__init__.py").write_text("")
+    assert worker_server.shadowed(path, located) == "parity"
+    assert worker_server.shadowed([p for p in path if "site-packages" not in p], located)
+
+
+def test_clients_in_other_folders_share_a_server_unless_it_imported_what_they_shadow(
+    tmp_path: Path, fork_mode: str
+) -> None:
+    first, other, shadowing = (tmp_path / n for n in ("first", "other", "shadowing"))
+    for folder in (first, other, shadowing):
+        folder.mkdir()
+    (shadowing / "colorsys.py").write_text("")  # what a fresh worker there imports
+    python_path = os.pathsep.join(sys.path)
+    envs = {
+        folder: dict(_environment(), PYTHONPATH=path)
+        for folder, path in [
+            (first, python_path),
+            (other, os.pathsep.join([str(other / "lib"), python_path])),
+            (shadowing, python_path),
+        ]
+    }
+    fresh = {folder: _python_m_path(folder, env) for folder, env in envs.items()}
+    forked = {folder: _python_m_path(folder, env, forked=True) for folder, env in envs.items()}
+    for folder in envs:  # sys.path and the module found: those of a fresh interpreter there
+        assert forked[folder][0] == fresh[folder][0]
+        assert forked[folder][2] == fresh[folder][2]
+    assert fresh[shadowing][2] == str(shadowing / "colorsys.py")
+    server = forked[first][1]
+    assert forked[other][1] == server != os.getpid()  # one server for both
+    assert forked[shadowing][1] not in (server, os.getpid())  # one started there
 
 
 def test_a_bad_fork_mode_is_bad_input(monkeypatch: pytest.MonkeyPatch) -> None:

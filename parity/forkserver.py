@@ -1,13 +1,15 @@
 """Resident pre-imported worker starters: a fork server per framework set.
 
 A worker that imports torch and torchvision spends ~4.6 s of CPU on that import, one that
-imports TensorFlow and Keras ~8 s (bench/speed2_quiet.md), and a test session or a
-plugin user's run starts dozens of them. A fork server is started once per framework set
-(a backend's :attr:`~parity.backends.Backend.preload`), with exactly the environment the
-worker would get; it imports that set, never runs a framework op (no thread pools), and
-forks one child per worker, which runs ``parity.worker.main`` as ``python -m
-parity.worker JOB.json`` would: the client's working directory, environment,
-``sys.argv`` and stderr file; its own process, so a crash is still a result.
+imports TensorFlow and Keras ~8 s (bench/speed2_quiet.md), any other ~0.4 s for Python,
+numpy and parity, and a test session or a plugin user's run starts dozens of them. A fork
+server is started once per framework set (a backend's
+:attr:`~parity.backends.Backend.preload`; none: parity's worker and numpy only), with
+exactly the environment the worker would get; it imports that set, never runs a framework
+op (no thread pools), and forks one child per worker, which runs ``python -m
+parity.worker JOB.json`` as a fresh interpreter would: the client's working directory,
+environment, ``sys.path``, ``sys.argv`` and stderr file; its own process, so a crash is
+still a result.
 
 What keeps a forked worker's numbers identical to a fresh one's (tests/test_forkserver.py
 checks them bitwise):
@@ -15,7 +17,9 @@ checks them bitwise):
 * a server serves only clients whose worker environment equals the one it was started
   with (except :data:`RUNTIME_ONLY` variables, read after import, and ``PYTHONPATH``),
   the same Python and the same preload: variables read at import time
-  (``ATEN_CPU_CAPABILITY``, ``PYTHONHASHSEED``, thread counts) cannot differ;
+  (``ATEN_CPU_CAPABILITY``, ``PYTHONHASHSEED``, thread counts) cannot differ; and with
+  the resource limits, umask and niceness of the process that started it, which its
+  children inherit as a fresh worker inherits its parent's;
 * a client in another directory or with another ``PYTHONPATH`` gets a child with the
   ``sys.path`` a fresh worker would have there, unless that path would find a module
   the server imported somewhere else: then the server refuses, and the client uses a
@@ -236,9 +240,22 @@ def mode() -> str:
     return "off" if sys.platform != "linux" else MODES[value]
 
 
+def _limits() -> tuple[Any, ...]:
+    """What a child inherits from the process that started its server, as a fresh worker
+    does from its parent: resource limits (a file size limit), umask, niceness."""
+    import resource
+
+    names = sorted(n for n in dir(resource) if n.startswith("RLIMIT_"))
+    status = Path("/proc/self/status").read_text()
+    umask = next((line.split()[1] for line in status.splitlines() if line.startswith("Umask:")), "")
+    niceness = os.getpriority(os.PRIO_PROCESS, 0)
+    return (tuple((n, resource.getrlimit(getattr(resource, n))) for n in names), umask, niceness)
+
+
 def _key(preload: Sequence[str], env: Mapping[str, str], here: bool) -> tuple[Any, ...]:
     """What a server's children share with it: the Python, the preload, the environment
-    (``PYTHONPATH`` and the working directory too when ``here``: one refused elsewhere)."""
+    (``PYTHONPATH`` and the working directory too when ``here``: one refused elsewhere),
+    the limits it inherits."""
     frozen = tuple(
         sorted(
             (k, v)
@@ -246,7 +263,7 @@ def _key(preload: Sequence[str], env: Mapping[str, str], here: bool) -> tuple[An
             if k not in RUNTIME_ONLY and not k.startswith("PARITY_") and (here or k != "PYTHONPATH")
         )
     )
-    return (sys.executable, os.getcwd() if here else "/", tuple(preload), frozen)
+    return (sys.executable, os.getcwd() if here else "/", tuple(preload), frozen, _limits())
 
 
 def _socket_path(key: tuple[Any, ...]) -> Path | None:
@@ -280,7 +297,7 @@ def server(preload: Sequence[str], env: Mapping[str, str], here: bool = False) -
     ``here``: one started in this directory with this ``PYTHONPATH`` (for a client another
     server refused)."""
     chosen = mode()
-    if not preload or chosen == "off":
+    if chosen == "off":
         return None
     key = _key(preload, env, here)
     with _LOCK:

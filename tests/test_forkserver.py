@@ -50,14 +50,16 @@ def test_forked_workers_give_bitwise_the_numbers_of_fresh_ones(
 ) -> None:
     # One thread: a fresh TF worker sets its thread count as it imports TF; a forked one
     # (TF imported by the server) must still set it, or Keras' sums run on two threads.
-    argv = ["run", "-q", "-r", "torch_cpu_bf16", "-r", "keras", "--threads", "1", "--json"]
+    # ONNX Runtime's worker: forked from the server of no preload.
+    variants = ["-r", "torch_cpu_bf16", "-r", "keras", "-r", "ort_dynamo"]
+    argv = ["run", "-q", *variants, "--threads", "1", "--json"]
     forking = os.environ.get(forkserver.SWITCH, "process")  # the suite's: shared
     monkeypatch.setenv(forkserver.SWITCH, "0")
     assert forkserver.server(("torch",), dict(os.environ)) is None  # every worker fresh
     assert main([*argv, str(tmp_path / "fresh.json")]) == 0
     monkeypatch.setenv(forkserver.SWITCH, forking)
     assert main([*argv, str(tmp_path / "forked.json")]) == 0
-    assert {("torch",), ("tensorflow", "keras")} <= _live_preloads()
+    assert {("torch",), ("tensorflow", "keras"), ()} <= _live_preloads()
     capsys.readouterr()
     fresh, forked = _floats(tmp_path / "fresh.json"), _floats(tmp_path / "forked.json")
     assert len(fresh) > 100 and fresh == forked
@@ -190,14 +192,18 @@ def test_a_shared_server_that_ended_is_started_again(
 
 
 PRINT_PATH = (
-    "import colorsys, json, os, sys\n"
-    "json.dump([sys.path, os.getppid(), colorsys.__file__], open(sys.argv[1], 'w'))\n"
+    "import colorsys, json, os, resource, sys\n"
+    "limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]\n"
+    "umask = [l for l in open('/proc/self/status') if l.startswith('Umask:')][0].split()[1]\n"
+    "print_path = [sys.path, os.getppid(), colorsys.__file__, limit, umask]\n"
+    "json.dump(print_path, open(sys.argv[1], 'w'))\n"
 )
 
 
 def _python_m_path(folder: Path, env: dict[str, str], forked: bool = False) -> list[Any]:
-    """``[sys.path, parent pid, colorsys' file]`` in ``python -m print_path`` started in
-    ``folder`` with ``env``: a fresh interpreter, or a child of the server for colorsys."""
+    """``[sys.path, parent pid, colorsys' file, file size limit, umask]`` in ``python -m
+    print_path`` started in ``folder`` with ``env``: a fresh interpreter, or a child of the
+    server for colorsys."""
     (folder / "print_path.py").write_text(PRINT_PATH)
     out = folder / "out.json"
     if not forked:
@@ -278,6 +284,29 @@ def test_clients_in_other_folders_share_a_server_unless_it_imported_what_they_sh
     server = forked[first][1]
     assert forked[other][1] == server != os.getpid()  # one server for both
     assert forked[shadowing][1] not in (server, os.getpid())  # one started there
+
+
+def test_a_worker_inherits_the_limits_and_umask_of_its_client(
+    tmp_path: Path, fork_mode: str
+) -> None:
+    # A limit set before a run (the disk-full test's RLIMIT_FSIZE): its workers have it, as
+    # fresh ones would, though a server of other limits is up.
+    import resource
+
+    env = dict(_environment(), PYTHONPATH=os.pathsep.join(sys.path))
+    unlimited = _python_m_path(tmp_path, env, forked=True)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    umask = os.umask(0o027)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2**30, hard))
+    try:
+        fresh = _python_m_path(tmp_path, env)
+        limited = _python_m_path(tmp_path, env, forked=True)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        os.umask(umask)
+    assert fresh[3:] == [2**30, "0027"]
+    assert limited[3:] == fresh[3:] and unlimited[3:] == [soft, f"{umask:04o}"]
+    assert limited[1] != unlimited[1]  # another server
 
 
 def test_a_bad_fork_mode_is_bad_input(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -190,7 +190,8 @@ class Backend:
         versions: distributions whose versions a bundle records.
         preload: modules every worker of this backend imports and that take seconds to:
             imported once by a resident process that forks its workers
-            (:mod:`parity.forkserver`); empty: each worker is a fresh interpreter.
+            (:mod:`parity.forkserver`); empty: its workers fork from one that imported
+            parity's worker (and numpy) only, and import their runtime themselves.
     """
 
     name: str

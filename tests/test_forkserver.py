@@ -206,6 +206,7 @@ def _python_m_path(folder: Path, env: dict[str, str], forked: bool = False) -> l
     server for colorsys."""
     (folder / "print_path.py").write_text(PRINT_PATH)
     out = folder / "out.json"
+    out.unlink(missing_ok=True)  # a run that writes nothing fails here, not on an old file
     if not forked:
         subprocess.run([sys.executable, "-m", "print_path", str(out)], cwd=folder, env=env)
         return list(json.loads(out.read_text()))

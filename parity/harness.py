@@ -15,7 +15,7 @@ from typing import Any
 
 from parity.errors import ParityError
 from parity.execute import make_runner
-from parity.judge import Judging, judge
+from parity.judge import EarlyVerdicts, Judging, judge
 from parity.lazy import installed
 from parity.readers import sniff_runtime
 from parity.result import ParityReport
@@ -67,10 +67,17 @@ def run_parity(
     golden = "golden" in modes
     with_reference = golden and installed("torch") and (variants or config.artifact is None)
     reference = [VARIANTS[REFERENCE]] if with_reference else []
+    # A warm run judges each variant as its worker finishes, while the others still run.
+    warm = session.known_reference() is not None
+    early = EarlyVerdicts(session) if "live" in modes and warm else None
     try:
-        session.prefetch(variants, external)
-        results = list(judge(session, Judging((*reference, *variants), "live" in modes, golden)))
+        session.prefetch(variants, external, on_outputs=early.submit if early else None)
+        verdicts = early.verdicts() if early else {}
+        judging = Judging((*reference, *variants), "live" in modes, golden, verdicts=verdicts)
+        results = list(judge(session, judging))
     finally:
+        if early is not None:
+            early.close()
         session.release()  # the CLI leaves by os._exit: no finalizer would run
     results += session.external
     if not results:

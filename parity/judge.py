@@ -9,6 +9,7 @@ image's :func:`image_verdict` (the plugin's per-image tests).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
@@ -71,6 +72,8 @@ class Judging:
         golden_errors: a :class:`~parity.errors.ParityError` of a golden check (stale or
             missing goldens) is raised (the CLI: bad input, exit 2) or becomes the variant's
             failed row (the plugin, whose report keeps the other variants).
+        verdicts: variant -> its live verdict, already computed on the same outputs
+            (:class:`EarlyVerdicts`, while the other workers ran).
     """
 
     variants: tuple[Variant, ...]
@@ -78,6 +81,7 @@ class Judging:
     golden: bool
     failures: Mapping[str, str] = dataclasses.field(default_factory=dict)
     golden_errors: Literal["raise", "row"] = "raise"
+    verdicts: Mapping[str, VariantVerdict] = dataclasses.field(default_factory=dict)
 
 
 def judge(session: Judged, judging: Judging) -> tuple[VariantResult, ...]:
@@ -92,7 +96,7 @@ def judge(session: Judged, judging: Judging) -> tuple[VariantResult, ...]:
             if error is not None:
                 results.append(VariantResult.failed_to_run(variant, error, mode))
             elif mode == "live":
-                results.append(live(session, variant))
+                results.append(live(session, variant, judging.verdicts.get(variant.name)))
             else:
                 try:
                     results.append(golden(session, variant))
@@ -104,16 +108,50 @@ def judge(session: Judged, judging: Judging) -> tuple[VariantResult, ...]:
     return tuple(results)
 
 
-def live(session: Judged, variant: Variant) -> VariantResult:
-    """Live check: one variant vs the torch reference now, every tap, every image."""
+def live(session: Judged, variant: Variant, known: VariantVerdict | None = None) -> VariantResult:
+    """Live check: one variant vs the torch reference now, every tap, every image (``known``:
+    its verdict, computed already on the same outputs)."""
 
-    def verdict(obtained: dict[str, np.ndarray]) -> VariantVerdict:
-        return compare_taps(
-            session.card.name, variant.name, session.taps, session.prepared_reference,
-            obtained, session.policy,
-        )  # fmt: skip
+    def verdict(obtained: Mapping[str, np.ndarray]) -> VariantVerdict:
+        if known is not None:
+            return known
+        return _live_verdict(session, variant.name, obtained)
 
     return _judged(session, variant, verdict, "live")
+
+
+def _live_verdict(session: Judged, name: str, obtained: Mapping[str, np.ndarray]) -> VariantVerdict:
+    return compare_taps(
+        session.card.name, name, session.taps, session.prepared_reference, obtained,
+        session.policy,
+    )  # fmt: skip
+
+
+class EarlyVerdicts:
+    """Live verdicts computed in a thread of the parent as each variant's outputs arrive,
+    while the other workers still run (numpy releases the GIL), for :attr:`Judging.verdicts`.
+
+    Only for a session whose reference is known before its workers start (a warm run): the
+    thread must not be the one that makes the reference. A verdict that raised is left out,
+    and :func:`judge` computes it again where the error is handled.
+    """
+
+    def __init__(self, session: Judged) -> None:
+        self.session = session
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="parity-judge")
+        self.futures: dict[str, concurrent.futures.Future[VariantVerdict]] = {}
+
+    def submit(self, name: str, obtained: Mapping[str, np.ndarray]) -> None:
+        """Judge variant ``name`` on ``obtained`` (its taps) in the background."""
+        self.futures[name] = self.pool.submit(_live_verdict, self.session, name, obtained)
+
+    def verdicts(self) -> dict[str, VariantVerdict]:
+        """Every verdict submitted, once computed (those that raised left out)."""
+        concurrent.futures.wait(self.futures.values())
+        return {n: f.result() for n, f in self.futures.items() if f.exception() is None}
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def golden(session: Judged, variant: Variant) -> VariantResult:
@@ -121,7 +159,7 @@ def golden(session: Judged, variant: Variant) -> VariantResult:
     fails keeps its obtained taps beside the goldens."""
     store, fixtures = session.goldens, session.fixtures
 
-    def verdict(obtained: dict[str, np.ndarray]) -> VariantVerdict:
+    def verdict(obtained: Mapping[str, np.ndarray]) -> VariantVerdict:
         verdicts = [image_verdict(session, variant, i) for i in range(len(fixtures))]
         for index, each in enumerate(verdicts):
             if not each.passed:
@@ -150,7 +188,7 @@ def image_verdict(
 def _judged(
     session: Judged,
     variant: Variant,
-    verdict: Callable[[dict[str, np.ndarray]], VariantVerdict],
+    verdict: Callable[[Mapping[str, np.ndarray]], VariantVerdict],
     mode: str,
 ) -> VariantResult:
     """The variant's result in ``mode``: ``n/a`` (:func:`parity.plan.plan`), failed to run

@@ -94,6 +94,7 @@ def fetch(
     external: dict[str, Any] | None = None,
     reference: bool = False,
     state_dict: bool = False,
+    on_outputs: Callable[[str, Mapping[str, np.ndarray]], None] | None = None,
 ) -> Fetched:
     """Run the reference, ``variants`` and a file made elsewhere in worker processes.
 
@@ -102,14 +103,20 @@ def fetch(
     worker that fails, crashes or times out on a variant makes that variant a failed
     result (see :meth:`Session.outputs`); bad input raises :class:`ParityError`.
     ``reference`` runs the torch worker even when the reference is cached (it hands over
-    the weights; ``state_dict``: as a file too).
+    the weights; ``state_dict``: as a file too). ``on_outputs(variant, taps)`` is called
+    with each variant's taps as its worker writes them, while the other workers run.
     """
     applicable = plan(session.card, variants, exporting=session.bundle is None).applicable
     names = [v.name for v in applicable if not session.has_run(v.name)]
     run_dir = Path(tempfile.mkdtemp(prefix="parity-run-"))
+
+    def arrived(name: str, outcome: TaskOutcome) -> None:
+        if on_outputs is not None and name in names and outcome.error is None:
+            on_outputs(name, load_arrays(outcome.folder))
+
     try:
         outcomes, handed = run_workers(
-            session, run_dir, names, external, reference, state_dict=state_dict
+            session, run_dir, names, external, reference, state_dict=state_dict, on_outcome=arrived
         )
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -151,6 +158,7 @@ def run_workers(
     adjust: Callable[[list[Job]], None] = lambda jobs: None,
     run: bool = True,
     state_dict: bool = False,
+    on_outcome: Callable[[str, TaskOutcome], None] | None = None,
 ) -> tuple[dict[str, TaskOutcome], ReferenceRun | None]:
     """Plan and run the workers for the variants ``names`` in ``run_dir``; the outcomes,
     and what the torch worker gave back when it ran (:meth:`Session.take_reference`).
@@ -178,7 +186,7 @@ def run_workers(
     )  # fmt: skip
     work = list(planned.jobs)
     adjust(work)
-    runs = Runs(run_dir, context.to_dict(), jobs, config.timeout, session.progress)
+    runs = Runs(run_dir, context.to_dict(), jobs, config.timeout, session.progress, on_outcome)
     outcomes = runs.run(work)
     if not planned.reference:
         return outcomes, None

@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -290,9 +290,11 @@ class Session:
         external: dict[str, Any] | None = None,
         reference: bool = False,
         state_dict: bool = False,
+        on_outputs: Callable[[str, Mapping[str, np.ndarray]], None] | None = None,
     ) -> None:
         """Run the reference and ``variants`` (and a file made elsewhere) in worker
-        processes and take what they give back (:func:`parity.prefetch.fetch`).
+        processes and take what they give back (:func:`parity.prefetch.fetch`; it calls
+        ``on_outputs`` with each variant's taps as they arrive).
 
         A cached reference's statistics are computed meanwhile, in a thread of this
         process, which otherwise only waits for the workers (numpy releases the GIL)."""
@@ -301,7 +303,7 @@ class Session:
             prepare = threading.Thread(target=self._prepare_reference, daemon=True)
             prepare.start()
         try:
-            self.take(fetch(self, variants, external, reference, state_dict))
+            self.take(fetch(self, variants, external, reference, state_dict, on_outputs))
         finally:
             if prepare is not None:
                 prepare.join()

@@ -206,6 +206,7 @@ class Runs:
         jobs: int,
         timeout: float = DEFAULT_TIMEOUT,
         progress: Callable[[str], None] = lambda message: None,
+        on_outcome: Callable[[str, TaskOutcome], None] | None = None,
     ) -> None:
         self.run_dir = run_dir
         #: The model under test, as the workers get it (:class:`parity.context.ModelContext`).
@@ -213,6 +214,8 @@ class Runs:
         self.jobs = max(1, jobs)
         self.timeout = timeout
         self.progress = progress
+        #: Called with each task's outcome as it is recorded (while the other workers run).
+        self.on_outcome = on_outcome
         self.outcomes: dict[str, TaskOutcome] = {}
         self.failed_exports: dict[str, str] = {}
         self.lock = threading.Lock()
@@ -299,10 +302,13 @@ class Runs:
         return exporter
 
     def _record(self, task: dict[str, Any], record: dict[str, Any]) -> None:
+        outcome = TaskOutcome(self.run_dir / task["name"], record)
         with self.lock:
-            self.outcomes[task["name"]] = TaskOutcome(self.run_dir / task["name"], record)
+            self.outcomes[task["name"]] = outcome
             if task["kind"] == "export" and record.get("error"):
                 self.failed_exports[task["exporter"]] = record["error"]
+        if self.on_outcome is not None:
+            self.on_outcome(task["name"], outcome)
 
     def _launch(self, job: Job, tasks: list[dict[str, Any]], reference: bool) -> str | None:
         """One worker for ``tasks``; returns how it died, or None when it finished."""

@@ -14,11 +14,15 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from parity import harness
 from parity.backends import backends, markers
+from parity.cli import main
 from parity.harness import Session
+from parity.judge import EarlyVerdicts
 from parity.variants import VARIANTS
 from parity.worker import FAULT_ENV
 from parity.workers import Job, JobCosts, plan, spread
@@ -284,3 +288,45 @@ def test_a_bug_in_parity_inside_a_worker_is_an_internal_error_not_a_failed_varia
     text = written.read_text()
     assert str(written) in lines[0]
     assert "parity/worker.py" in text and "in enter" in text and "WorkerTraceback" in text, text
+
+
+def _without_seconds(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_seconds(v) for k, v in value.items() if "seconds" not in k}
+    if isinstance(value, list):
+        return [_without_seconds(v) for v in value]
+    return value
+
+
+@pytest.mark.torch
+@pytest.mark.onnxruntime
+def test_verdicts_judged_while_workers_run_are_those_judged_after(
+    session_for: Callable[[str], Session],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+):
+    """A warm run judges each variant in a thread as its worker finishes: the report is,
+    bitwise, the one judged after every worker ended (each verdict on its own outputs)."""
+    _ = session_for("mobilenet_v2").reference  # cached: the run is warm
+    argv = ["run", "-q", "-r", "ort_dynamo", "-r", "ort_dynamo_noopt", "-r", "ort_torchscript"]
+    early: list[int] = []
+
+    class Counted(EarlyVerdicts):
+        def verdicts(self) -> dict[str, Any]:
+            found = super().verdicts()
+            early.append(len(found))
+            return found
+
+    class Off(EarlyVerdicts):
+        def submit(self, name: str, obtained: Any) -> None:
+            pass  # nothing judged early: every verdict after the workers
+
+    reports = {}
+    for name, kind in (("early", Counted), ("after", Off)):
+        monkeypatch.setattr(harness, "EarlyVerdicts", kind)
+        assert main([*argv, "--json", str(tmp_path / f"{name}.json")]) == 0
+        reports[name] = _without_seconds(json.loads((tmp_path / f"{name}.json").read_text()))
+    capsys.readouterr()
+    assert early == [3]  # the first run judged all three early, the second none
+    assert reports["early"]["variants"] == reports["after"]["variants"]

@@ -6,6 +6,7 @@ session state.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pickle
 import shutil
@@ -112,7 +113,10 @@ def fetch(
 
     def arrived(name: str, outcome: TaskOutcome) -> None:
         if on_outputs is not None and name in names and outcome.error is None:
-            on_outputs(name, load_arrays(outcome.folder))
+            # an early look only: what fails to load here fails again, and is handled,
+            # when the outputs are taken after the workers
+            with contextlib.suppress(Exception):
+                on_outputs(name, load_arrays(outcome.folder))
 
     try:
         outcomes, handed = run_workers(

@@ -64,46 +64,62 @@ def fresh_path(cwd: str, env: dict[str, str], defaults: Sequence[str]) -> list[s
     return [cwd, *rest] if not env.get("PYTHONSAFEPATH") else list(rest)
 
 
-def _provides(entry: str, name: str, listing: dict[str, set[str]]) -> bool:
-    """Whether the path entry ``entry`` has a module or a regular package ``name``."""
-    if entry not in listing:
-        try:
-            listing[entry] = set(os.listdir(entry))
-        except OSError:
-            listing[entry] = set()
-    names = listing[entry]
-    suffixes = importlib.machinery.all_suffixes()
-    if any(name + suffix in names for suffix in suffixes):
-        return True
-    return name in names and any(
-        os.path.isfile(os.path.join(entry, name, "__init__" + s)) for s in suffixes
-    )
+class _PathIndex:
+    """What each entry of a ``sys.path`` holds, listed once (a request's worth)."""
+
+    def __init__(self, path: Sequence[str]) -> None:
+        self.path = path
+        self.listing: dict[str, set[str]] = {}
+        self.real: dict[str, str] = {}
+        self.suffixes = importlib.machinery.all_suffixes()
+
+    def provides(self, entry: str, name: str) -> bool:
+        """Whether ``entry`` has a module or a regular package ``name``."""
+        if entry not in self.listing:
+            try:
+                self.listing[entry] = set(os.listdir(entry))
+            except OSError:
+                self.listing[entry] = set()
+        names = self.listing[entry]
+        if any(name + suffix in names for suffix in self.suffixes):
+            return True
+        return name in names and any(
+            os.path.isfile(os.path.join(entry, name, "__init__" + s)) for s in self.suffixes
+        )
+
+    def finds(self, name: str, home: str) -> bool:
+        """Whether the first entry with ``name`` is ``home`` (the same folder, resolved)."""
+        first = next((e for e in self.path if self.provides(e, name)), None)
+        return first is not None and self.realpath(first) == self.realpath(home)
+
+    def realpath(self, entry: str) -> str:
+        if entry not in self.real:
+            self.real[entry] = os.path.realpath(entry)
+        return self.real[entry]
 
 
 def _located(path: Sequence[str]) -> dict[str, str]:
-    """Top-level imported module -> the entry of ``path`` it was found in, for the modules
-    that the first entry providing them in ``path`` did provide (not builtins, not modules
-    a meta-path hook or a file location placed)."""
-    listing: dict[str, set[str]] = {}
+    """Top-level imported module -> the folder it was found in, for the modules that
+    ``path``'s first entry providing them did provide (not builtins, not modules a
+    meta-path hook or a file location placed)."""
+    index = _PathIndex(path)
     found = {}
     for name, module in list(sys.modules.items()):
         origin = getattr(module, "__file__", None)
         if "." in name or not origin:
             continue
         home = os.path.dirname(os.path.dirname(origin) if hasattr(module, "__path__") else origin)
-        first = next((e for e in path if _provides(e, name, listing)), None)
-        if first is not None and os.path.realpath(first) == os.path.realpath(home):
-            found[name] = first
+        if index.finds(name, home):
+            found[name] = home
     return found
 
 
 def shadowed(path: Sequence[str], located: dict[str, str]) -> str | None:
-    """An imported module (of ``located``) that ``path`` would find in another entry first,
+    """An imported module (of ``located``) that ``path`` would find in another folder first,
     or a namespace package ``path`` would add a portion to; None when there is none."""
-    listing: dict[str, set[str]] = {}
-    for name, entry in located.items():
-        first = next((e for e in path if _provides(e, name, listing)), None)
-        if first is None or os.path.realpath(first) != os.path.realpath(entry):
+    index = _PathIndex(path)
+    for name, home in located.items():
+        if not index.finds(name, home):
             return name
     own = set(sys.path)
     for name, module in list(sys.modules.items()):

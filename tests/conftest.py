@@ -39,11 +39,19 @@ class TorchBeforeTensorFlow(importlib.abc.MetaPathFinder):
     def find_spec(
         self, name: str, path: Sequence[str] | None = None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
-        if name in ("tensorflow", "keras"):
+        if name in ("tensorflow", "keras") and not _probing():
             sys.meta_path.remove(self)  # once: torch is then loaded for good
             if lazy.installed("torch"):
                 lazy.torch()
         return None
+
+
+def _probing() -> bool:
+    """Whether the finder was asked by ``importlib.util.find_spec`` (``lazy.installed``, a
+    skip condition at collection): a probe imports nothing, so torch need not come first.
+    Any other caller counts as an import (the safe side if the frames ever differ)."""
+    caller = sys._getframe(3)  # <- importlib._bootstrap._find_spec <- find_spec <- here
+    return caller.f_code.co_name == "find_spec" and "util" in caller.f_code.co_filename
 
 
 if "tensorflow" not in sys.modules and "keras" not in sys.modules:

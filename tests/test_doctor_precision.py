@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import torch
+from deferred import deferred
 
 from parity.compare import compare_taps
 from parity.doctor import CHECKS, PROBLEM, TF32_FIX, diagnose_precision, precision_finding
@@ -21,6 +21,8 @@ from parity.doctor.findings import OK
 from parity.harness import Session, make_runner
 from parity.result import VariantResult
 from parity.variants import VARIANTS
+
+torch = deferred("torch")
 
 pytestmark = [pytest.mark.torch, pytest.mark.torch_cpu]
 

@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from deferred import deferred
 
 from parity.errors import ParityError
 from parity.threads import available_cores, threads
 from parity.workers import default_jobs, threads_per_worker
+
+torch = deferred("torch")
 
 EXAMPLE = Path(__file__).parent / "data" / "backend_example"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from deferred import deferred
 
 from parity.backends.torch.runner import TorchRunner
 from parity.errors import ParityError, WeightsError
@@ -22,6 +22,8 @@ from parity.weights import (
     state_dict_sha256,
 )
 from parity.zoo import get_card
+
+torch = deferred("torch")
 
 pytestmark = pytest.mark.torch
 

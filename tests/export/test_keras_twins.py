@@ -17,20 +17,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-# torch and torchvision MUST be imported before keras/tensorflow: when TF is loaded first,
-# triton (loaded by torchvision) later kills the process (shared/STACK.md). The [dev]
-# extra installs all three: a missing one is an error, not a skip.
-# isort: off
-import torch
-import torchvision
-import keras
-
-# isort: on
+from deferred import deferred
 
 from parity.errors import WeightTransferError
 from parity.export.keras import KerasTwin, build_keras_twin
 from parity.export.keras.transfer import keras_layer_name, split_layer_name
+
+# Imported at first use (keras after torch and torchvision: the conftest's import-order
+# trap). The [dev] extra installs all three: a missing one is an error, not a skip.
+torch = deferred("torch")
+torchvision = deferred("torchvision")
+keras = deferred("keras")
 
 pytestmark = [pytest.mark.torch, pytest.mark.keras]
 

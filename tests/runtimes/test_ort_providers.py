@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import onnxruntime as ort
 import pytest
+from deferred import deferred
 
 from parity.backends.onnxruntime.runner import OnnxRuntimeRunner, provider_unavailable
 from parity.errors import RuntimeFailure
 from parity.harness import Session
 from parity.variants import VARIANTS
+
+ort = deferred("onnxruntime")
 
 pytestmark = [pytest.mark.torch, pytest.mark.onnxruntime]
 

@@ -26,7 +26,20 @@ from parity.variants import VARIANTS
 pytestmark = [pytest.mark.torch, pytest.mark.torch_cpu]
 
 CUDA = [name for name, v in VARIANTS.items() if v.family == "torch_cuda"]
-NO_GPU = cuda_unavailable()
+
+
+@pytest.fixture(scope="module")
+def no_gpu() -> str | None:
+    """Why the CUDA variants cannot run here (``None`` with a GPU): asked by the tests that
+    need it, not at collection (it imports torch)."""
+    return cuda_unavailable()
+
+
+@pytest.fixture
+def gpu(no_gpu: str | None) -> None:
+    """Skip the test, saying why, where no CUDA GPU is usable."""
+    if no_gpu is not None:
+        pytest.skip(f"CUDA variants: {no_gpu}")
 
 
 def broken_verdict(
@@ -121,25 +134,26 @@ def test_cpu_bf16_perturbed_conv_fails_at_its_tap(local_session_for: Callable[[s
 
 
 @pytest.mark.parametrize("variant", CUDA)
-@pytest.mark.skipif(NO_GPU is None, reason="a CUDA GPU is present: the variants run instead")
 def test_cuda_variants_are_not_applicable_without_a_gpu(
-    session_for: Callable[[str], Session], variant: str
+    no_gpu: str | None, session_for: Callable[[str], Session], variant: str
 ):
+    if no_gpu is None:
+        pytest.skip("a CUDA GPU is present: the variants run instead")
     result = session_for("mobilenet_v2").check(VARIANTS[variant])
     assert result.status == "n/a"
-    assert result.reason == NO_GPU and "torch.cuda.is_available() is False" in result.reason
+    assert result.reason == no_gpu and "torch.cuda.is_available() is False" in result.reason
 
 
 @pytest.mark.torch_cuda
-@pytest.mark.skipif(NO_GPU is not None, reason=f"CUDA variants: {NO_GPU}")
 @pytest.mark.parametrize("variant", ["torch_cuda_fp32", "torch_cuda_channels_last"])
-def test_cuda_strict_fp32_within_the_fp32_budget(fp32_parity, variant: str):
+def test_cuda_strict_fp32_within_the_fp32_budget(gpu: None, fp32_parity, variant: str):
     fp32_parity("mobilenet_v2", variant)
 
 
 @pytest.mark.torch_cuda
-@pytest.mark.skipif(NO_GPU is not None, reason=f"CUDA variants: {NO_GPU}")
-def test_cuda_fp32_perturbed_conv_fails_at_its_tap(local_session_for: Callable[[str], Session]):
+def test_cuda_fp32_perturbed_conv_fails_at_its_tap(
+    gpu: None, local_session_for: Callable[[str], Session]
+):
     session = local_session_for("mobilenet_v2")
     verdict = broken_verdict(session, "torch_cuda_fp32", "features.5", 0.01)
     assert_first_failure(verdict, "features.5")

@@ -19,6 +19,7 @@ import numpy as np
 
 from parity.artifacts import Artifact, ArtifactCache, BuildContext
 from parity.backends import get_exporter
+from parity.batchcache import cached_batch
 from parity.bundle import Bundle
 from parity.compare import (
     ReferenceTap,
@@ -36,7 +37,7 @@ from parity.judge import golden, live
 from parity.lazy import installed, package_version
 from parity.paths import find_project
 from parity.prefetch import Fetched, ReferenceRun, fetch, run_workers
-from parity.preprocess import preprocess_batch, tensor_sha256
+from parity.preprocess import tensor_sha256
 from parity.reference import ReferenceCache, reference_key
 from parity.result import (
     ParityReport,
@@ -85,6 +86,7 @@ class Session:
         self.reference_source = ""
         #: Weights loaded by the torch worker (set in workers and after :meth:`prefetch`).
         self.handed: HandedWeights | None = None
+        self._cached_weights_sha256: str | None = None
         self._outputs: dict[str, tuple[dict[str, np.ndarray], Artifact | None]] = {}
         #: Variants whose worker failed on them (message), from :meth:`prefetch`.
         self._failures: dict[str, tuple[str, Artifact | None]] = {}
@@ -114,9 +116,8 @@ class Session:
     def batch(self) -> np.ndarray:
         """The fixtures through the card's spec: float32 NCHW, identical for every runtime."""
         if self._batch is None:
-            self._batch = preprocess_batch(
-                [f.path for f in self.fixtures], self.card.preprocess.replace(layout="NCHW")
-            )
+            spec = self.card.preprocess.replace(layout="NCHW")
+            self._batch = cached_batch(self.fixtures, spec)
         return self._batch
 
     def model(self) -> Weights:
@@ -133,9 +134,10 @@ class Session:
         torch worker."""
         if self.handed is not None:
             return self.handed.sha256
-        known = cached_weights_sha256(self.card, self.config.weights)
-        if known is not None:
-            return known
+        if self._cached_weights_sha256 is None:  # once known, kept (~15 ms a read)
+            self._cached_weights_sha256 = cached_weights_sha256(self.card, self.config.weights)
+        if self._cached_weights_sha256 is not None:
+            return self._cached_weights_sha256
         self.need(VARIANTS[REFERENCE])
         if self.handed is None:
             self._reference_ran()

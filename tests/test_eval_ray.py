@@ -14,13 +14,16 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from parity.cli import main
 from parity.evaluate import EvalConfig, EvalResult, evaluate
+from parity.evaluate.actor_folders import remove_orphans
 from parity.weights import class_names
 from parity.zoo import get_card
 
@@ -114,6 +117,7 @@ def test_an_actor_killed_mid_run_loses_no_image(folder: Path):
             os.kill(killed[0], signal.SIGKILL)
 
     env = {"PARITY_RAY_FAULT": "ort_dynamo:3"}
+    before = set(Path(tempfile.gettempdir()).glob("parity-ray-*"))
     data, lines = run_ray(folder, ["ort_dynamo"], 2, env, kill_first)
     assert data["loaded"] == []
     result = EvalResult.from_dict(data["result"])  # type: ignore[arg-type]
@@ -122,6 +126,8 @@ def test_an_actor_killed_mid_run_loses_no_image(folder: Path):
     assert (ort.agree, ort.flips) == (16, [])
     pids = [int(m.group(1)) for x in lines if (m := re.search(r"ort_dynamo: actor pid (\d+)", x))]
     assert killed and pids[0] == killed[0] and len(set(pids)) == 2, lines  # a new actor
+    # no artifact folder left: the killed actor's was removed by the one that replaced it
+    assert set(Path(tempfile.gettempdir()).glob("parity-ray-*")) <= before
 
 
 @pytest.mark.heavy
@@ -145,3 +151,22 @@ def test_address_without_the_ray_engine_is_a_usage_error(
     code = main(["eval", "--data", str(folder), "--address", "auto"])
     err = capsys.readouterr().err
     assert code == 2 and "use it with --engine ray" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_folders_of_dead_actors_are_removed_and_no_other(tmp_path: Path):
+    """An actor killed by a signal leaves its artifact folder; the next actor on the node
+    removes it, and leaves the folders of running actors and anything else alone."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # ended, not yet reaped
+    while Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z":
+        time.sleep(0.01)
+    names = [f"parity-ray-{dead.pid}-a1", f"parity-ray-{zombie.pid}-b2"]
+    kept = [f"parity-ray-{os.getpid()}-c3", "parity-ray-d4", f"parity-eval-{dead.pid}-e5"]
+    for name in names + kept:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.onnx").write_bytes(b"x" * 1000)
+    removed = remove_orphans(tmp_path)
+    zombie.wait()
+    assert sorted(p.name for p in removed) == sorted(names)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from parity.errors import ParityError, RuntimeFailure
+from parity.evaluate.actor_folders import artifact_folder
 from parity.evaluate.results import EvalResult, VariantScore, score_batch
 from parity.evaluate.running import (
     EvalConfig,
@@ -384,7 +385,7 @@ class VariantActor:
     def _source(self, payload: dict[str, Any]) -> Any:
         """The artifact written to a folder of this actor, or the torch module."""
         if "artifact" in payload:
-            self.folder = tempfile.TemporaryDirectory(prefix="parity-ray-")
+            self.folder = artifact_folder()
             artifact = payload["artifact"]
             for file, data in payload["files"].items():
                 Path(self.folder.name, file).write_bytes(data)

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from parity.forkserver import IDLE_SECONDS, QUIT
+from parity.lazy import package_version
 
 
 def _preload(modules: Sequence[str]) -> None:
@@ -147,6 +148,7 @@ def _child(request: dict[str, Any], stderr_fd: int) -> None:
         os.environ.update(request["env"])
         sys.path[:] = request["path"]
         importlib.invalidate_caches()
+        package_version.cache_clear()  # read as a fresh interpreter would, if ever read here
         option, module, *args = request["argv"]
         assert option == "-m", request["argv"]
         sys.argv = [option, *args]  # runpy puts the module's file first, as python -m does

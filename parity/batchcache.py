@@ -6,19 +6,19 @@ The key holds everything the batch is made of: each file's sha256 (the manifest'
 as the fixtures load, or read now), the spec's sha256, the bytes of
 :mod:`parity.preprocess` (the code that makes it) and the Pillow and numpy versions. A file
 that cannot be read back as the expected array is a miss, made again and replaced
-atomically; a batch is written only once made without error.
+(:mod:`parity.atomic`: whole or not at all; a full disk is one line).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from parity import atomic
 from parity import preprocess as preprocessing
 from parity.fixtures import Fixture, file_sha256
 from parity.lazy import package_version
@@ -55,10 +55,8 @@ def cached_batch(
     if _whole(stored, len(fixtures), spec):
         return stored
     batch = preprocess_batch([f.path for f in fixtures], spec)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")
-    np.save(tmp, batch)
-    os.replace(tmp, path)
+    with atomic.replacing(path) as tmp, tmp.open("wb") as handle:
+        np.save(handle, batch)
     return batch
 
 

@@ -4,6 +4,8 @@ made again when the stored file is damaged."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +74,32 @@ def test_a_damaged_stored_batch_is_made_again_and_replaced(
     batch = cached_batch(FIXTURES, SPEC, tmp_path)
     assert np.array_equal(batch, made_now(FIXTURES))
     assert np.array_equal(np.load(path), batch)
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_file(tmp_path: Path) -> None:
+    """A real EFBIG (a 1 MB file size limit under the 1.8 MB batch): the error names the
+    file, nothing is left in the folder."""
+    code = (
+        "import resource, signal, sys\n"
+        "from pathlib import Path\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))\n"
+        "from parity.batchcache import cached_batch\n"
+        "from parity.errors import ParityError\n"
+        "from parity.fixtures import load_fixtures\n"
+        "from parity.preprocess import PreprocessSpec\n"
+        "fixtures = load_fixtures(Path(sys.argv[1]))[:3]\n"
+        "try:\n"
+        "    cached_batch(fixtures, PreprocessSpec(), Path(sys.argv[2]))\n"
+        "except ParityError as exc:\n"
+        "    print(exc)\n"
+    )
+    root = Path(__file__).resolve().parents[1] / "fixtures"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(root), str(tmp_path / "batches")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    (line,) = done.stdout.splitlines()  # numpy's short write: "N requested and M written"
+    assert line.startswith(str(tmp_path / "batches")) and ".npy: cannot write (" in line
+    assert line.endswith("nothing was left half-written")
+    assert list((tmp_path / "batches").iterdir()) == []

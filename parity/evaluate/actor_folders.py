@@ -29,8 +29,9 @@ def remove_orphans(root: Path) -> list[Path]:
     for folder in root.glob(f"{PREFIX}*-*"):
         pid = folder.name.removeprefix(PREFIX).split("-")[0]
         if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
+            shutil.rmtree(folder, ignore_errors=True)  # another user's stays, unreadable
+            if not folder.exists():
+                removed.append(folder)
     return removed
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import pickle
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +23,7 @@ from parity.plan import plan, plan_workers
 from parity.result import VariantResult
 from parity.runconfig import Progress, RunConfig
 from parity.runfiles import REFERENCE_TASK, load_arrays
+from parity.scratch import owned_folder, remove_owned
 from parity.variants import VARIANTS, Variant
 from parity.weights import HandedWeights, cached_weights_sha256
 from parity.workers import Job, TaskOutcome
@@ -109,7 +108,7 @@ def fetch(
     """
     applicable = plan(session.card, variants, exporting=session.bundle is None).applicable
     names = [v.name for v in applicable if not session.has_run(v.name)]
-    run_dir = Path(tempfile.mkdtemp(prefix="parity-run-"))
+    run_dir = owned_folder("parity-run-")
 
     def arrived(name: str, outcome: TaskOutcome) -> None:
         if on_outputs is not None and name in names and outcome.error is None:
@@ -123,7 +122,7 @@ def fetch(
             session, run_dir, names, external, reference, state_dict=state_dict, on_outcome=arrived
         )
     except BaseException:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        remove_owned(run_dir)
         raise
     done = {n: outcomes[n] for n in names}
     results: tuple[VariantResult, ...] | None = None

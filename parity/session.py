@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import shutil
-import tempfile
 import threading
 import time
 import weakref
@@ -44,6 +42,7 @@ from parity.result import (
     VariantResult,
 )
 from parity.runconfig import Progress, RunConfig, default_tolerances
+from parity.scratch import owned_folder, remove_owned
 from parity.taps import select_taps
 from parity.tolerances import TolerancePolicy
 from parity.variants import REFERENCE, VARIANTS, Variant
@@ -238,12 +237,12 @@ class Session:
         A failed export raises :class:`RuntimeFailure` naming it.
         """
         names = [v.name for v in variants if v.exporter is not None]
-        run_dir = Path(tempfile.mkdtemp(prefix="parity-build-"))
+        run_dir = owned_folder("parity-build-")
         try:
             outcomes, handed = run_workers(self, run_dir, names, run=False)
             self.take_reference(handed)
         finally:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            remove_owned(run_dir)
         self.cache.rebuild = False  # the workers rebuilt what --rebuild asked for
         for name, outcome in sorted(outcomes.items()):
             if name.startswith("export-") and outcome.error is not None:
@@ -317,7 +316,7 @@ class Session:
     def take(self, fetched: Fetched) -> None:
         """Hold a prefetch's outcomes; its run directory goes with this session."""
         self.take_reference(fetched.reference)
-        self._release = weakref.finalize(self, shutil.rmtree, fetched.run_dir, True)
+        self._release = weakref.finalize(self, remove_owned, fetched.run_dir)
         self.worker_seconds.update(fetched.seconds)
         self.executed.update(fetched.executed)
         self.located.update({n: dict(taps) for n, taps in fetched.located.items()})

@@ -16,14 +16,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from parity.cli import main
 from parity.evaluate import EvalConfig, EvalResult, evaluate
-from parity.evaluate.actor_folders import remove_orphans
 from parity.weights import class_names
 from parity.zoo import get_card
 
@@ -151,40 +149,3 @@ def test_address_without_the_ray_engine_is_a_usage_error(
     code = main(["eval", "--data", str(folder), "--address", "auto"])
     err = capsys.readouterr().err
     assert code == 2 and "use it with --engine ray" in err and len(err.strip().splitlines()) == 1
-
-
-def test_the_folders_of_dead_actors_are_removed_and_no_other(tmp_path: Path):
-    """An actor killed by a signal leaves its artifact folder; the next actor on the node
-    removes it (its owner lock is free), and leaves alone a living actor's (locked), one
-    being made (no lock yet) and anything else."""
-    hold = (
-        "import fcntl, sys\n"
-        "handle = open(sys.argv[1], 'w')\n"
-        "fcntl.flock(handle, fcntl.LOCK_EX)\n"
-        "print('locked', flush=True)\n"
-        "sys.stdin.read()\n"
-    )
-    folders = {name: tmp_path / name for name in ("parity-ray-live", "parity-ray-dead",
-               "parity-ray-making", "parity-ray-old", "parity-eval-dead")}  # fmt: skip
-    for folder in folders.values():
-        folder.mkdir()
-        (folder / "model.onnx").write_bytes(b"x" * 1000)
-    owners = {}
-    for name in ("parity-ray-live", "parity-ray-dead", "parity-eval-dead"):
-        owners[name] = subprocess.Popen(
-            [sys.executable, "-c", hold, str(folders[name] / ".owner")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert owners[name].stdout.readline() == "locked\n"  # type: ignore[union-attr]
-    for name in ("parity-ray-dead", "parity-eval-dead"):
-        owners[name].kill()  # SIGKILL: no finalizer, the kernel drops the lock
-        owners[name].wait()
-    old = time.time() - 3600
-    os.utime(folders["parity-ray-old"], (old, old))
-    try:
-        removed = remove_orphans(tmp_path)
-    finally:
-        owners["parity-ray-live"].communicate("")
-    assert sorted(p.name for p in removed) == ["parity-ray-dead", "parity-ray-old"]
-    left = ["parity-eval-dead", "parity-ray-live", "parity-ray-making"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == left

@@ -7,14 +7,12 @@ so they run in one worker (:mod:`parity.worker`, a ``doctor`` task: the user's i
 from __future__ import annotations
 
 import pickle
-import shutil
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from parity.doctor.findings import Finding
 from parity.errors import RuntimeFailure
+from parity.scratch import owned_folder, remove_owned
 
 if TYPE_CHECKING:
     from parity.session import Session
@@ -35,7 +33,7 @@ def doctor_in_worker(
     from parity.variants import REFERENCE, VARIANTS
     from parity.workers import Job, Runs
 
-    run_dir = Path(tempfile.mkdtemp(prefix="parity-doctor-"))
+    run_dir = owned_folder("parity-doctor-")
     try:
         context = ModelContext.write(run_dir, session.config, session.batch)
         task = {"kind": DOCTOR_TASK, "name": DOCTOR_TASK, "checks": checks, "options": options}
@@ -47,4 +45,4 @@ def doctor_in_worker(
         findings: list[Finding] = pickle.loads((outcome.folder / "findings.pkl").read_bytes())
         return findings
     finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        remove_owned(run_dir)

@@ -42,7 +42,6 @@ from typing import Any
 import numpy as np
 
 from parity.errors import ParityError, RuntimeFailure
-from parity.evaluate.actor_folders import artifact_folder
 from parity.evaluate.results import EvalResult, VariantScore, score_batch
 from parity.evaluate.running import (
     EvalConfig,
@@ -53,6 +52,7 @@ from parity.evaluate.running import (
     open_session,
     select,
 )
+from parity.scratch import owned_temporary
 
 #: An actor that died this many times on one batch (or while loading) fails its variant.
 CRASH_LIMIT = 2
@@ -385,7 +385,7 @@ class VariantActor:
     def _source(self, payload: dict[str, Any]) -> Any:
         """The artifact written to a folder of this actor, or the torch module."""
         if "artifact" in payload:
-            self.folder = artifact_folder()
+            self.folder = owned_temporary("parity-ray-")
             artifact = payload["artifact"]
             for file, data in payload["files"].items():
                 Path(self.folder.name, file).write_bytes(data)
